@@ -1,0 +1,41 @@
+# One venv, created on demand; every target works on a fresh clone.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONFIG ?= config/default.json
+
+.PHONY: help install run test lint typecheck check bench bench-quick bench-peers chaos soak clean
+
+help:
+	@echo "make run          start the gateway with $(CONFIG)"
+	@echo "make test         run the whole test suite"
+	@echo "make check        ruff + mypy --strict + tests (what CI runs)"
+	@echo "make bench        full benchmark (bench/results/latest.md)"
+	@echo "make bench-quick  quick benchmark (< 2 minutes)"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/python -m chromagent_proxy --config $(CONFIG)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check chromagent_proxy tests bench
+	$(BIN)/ruff format --check chromagent_proxy
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

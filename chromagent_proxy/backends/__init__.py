@@ -1,0 +1,1 @@
+"""Backend providers. Only ``registry`` knows which types exist."""

@@ -1,0 +1,116 @@
+"""The contract every backend implements, built-in or custom.
+
+A backend gets the decoded OpenAI request (``model`` already mapped to the
+upstream name) and its own config. Per-request facts the gateway knows (request
+id, the client's raw body, deadlines) are in ``current_context()``; the shared
+HTTP session and gateway settings arrive once through ``start(runtime)``.
+
+Non-stream results may be a ``ChatCompletion``, a plain dict, or JSON bytes;
+stream parts may be a ``ChatCompletionChunk``, a dict, or one chunk's JSON bytes.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+import aiohttp
+
+from ..errors import UnsupportedFeature
+from ..schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+
+if TYPE_CHECKING:
+    from ..config import BackendConfig, GatewayConfig
+
+CompletionResult = ChatCompletion | Mapping[str, Any] | bytes
+StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
+
+
+class ImageFetcher(Protocol):
+    """Fetches a remote image for a backend that needs inline bytes (see media.py)."""
+
+    async def fetch(self, url: str, param: str) -> tuple[bytes, str]: ...
+
+
+@dataclass(slots=True)
+class BackendRuntime:
+    """What the gateway hands every backend once, at start."""
+
+    session: aiohttp.ClientSession
+    gateway: GatewayConfig
+    timeout: aiohttp.ClientTimeout
+    first_byte_timeout: float
+    images: ImageFetcher | None = None
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    raw_body: bytes
+    client_model: str
+    upstream_model: str
+    backend_id: str
+    include_usage: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+_current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("chromagent_request")
+
+
+def current_context() -> RequestContext:
+    """The context of the request being served (set by the gateway before each call)."""
+    return _current.get()
+
+
+def set_context(ctx: RequestContext) -> contextvars.Token[RequestContext]:
+    return _current.set(ctx)
+
+
+class BackendProvider(ABC):
+    """Subclass this to add a backend type; register it with ``DefaultBackendRegistry``."""
+
+    type: ClassVar[str] = "custom"
+
+    def __init__(self) -> None:
+        self.config: BackendConfig | None = None
+        self.runtime: BackendRuntime | None = None
+
+    # -- capabilities (checked by the router before any upstream I/O)
+    def supports_streaming(self) -> bool:
+        return True
+
+    def supports_tools(self) -> bool:
+        return False
+
+    def supports_images(self) -> bool:
+        return False
+
+    def validate_config(self, config: BackendConfig) -> tuple[bool, list[str]]:
+        """Check this backend's config; called once at start-up, before the port is bound."""
+        return True, []
+
+    async def start(self, runtime: BackendRuntime) -> None:
+        """Called once the shared session exists; set up tokens or caches here."""
+        self.runtime = runtime
+
+    async def close(self) -> None:
+        """Called at shutdown."""
+
+    async def list_models(self) -> list[str]:
+        """Models this backend serves beyond its ``modelMapping`` (e.g. what Ollama has pulled)."""
+        return []
+
+    @abstractmethod
+    async def chat_completion(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> CompletionResult: ...
+
+    def chat_completion_stream(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> AsyncIterator[StreamPart]:
+        raise UnsupportedFeature(
+            f"backend '{config.id}' does not support streaming", param="stream"
+        )

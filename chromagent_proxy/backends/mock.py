@@ -1,0 +1,130 @@
+"""Built-in mock backend: no network. Echoes the last user message (or ``reply``).
+
+Options: ``toolCall: {"name": ..., "arguments": {...}}`` answers with that
+tool call whenever the request offers tools. Useful for demos and smoke tests.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from .. import codec
+from ..config import BackendConfig
+from ..schema.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    FunctionCall,
+    FunctionDelta,
+    ResponseMessage,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
+from .base import BackendProvider, CompletionResult, StreamPart, current_context
+
+
+def _text_of(request: ChatCompletionRequest) -> str:
+    for msg in reversed(request.messages):
+        if msg.role != "user":
+            continue
+        if isinstance(msg.content, str):
+            return msg.content
+        if msg.content:
+            return " ".join(p.text for p in msg.content if p.type == "text" and p.text)
+    return ""
+
+
+def _count(text: str) -> int:
+    return len(text.split())
+
+
+class MockBackend(BackendProvider):
+    type: ClassVar[str] = "mock"
+
+    def supports_tools(self) -> bool:
+        return True
+
+    def supports_images(self) -> bool:
+        return True
+
+    def validate_config(self, config: BackendConfig) -> tuple[bool, list[str]]:
+        errors: list[str] = []
+        call = config.options.get("toolCall")
+        if call is not None and not (isinstance(call, dict) and isinstance(call.get("name"), str)):
+            errors.append('options.toolCall must be {"name": str, "arguments": object}')
+        return not errors, errors
+
+    def _answer(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> tuple[str, ToolCall | None, Usage]:
+        prompt = sum(
+            _count(m.content) if isinstance(m.content, str) else 1 for m in request.messages
+        )
+        call: dict[str, Any] | None = config.options.get("toolCall")
+        if call is not None and request.tools:
+            args = codec.dumps(call.get("arguments", {})).decode()
+            tc = ToolCall(
+                id=f"call_{uuid.uuid4().hex[:24]}",
+                function=FunctionCall(name=call["name"], arguments=args),
+            )
+            return "", tc, Usage(prompt, 1, prompt + 1)
+        text = config.reply if config.reply is not None else _text_of(request)
+        n = _count(text)
+        return text, None, Usage(prompt, n, prompt + n)
+
+    async def chat_completion(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> CompletionResult:
+        text, call, usage = self._answer(request, config)
+        message = ResponseMessage(
+            role="assistant",
+            content=None if call else text, tool_calls=[call] if call else None
+        )
+        return ChatCompletion(
+            id=f"chatcmpl-{current_context().request_id}",
+            created=int(time.time()),
+            model=request.model,
+            choices=[Choice(0, message, "tool_calls" if call else "stop")],
+            usage=usage,
+        )
+
+    async def chat_completion_stream(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> AsyncIterator[StreamPart]:
+        ctx = current_context()
+        text, call, usage = self._answer(request, config)
+        cid, created, model = f"chatcmpl-{ctx.request_id}", int(time.time()), request.model
+
+        def chunk(delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
+            return ChatCompletionChunk(cid, created, model, [ChunkChoice(0, delta, finish)])
+
+        if call is not None:
+            yield chunk(
+                Delta(
+                    role="assistant",
+                    tool_calls=[
+                        ToolCallDelta(
+                            0,
+                            call.id,
+                            "function",
+                            FunctionDelta(call.function.name, call.function.arguments),
+                        )
+                    ],
+                )
+            )
+            yield chunk(Delta(), "tool_calls")
+        else:
+            yield chunk(Delta(role="assistant", content=""))
+            words = text.split(" ")
+            for i, word in enumerate(words):
+                yield chunk(Delta(content=word if i == 0 else " " + word))
+            yield chunk(Delta(), "stop")
+        if ctx.include_usage:
+            yield ChatCompletionChunk(cid, created, model, [], usage)

@@ -1,0 +1,106 @@
+"""OpenAI-compatible upstreams (OpenAI, vLLM, Groq, Ollama's /v1, LiteLLM...): a byte relay.
+
+The client's raw body is sent unchanged unless ``modelMapping`` renames the
+model, so every field this gateway does not know still reaches the upstream.
+Stream events are relayed as they are; only an upstream error event is
+decoded, to end the stream the OpenAI way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, ClassVar
+
+from .. import codec
+from ..config import BackendConfig
+from ..errors import UpstreamHTTPError, UpstreamProtocolError
+from ..schema.openai import ChatCompletionRequest
+from ..sse import SSEDecoder
+from ..upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
+from .base import BackendProvider, CompletionResult, StreamPart, current_context
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIBackend(BackendProvider):
+    type: ClassVar[str] = "openai"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._url = ""
+        self._headers: dict[str, str] = {}
+
+    def supports_tools(self) -> bool:
+        return True
+
+    def supports_images(self) -> bool:
+        return True
+
+    def validate_config(self, config: BackendConfig) -> tuple[bool, list[str]]:
+        errors: list[str] = []
+        base = config.base_url or DEFAULT_BASE_URL
+        if not base.startswith(("http://", "https://")):
+            errors.append(f"baseUrl must start with http:// or https:// (got {base!r})")
+        self._url = base.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if config.api_key:
+            headers["Authorization"] = f"Bearer {config.api_key}"
+        headers.update(config.additional_headers)
+        self._headers = headers
+        return not errors, errors
+
+    def _body(self, request: ChatCompletionRequest) -> bytes:
+        ctx = current_context()
+        if request.model == ctx.client_model:
+            return ctx.raw_body
+        data: dict[str, Any] = codec.loads(ctx.raw_body)
+        data["model"] = request.model
+        return codec.dumps(data)
+
+    async def chat_completion(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> CompletionResult:
+        assert self.runtime is not None
+        async with open_response(
+            self.runtime, config.id, self._url, self._headers, self._body(request)
+        ) as resp:
+            return await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+
+    async def chat_completion_stream(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> AsyncIterator[StreamPart]:
+        assert self.runtime is not None
+        decoder = SSEDecoder()
+        async with open_response(
+            self.runtime, config.id, self._url, self._headers, self._body(request)
+        ) as resp:
+            async for data in iter_body(resp, config.id):
+                for event in decoder.feed(data):
+                    payload = event.data
+                    if payload == b"[DONE]":
+                        return
+                    if event.event == "error" or payload.startswith(b'{"error"'):
+                        raise _stream_error(config.id, payload)
+                    yield payload
+            for event in decoder.flush():
+                if event.data == b"[DONE]":
+                    return
+                yield event.data
+        raise UpstreamProtocolError(f"backend '{config.id}' ended the stream without [DONE]")
+
+
+def _stream_error(backend_id: str, payload: bytes) -> UpstreamHTTPError:
+    try:
+        data = codec.loads(payload)
+        err = data.get("error", data) if isinstance(data, dict) else {}
+    except ValueError:
+        err = {}
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    code = err.get("code")
+    return UpstreamHTTPError(
+        f"backend '{backend_id}' reported an error mid-stream: {err.get('message', 'unknown error')}",
+        type=err.get("type") if isinstance(err.get("type"), str) else "api_error",
+        code=code if isinstance(code, str) else "upstream_error",
+        retryable=False,
+    )

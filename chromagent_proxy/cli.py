@@ -1,0 +1,119 @@
+"""Command line: flags > GATEWAY_* env > config file > defaults. Exit 2 on any config error."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any, NoReturn
+
+from .backends.registry import DefaultBackendRegistry
+from .config import GatewayConfig, build_config, read_json
+from .errors import ConfigError
+
+log = logging.getLogger("chromagent_proxy")
+
+EXIT_CONFIG = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other configuration error.
+        self.exit(EXIT_CONFIG, f"{self.prog}: error: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="chromagent-gateway",
+        description="OpenAI-compatible LLM gateway. Flags override GATEWAY_* env vars, "
+        "which override the config file.",
+    )
+    p.add_argument(
+        "--config",
+        "-c",
+        help="path to a JSON config file (default: the packaged "
+        "default config, or $GATEWAY_CONFIG)",
+    )
+    p.add_argument("--port", "-p", type=int, help="port to listen on (0 picks a free port)")
+    p.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--workers", type=int, help="number of worker processes")
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def load(argv: Sequence[str] | None, registry: DefaultBackendRegistry) -> GatewayConfig:
+    args = _parser().parse_args(argv)
+    if args.version:
+        from . import __version__
+
+        print(__version__)
+        raise SystemExit(0)
+    path = args.config or os.environ.get("GATEWAY_CONFIG")
+    if path:
+        data = read_json(path)
+    else:
+        text = resources.files("chromagent_proxy").joinpath("default_config.json").read_bytes()
+        import orjson
+
+        data = orjson.loads(text)
+    overrides: dict[str, Any] = {
+        "port": args.port,
+        "host": args.host,
+        "logLevel": args.log_level,
+        "workers": args.workers,
+    }
+    return build_config(data, env=os.environ, overrides=overrides, known_types=registry.types())
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: GatewayConfig, registry: DefaultBackendRegistry) -> None:
+    from .server import GatewayServer
+
+    server = GatewayServer(config, registry)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(server.describe(), flush=True)
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down")
+        await server.stop()
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # optional speed-up
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    registry = DefaultBackendRegistry()
+    try:
+        config = load(argv, registry)
+        setup_logging(config.log_level)
+        _install_uvloop()
+        asyncio.run(serve(config, registry))
+    except ConfigError as exc:
+        print(f"chromagent-gateway: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 0
+    return 0

@@ -1,0 +1,297 @@
+"""Config: msgspec Structs mirroring the README's JSON (camelCase keys).
+
+Loading is pure: read the file, interpolate ``${VAR}``, overlay ``GATEWAY_*``
+env vars and CLI flags, decode with unknown keys forbidden, then check what a
+type cannot (ids, references, ranges). Every problem is one ``ConfigError``
+line naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+import orjson
+from msgspec import Struct
+
+from .errors import ConfigError
+
+
+class _Base(Struct, rename="camel", forbid_unknown_fields=True, omit_defaults=True):
+    pass
+
+
+class BackendConfig(_Base):
+    id: str
+    type: str
+    api_key: str | None = None
+    base_url: str | None = None
+    project_id: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
+    enabled: bool = True
+    model_mapping: dict[str, str] = msgspec.field(default_factory=dict)
+    additional_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    weight: int = 1
+    # "pkg.module:Class" of a custom BackendProvider, for CLI users.
+    module: str | None = None
+    # Backend-specific settings (Ollama options, a custom backend's own keys...).
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    keep_alive: str | int | None = None
+    inline_images: bool = False
+    default_max_tokens: int | None = None
+    reply: str | None = None
+
+
+class RoutingRule(_Base):
+    condition: str
+    backend_id: str | None = None
+    backend_ids: list[str] | None = None
+
+
+class CorsConfig(_Base):
+    origin: str | list[str] = "*"
+    credentials: bool = False
+    max_age: int = 600
+
+
+class RateLimitConfig(_Base):
+    enabled: bool = False
+    window_ms: int = 60_000
+    max: int = 100
+    redis_url: str | None = None
+    fail_open: bool = True
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    per_key_max: int | None = None
+
+
+class TimeoutsConfig(_Base):
+    connect_ms: int = 10_000
+    first_byte_ms: int | None = None  # None: the top-level ``timeout``
+    idle_ms: int = 120_000
+    total_ms: int | None = None
+
+
+class MediaConfig(_Base):
+    remote_fetch: bool = True
+    allow_hosts: list[str] = msgspec.field(default_factory=list)
+    allow_cidrs: list[str] = msgspec.field(default_factory=list)
+    max_bytes: int = 20 * 1024 * 1024
+    connect_timeout_ms: int = 3_000
+    total_timeout_ms: int = 15_000
+    max_redirects: int = 3
+
+
+LogLevel = Literal["debug", "info", "warning", "error"]
+
+
+class GatewayConfig(_Base):
+    port: int = 3000
+    host: str = "127.0.0.1"
+    default_backend: str | None = None
+    backends: list[BackendConfig] = msgspec.field(default_factory=list)
+    routing_rules: list[RoutingRule] = msgspec.field(default_factory=list)
+    cors: CorsConfig | None = None
+    rate_limit: RateLimitConfig | None = None
+    timeout: int = 30_000
+    timeouts: TimeoutsConfig = msgspec.field(default_factory=TimeoutsConfig)
+    max_body_bytes: int = 20 * 1024 * 1024
+    media: MediaConfig = msgspec.field(default_factory=MediaConfig)
+    api_keys: list[str] = msgspec.field(default_factory=list)
+    max_attempts: int = 3
+    log_level: LogLevel = "info"
+    log_format: Literal["json", "text"] = "json"
+    workers: int = 1
+    shutdown_timeout_ms: int = 30_000
+    upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
+
+    @property
+    def first_byte_timeout_s(self) -> float:
+        ms = self.timeouts.first_byte_ms or self.timeout
+        return ms / 1000
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+# env var → (path in the JSON, parser)
+_ENV_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
+    "GATEWAY_PORT": (("port",), "int"),
+    "GATEWAY_HOST": (("host",), "str"),
+    "GATEWAY_DEFAULT_BACKEND": (("defaultBackend",), "str"),
+    "GATEWAY_CORS_ORIGIN": (("cors", "origin"), "origins"),
+    "GATEWAY_CORS_CREDENTIALS": (("cors", "credentials"), "bool"),
+    "GATEWAY_RATE_LIMIT_WINDOW_MS": (("rateLimit", "windowMs"), "int"),
+    "GATEWAY_RATE_LIMIT_MAX": (("rateLimit", "max"), "int"),
+    "GATEWAY_REDIS_URL": (("rateLimit", "redisUrl"), "str"),
+    "GATEWAY_TIMEOUT": (("timeout",), "int"),
+    "GATEWAY_LOG_LEVEL": (("logLevel",), "str"),
+    "GATEWAY_LOG_FORMAT": (("logFormat",), "str"),
+    "GATEWAY_WORKERS": (("workers",), "int"),
+    "GATEWAY_API_KEYS": (("apiKeys",), "list"),
+    "GATEWAY_MAX_BODY_BYTES": (("maxBodyBytes",), "int"),
+}
+
+ENV_VARS = tuple(_ENV_KEYS)
+
+
+def _parse_env(name: str, raw: str, kind: str) -> Any:
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"{name}: expected an integer, got {raw!r}") from None
+    if kind == "bool":
+        low = raw.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+    if kind == "origins":
+        items = [o.strip() for o in raw.split(",") if o.strip()]
+        return items[0] if items == ["*"] else items
+    if kind == "list":
+        return [o.strip() for o in raw.split(",") if o.strip()]
+    return raw
+
+
+def _interpolate(value: Any, env: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, str):
+        if "${" not in value:
+            return value
+
+        def sub(m: re.Match[str]) -> str:
+            name = m.group(1)
+            if name not in env:
+                raise ConfigError(f"{path}: environment variable ${{{name}}} is not set")
+            return env[name]
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigError(
+            f"config file {path}: malformed JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: the top level must be a JSON object")
+    return data
+
+
+def _set(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    node = data
+    for key in keys[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[keys[-1]] = value
+
+
+def build_config(
+    data: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    known_types: frozenset[str] | None = None,
+) -> GatewayConfig:
+    """file dict → ${VAR} → env overlay → flag overrides → typed, checked config."""
+    env = os.environ if env is None else env
+    merged: dict[str, Any] = _interpolate(dict(data or {}), env, "$")
+    # ``rateLimit`` present in env means the operator wants it on.
+    for name, (keys, kind) in _ENV_KEYS.items():
+        raw = env.get(name)
+        if raw is not None and raw != "":
+            _set(merged, keys, _parse_env(name, raw, kind))
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set(merged, (key,), value)
+    rl = merged.get("rateLimit")
+    if isinstance(rl, dict) and "enabled" not in rl:
+        rl["enabled"] = True
+    try:
+        cfg = msgspec.convert(merged, GatewayConfig)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+    validate(cfg, known_types)
+    return cfg
+
+
+def _explain(exc: msgspec.ValidationError) -> str:
+    text = str(exc)
+    i = text.rfind(" - at `")
+    if i == -1:
+        return f"config: {text}"
+    where = text[i + 7 :].rstrip("`")
+    return f"config {where}: {text[:i]}"
+
+
+def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> None:
+    if not 0 <= cfg.port <= 65535:
+        raise ConfigError(f"config $.port: {cfg.port} is out of range (0-65535)")
+    if cfg.timeout <= 0:
+        raise ConfigError("config $.timeout: must be a positive number of milliseconds")
+    if cfg.max_body_bytes <= 0:
+        raise ConfigError("config $.maxBodyBytes: must be positive")
+    if cfg.workers < 1:
+        raise ConfigError("config $.workers: must be at least 1")
+    if cfg.max_attempts < 1:
+        raise ConfigError("config $.maxAttempts: must be at least 1")
+    seen: set[str] = set()
+    for i, b in enumerate(cfg.backends):
+        where = f"config $.backends[{i}]"
+        if not b.id:
+            raise ConfigError(f"{where}.id: must not be empty")
+        if b.id in seen:
+            raise ConfigError(f"{where}.id: duplicate backend id '{b.id}'")
+        seen.add(b.id)
+        if known_types is not None and b.type not in known_types and b.module is None:
+            known = ", ".join(sorted(known_types))
+            raise ConfigError(
+                f"{where}.type: unknown backend type '{b.type}' (known types: {known})"
+            )
+        if b.weight < 1:
+            raise ConfigError(f"{where}.weight: must be a positive integer")
+    if cfg.default_backend is not None:
+        if cfg.default_backend not in seen:
+            raise ConfigError(
+                f"config $.defaultBackend: '{cfg.default_backend}' names no backend "
+                f"(backends: {', '.join(sorted(seen)) or 'none'})"
+            )
+        if not next(b for b in cfg.backends if b.id == cfg.default_backend).enabled:
+            raise ConfigError(
+                f"config $.defaultBackend: backend '{cfg.default_backend}' is disabled"
+            )
+    if cfg.rate_limit is not None:
+        if cfg.rate_limit.window_ms <= 0:
+            raise ConfigError("config $.rateLimit.windowMs: must be positive")
+        if cfg.rate_limit.max <= 0:
+            raise ConfigError("config $.rateLimit.max: must be positive")
+
+
+def load_config(
+    path: str | Path | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    known_types: frozenset[str] | None = None,
+) -> GatewayConfig:
+    data = read_json(path) if path is not None else {}
+    return build_config(data, env=env, overrides=overrides, known_types=known_types)

@@ -1,0 +1,305 @@
+"""HTTP endpoints: /v1/chat/completions, /v1/models, /health. No provider code here.
+
+Each path is registered for every method and answers 405 itself, and a
+catch-all answers 404, so every error is OpenAI JSON without a middleware on
+the hot path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from . import __version__, codec
+from .backends.base import RequestContext, StreamPart, set_context
+from .errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    RequestTooLarge,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+)
+from .routing import Attempt
+from .schema.openai import ChatCompletionChunk, ChatCompletionRequest, validation_param
+from .sse import DONE, frame
+from .state import STATE, GatewayState
+
+log = logging.getLogger("chromagent_proxy")
+
+_decode_request = codec.decoder(ChatCompletionRequest).decode
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+_JSON = "application/json"
+
+
+def _request_id(request: web.Request) -> str:
+    rid = request.headers.get("x-request-id")
+    if rid and len(rid) <= 128 and rid.isprintable():
+        return rid
+    return uuid.uuid4().hex
+
+
+def error_response(
+    err: GatewayError, rid: str, extra: Mapping[str, str] | None = None
+) -> web.Response:
+    headers = {"x-request-id": rid, **err.headers}
+    if extra:
+        headers.update(extra)
+    return web.Response(status=err.status, body=err.body(), content_type=_JSON, headers=headers)
+
+
+def parse_request(body: bytes) -> ChatCompletionRequest:
+    try:
+        req = _decode_request(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid request: {exc}", param=validation_param(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    if not req.messages:
+        raise InvalidRequest("'messages' must contain at least one message", param="messages")
+    for i, msg in enumerate(req.messages):
+        if msg.role not in _ROLES:
+            raise InvalidRequest(
+                f"messages[{i}].role must be one of system, developer, user, assistant, tool "
+                f"(got {msg.role!r})",
+                param=f"messages[{i}].role",
+            )
+        if msg.role == "tool" and not msg.tool_call_id:
+            raise InvalidRequest(
+                f"messages[{i}] has role 'tool' but no tool_call_id",
+                param=f"messages[{i}].tool_call_id",
+            )
+    if req.n is not None and req.n < 1:
+        raise InvalidRequest("'n' must be at least 1", param="n")
+    return req
+
+
+def _encode_part(part: StreamPart) -> bytes:
+    if isinstance(part, bytes):
+        return part
+    if isinstance(part, ChatCompletionChunk):
+        return codec.encode(part)
+    return codec.dumps(part)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    if request.method != "POST":
+        return error_response(MethodNotAllowed("Use POST for /v1/chat/completions"), rid)
+    state = request.app[STATE]
+    attempts = 0
+    backend_id = ""
+    try:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise RequestTooLarge(
+                f"The request body is larger than the gateway's limit of "
+                f"{state.config.max_body_bytes} bytes (maxBodyBytes)"
+            ) from None
+        req = parse_request(body)
+        plan = state.router.plan(req)
+        stream = bool(req.stream)
+        include_usage = bool(stream and req.stream_options and req.stream_options.include_usage)
+        last_error: GatewayError | None = None
+        for attempt in plan:
+            attempts += 1
+            backend_id = attempt.backend.id
+            set_context(
+                RequestContext(
+                    rid, body, req.model, attempt.upstream_model, backend_id, include_usage
+                )
+            )
+            upstream_req = (
+                req
+                if attempt.upstream_model == req.model
+                else msgspec.structs.replace(req, model=attempt.upstream_model)
+            )
+            try:
+                if stream:
+                    return await _stream(request, state, attempt, upstream_req, rid, attempts)
+                result = await attempt.backend.provider.chat_completion(
+                    upstream_req, attempt.backend.config
+                )
+            except GatewayError as exc:
+                if exc.retryable and attempts < len(plan):
+                    log.warning(
+                        "request %s: backend %s failed (%s), failing over",
+                        rid,
+                        backend_id,
+                        exc.message,
+                    )
+                    last_error = exc
+                    continue
+                raise
+            except (asyncio.CancelledError, web.HTTPException):
+                raise
+            except Exception as exc:
+                log.exception("request %s: backend %s raised", rid, backend_id)
+                raise UpstreamError(
+                    f"backend '{backend_id}' failed: {exc.__class__.__name__}", retryable=False
+                ) from None
+            payload = (
+                result
+                if isinstance(result, bytes)
+                else (codec.dumps(result) if isinstance(result, Mapping) else codec.encode(result))
+            )
+            return web.Response(
+                body=payload,
+                content_type=_JSON,
+                headers=_headers(rid, backend_id, attempts),
+            )
+        assert last_error is not None
+        raise last_error
+    except GatewayError as err:
+        extra = _headers(rid, backend_id, attempts) if backend_id else None
+        return error_response(err, rid, extra)
+
+
+def _headers(rid: str, backend_id: str, attempts: int) -> dict[str, str]:
+    return {
+        "x-request-id": rid,
+        "x-chromagent-backend": backend_id,
+        "x-chromagent-attempts": str(attempts),
+    }
+
+
+async def _stream(
+    request: web.Request,
+    state: GatewayState,
+    attempt: Attempt,
+    req: ChatCompletionRequest,
+    rid: str,
+    attempts: int,
+) -> web.StreamResponse:
+    backend = attempt.backend
+    try:
+        parts: AsyncIterator[StreamPart] = backend.provider.chat_completion_stream(
+            req, backend.config
+        )
+    except GatewayError:
+        raise
+    except Exception as exc:
+        log.exception("request %s: backend %s raised", rid, backend.id)
+        raise UpstreamError(f"backend '{backend.id}' failed: {exc.__class__.__name__}") from None
+    try:
+        # Pull the first part before committing to 200, so early failures are plain HTTP errors.
+        try:
+            async with asyncio.timeout(state.first_byte_timeout):
+                first = await anext(parts)
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"backend '{backend.id}' sent no data within {state.first_byte_timeout:g}s"
+            ) from None
+        except StopAsyncIteration:
+            raise UpstreamProtocolError(
+                f"backend '{backend.id}' returned an empty stream"
+            ) from None
+        except (GatewayError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("request %s: backend %s raised", rid, backend.id)
+            raise UpstreamError(
+                f"backend '{backend.id}' failed: {exc.__class__.__name__}"
+            ) from None
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                **_headers(rid, backend.id, attempts),
+            }
+        )
+        await resp.prepare(request)
+        try:
+            await resp.write(frame(_encode_part(first)))
+            async for part in parts:
+                await resp.write(frame(_encode_part(part)))
+            await resp.write(DONE)
+        except GatewayError as err:
+            await _write_error(resp, err)
+        except (ConnectionError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            log.exception("request %s: stream from backend %s failed", rid, backend.id)
+            await _write_error(
+                resp,
+                UpstreamError(
+                    f"backend '{backend.id}' failed mid-stream: {exc.__class__.__name__}"
+                ),
+            )
+        return resp
+    finally:
+        await _aclose(parts)
+
+
+async def _aclose(parts: AsyncIterator[StreamPart]) -> None:
+    aclose = getattr(parts, "aclose", None)
+    if aclose is not None:
+        try:
+            await aclose()
+        except Exception:
+            log.debug("closing a backend stream raised", exc_info=True)
+
+
+async def _write_error(resp: web.StreamResponse, err: GatewayError) -> None:
+    try:
+        await resp.write(frame(err.body()))
+    except ConnectionError:
+        pass
+
+
+async def list_models(request: web.Request) -> web.Response:
+    rid = _request_id(request)
+    if request.method != "GET":
+        return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+    state = request.app[STATE]
+    models = dict(state.router.models())
+    for backend_id, names in (await state.extra_models()).items():
+        for name in names:
+            models.setdefault(name, backend_id)
+    data: list[dict[str, Any]] = [
+        {"id": m, "object": "model", "created": 0, "owned_by": b} for m, b in models.items()
+    ]
+    return web.Response(
+        body=codec.dumps({"object": "list", "data": data}),
+        content_type=_JSON,
+        headers={"x-request-id": rid},
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    status = "draining" if state.draining else "ok"
+    body = {
+        "status": status,
+        "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "version": __version__,
+    }
+    return web.Response(
+        status=503 if state.draining else 200, body=codec.dumps(body), content_type=_JSON
+    )
+
+
+async def not_found(request: web.Request) -> web.Response:
+    rid = _request_id(request)
+    return error_response(
+        NotFound(f"Unknown path {request.method} {request.path}; see the README for the endpoints"),
+        rid,
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/v1/chat/completions", chat_completions)
+    app.router.add_route("*", "/chat/completions", chat_completions)
+    app.router.add_route("*", "/v1/models", list_models)
+    app.router.add_route("GET", "/health", health)
+    app.router.add_route("*", "/{tail:.*}", not_found)

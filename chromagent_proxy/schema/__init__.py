@@ -1,0 +1,1 @@
+"""msgspec Structs for every wire format the gateway speaks."""

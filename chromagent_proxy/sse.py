@@ -1,0 +1,120 @@
+"""Incremental SSE and NDJSON decoders, and the one framing function for output.
+
+The decoders keep only the unterminated tail, scan only bytes they have not
+scanned before, and cap the tail so a broken upstream cannot grow memory.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .errors import UpstreamProtocolError
+
+DONE = b"data: [DONE]\n\n"
+MAX_LINE_BYTES = 8 * 1024 * 1024
+
+
+def frame(payload: bytes) -> bytes:
+    """Frame one JSON payload as an SSE data event."""
+    return b"data: " + payload + b"\n\n"
+
+
+class SSEEvent(NamedTuple):
+    event: str | None
+    data: bytes
+
+
+class SSEDecoder:
+    """Feed raw bytes, get complete SSE events (CR, LF and CRLF line endings)."""
+
+    __slots__ = ("_buf", "_data", "_event", "_max", "_scan", "_skip_lf")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._buf = bytearray()
+        self._scan = 0
+        self._data: list[bytes] = []
+        self._event: str | None = None
+        self._skip_lf = False
+        self._max = max_line_bytes
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        if self._skip_lf and chunk[:1] == b"\n":
+            chunk = chunk[1:]
+        self._skip_lf = False
+        if b"\r" in chunk:
+            # A CR at the very end may be the first half of a CRLF split across reads.
+            self._skip_lf = chunk.endswith(b"\r")
+            chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        buf = self._buf
+        buf += chunk
+        out: list[SSEEvent] = []
+        start = 0
+        find = buf.find
+        nl = find(b"\n", self._scan)
+        while nl != -1:
+            line = bytes(buf[start:nl])
+            start = nl + 1
+            if not line:
+                if self._data:
+                    data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                    out.append(SSEEvent(self._event, data))
+                    self._data = []
+                self._event = None
+            elif line.startswith(b"data:"):
+                value = line[5:]
+                self._data.append(value[1:] if value[:1] == b" " else value)
+            elif line.startswith(b"event:"):
+                self._event = line[6:].strip().decode("utf-8", "replace")
+            # Comments (":") and id/retry fields carry nothing a translator needs.
+            nl = find(b"\n", start)
+        if start:
+            del buf[:start]
+        self._scan = len(buf)
+        if len(buf) > self._max:
+            raise UpstreamProtocolError(f"upstream sent an SSE line longer than {self._max} bytes")
+        return out
+
+    def flush(self) -> list[SSEEvent]:
+        """End of input: dispatch what is complete; a partial line is treated as a last line."""
+        out = self.feed(b"\n\n") if (self._buf or self._data) else []
+        self._buf.clear()
+        self._scan = 0
+        return out
+
+
+class NDJSONDecoder:
+    """Feed raw bytes, get complete non-empty JSON lines."""
+
+    __slots__ = ("_buf", "_max", "_scan")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._buf = bytearray()
+        self._scan = 0
+        self._max = max_line_bytes
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += chunk
+        out: list[bytes] = []
+        start = 0
+        nl = buf.find(b"\n", self._scan)
+        while nl != -1:
+            line = bytes(buf[start:nl]).strip()
+            if line:
+                out.append(line)
+            start = nl + 1
+            nl = buf.find(b"\n", start)
+        if start:
+            del buf[:start]
+        self._scan = len(buf)
+        if len(buf) > self._max:
+            raise UpstreamProtocolError(
+                f"upstream sent an NDJSON line longer than {self._max} bytes"
+            )
+        return out
+
+    def flush(self) -> list[bytes]:
+        line = bytes(self._buf).strip()
+        self._buf.clear()
+        self._scan = 0
+        return [line] if line else []

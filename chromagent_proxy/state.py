@@ -1,0 +1,53 @@
+"""What handlers share: config, router, backends. Stored on the app under one AppKey."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from .config import GatewayConfig
+from .routing import Backend, Router
+
+log = logging.getLogger("chromagent_proxy")
+
+MODEL_LIST_TTL = 30.0
+
+
+@dataclass(slots=True)
+class GatewayState:
+    config: GatewayConfig
+    backends: dict[str, Backend]
+    router: Router
+    first_byte_timeout: float
+    draining: bool = False
+    _models_cache: tuple[float, dict[str, list[str]]] = (0.0, {})
+    _models_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def extra_models(self) -> dict[str, list[str]]:
+        """Models backends discover at run time (e.g. pulled Ollama models), cached briefly."""
+        stamp, cached = self._models_cache
+        if time.monotonic() - stamp < MODEL_LIST_TTL:
+            return cached
+        async with self._models_lock:
+            stamp, cached = self._models_cache
+            if time.monotonic() - stamp < MODEL_LIST_TTL:
+                return cached
+            enabled = [b for b in self.backends.values() if b.config.enabled]
+            results = await asyncio.gather(
+                *(b.provider.list_models() for b in enabled), return_exceptions=True
+            )
+            found: dict[str, list[str]] = {}
+            for b, res in zip(enabled, results, strict=True):
+                if isinstance(res, BaseException):
+                    log.info("listing models of backend %s failed: %s", b.id, res)
+                elif res:
+                    found[b.id] = list(res)
+            self._models_cache = (time.monotonic(), found)
+            return found
+
+
+STATE = web.AppKey("chromagent_state", GatewayState)

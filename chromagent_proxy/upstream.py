@@ -1,0 +1,161 @@
+"""Talking to upstreams: one POST with phase timeouts, capped reads, error mapping.
+
+Every backend sends through ``open_response`` so connect failures, timeouts
+and HTTP errors become the same ``GatewayError`` classes everywhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from . import codec
+from .backends.base import BackendRuntime
+from .errors import (
+    GatewayError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_http_error,
+)
+
+ERROR_BODY_LIMIT = 64 * 1024
+DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
+
+ErrorParser = Callable[[str, int, bytes, "CIMultiDictProxy[str]"], GatewayError]
+
+
+def origin(url: str) -> str:
+    """scheme://host:port of a URL: what error messages may show (never a query or path)."""
+    u = URL(url)
+    return str(u.origin()) if u.host else url
+
+
+def openai_error(
+    backend_id: str, status: int, body: bytes, headers: CIMultiDictProxy[str]
+) -> GatewayError:
+    """Parse ``{"error": {...}}`` (OpenAI and most compatible servers) or fall back to text."""
+    message, etype, code, param = _error_fields(body)
+    return upstream_http_error(
+        backend_id,
+        status,
+        message or f"upstream returned HTTP {status}",
+        retry_after=headers.get("Retry-After"),
+        upstream_type=etype,
+        upstream_code=code,
+        param=param,
+    )
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
+    try:
+        data: Any = codec.loads(body)
+    except ValueError:
+        return body[:500].decode("utf-8", "replace").strip(), None, None, None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return str(data)[:500], None, None, None
+    err = data.get("error", data)
+    if isinstance(err, str):
+        return err, None, None, None
+    if not isinstance(err, dict):
+        return str(err)[:500], None, None, None
+    code = err.get("code")
+    param = err.get("param")
+    return (
+        str(err.get("message") or err.get("detail") or "")[:2000],
+        err.get("type") if isinstance(err.get("type"), str) else None,
+        code if isinstance(code, str) else None,
+        param if isinstance(param, str) else None,
+    )
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str) -> bytes:
+    """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for data in resp.content.iter_any():
+            size += len(data)
+            if size > limit:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a response larger than {limit} bytes"
+                )
+            parts.append(data)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(
+            f"backend '{backend_id}' stopped sending its response body (idle timeout)"
+        ) from None
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' closed the connection mid-response: {exc}", retryable=True
+        ) from None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def iter_body(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
+    """Yield body bytes as they arrive; the session's sock_read timeout is the idle gap."""
+    try:
+        async for data in resp.content.iter_any():
+            yield data
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(
+            f"backend '{backend_id}' went silent mid-stream (idle timeout)", retryable=False
+        ) from None
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' closed the stream unexpectedly: {exc}"
+        ) from None
+
+
+@asynccontextmanager
+async def open_response(
+    runtime: BackendRuntime,
+    backend_id: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    *,
+    error_parser: ErrorParser = openai_error,
+    hint: str = "",
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST and wait for a 2xx response's headers within the first-byte timeout.
+
+    The response is released to the pool when fully read, and its connection
+    closed otherwise (client gone, error), so an abandoned upstream stops at once.
+    """
+    try:
+        async with asyncio.timeout(runtime.first_byte_timeout):
+            resp = await runtime.session.post(
+                url, data=body, headers=headers, timeout=runtime.timeout
+            )
+    except TimeoutError:
+        raise UpstreamTimeout(
+            f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
+        ) from None
+    except aiohttp.ClientConnectorError as exc:
+        reason = exc.os_error.strerror or str(exc.os_error)
+        raise UpstreamUnavailable(
+            f"backend '{backend_id}' at {origin(url)} is unreachable: {reason}{hint}"
+        ) from None
+    except aiohttp.ClientError as exc:
+        raise UpstreamUnavailable(
+            f"backend '{backend_id}' at {origin(url)} failed: {exc.__class__.__name__}{hint}"
+        ) from None
+    try:
+        if resp.status >= 400:
+            data = await read_capped(resp, ERROR_BODY_LIMIT, backend_id)
+            raise error_parser(backend_id, resp.status, data, resp.headers)
+        yield resp
+    finally:
+        if resp.content.is_eof():
+            resp.release()
+        else:
+            resp.close()
