@@ -1,0 +1,1 @@
+"""Test support: recorded-fixture loaders, fake upstream servers, a real gateway runner."""
