@@ -1,0 +1,1 @@
+"""Credentials for upstreams that need more than a static key (Google OAuth for Vertex AI)."""
