@@ -1,0 +1,82 @@
+"""The real CLI: prints one line with address and backends, serves, exits 0 on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start(args: list[str], env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chromagent_proxy", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=full_env,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline()
+    m = re.search(r"listening on (http://\S+) with backends: (.*)$", line)
+    assert m, (line, proc.stderr.read() if proc.poll() is not None and proc.stderr else "")
+    start.backends = m.group(2)  # type: ignore[attr-defined]
+    return proc, m.group(1)
+
+
+def post(url: str, body: dict[str, object]) -> dict[str, object]:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.loads(resp.read())  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_default_config_serves_echo_and_exits_cleanly(sig: signal.Signals) -> None:
+    proc, url = start(["--port", "0", "--log-level", "warning"])
+    try:
+        answer = post(
+            f"{url}/v1/chat/completions",
+            {"model": "echo", "messages": [{"role": "user", "content": "hello gateway"}]},
+        )
+        assert answer["choices"][0]["message"]["content"] == "hello gateway"  # type: ignore[index]
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as resp:
+            assert json.loads(resp.read())["status"] == "ok"
+    finally:
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0
+
+
+def test_flags_override_env_and_start_line_lists_backends(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"port": 1, "backends": [{"id": "echo1", "type": "mock"}]}))
+    proc, url = start(
+        ["--config", str(cfg), "--port", "0", "--host", "127.0.0.1"], env={"GATEWAY_PORT": "2"}
+    )
+    try:
+        assert url.startswith("http://127.0.0.1:")
+        assert not url.endswith((":1", ":2"))
+        assert start.backends == "echo1 (mock)"  # type: ignore[attr-defined]
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+
+
+def test_console_script_takes_the_same_flags() -> None:
+    script = Path(sys.executable).with_name("chromagent-gateway")
+    proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 0 and proc.stdout.strip()
+    proc = subprocess.run([str(script), "--port", "nope"], capture_output=True, text=True, timeout=20)
+    assert proc.returncode == 2
