@@ -49,6 +49,8 @@ class Message(Struct, omit_defaults=True):
     refusal: str | None = None
     # Reasoning text returned earlier by this gateway; sent back by clients that replay history.
     reasoning_content: str | None = None
+    # Provider reasoning blocks with their signatures (Anthropic thinking), replayed verbatim.
+    thinking_blocks: list[dict[str, Any]] | None = None
 
 
 class StreamOptions(Struct):
@@ -139,6 +141,7 @@ class ResponseMessage(Struct, omit_defaults=True):
     tool_calls: list[ToolCall] | None = None
     reasoning_content: str | None = None
     refusal: str | None = None
+    thinking_blocks: list[dict[str, Any]] | None = None
 
 
 class Choice(Struct):
@@ -175,6 +178,8 @@ class Delta(Struct, omit_defaults=True):
     tool_calls: list[ToolCallDelta] | None = None
     reasoning_content: str | None = None
     refusal: str | None = None
+    # One complete block per entry (with "index"), sent when the block ends.
+    thinking_blocks: list[dict[str, Any]] | None = None
 
 
 class ChunkChoice(Struct):
