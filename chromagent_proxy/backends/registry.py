@@ -79,7 +79,8 @@ def _load_module_class(config: BackendConfig) -> type[BackendProvider]:
 def _register_builtins(registry: DefaultBackendRegistry) -> None:
     # Imported here so that importing the registry stays cheap and cycle-free.
     from .mock import MockBackend
+    from .ollama import OllamaBackend
     from .openai import OpenAIBackend
 
-    for cls in (OpenAIBackend, MockBackend):
+    for cls in (OpenAIBackend, MockBackend, OllamaBackend):
         registry.register_custom_backend(cls.type, cls)
