@@ -67,10 +67,7 @@ def load_yaml(path: Path) -> list[Interaction]:
     out = []
     for it in data["interactions"]:
         req, resp = it["request"], it["response"]
-        if "parsed_body" in req:
-            req_body = req["parsed_body"]
-        else:
-            req_body = _maybe_json(req.get("body"))
+        req_body = req["parsed_body"] if "parsed_body" in req else _maybe_json(req.get("body"))
         status = resp.get("status")
         code = status["code"] if isinstance(status, dict) else resp.get("code", 200)
         headers = _flat_headers(resp.get("headers"))
