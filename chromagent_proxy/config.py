@@ -76,6 +76,15 @@ class TimeoutsConfig(_Base):
     total_ms: int | None = None
 
 
+class FailoverConfig(_Base):
+    # Consecutive retryable failures before a backend is cooled down.
+    failure_threshold: int = 3
+    # First cooldown after repeated failures; doubles on each failed half-open probe.
+    cooldown_ms: int = 30_000
+    # Upper bound for any cooldown, Retry-After included.
+    max_cooldown_ms: int = 300_000
+
+
 class MediaConfig(_Base):
     remote_fetch: bool = True
     allow_hosts: list[str] = msgspec.field(default_factory=list)
@@ -103,6 +112,7 @@ class GatewayConfig(_Base):
     media: MediaConfig = msgspec.field(default_factory=MediaConfig)
     api_keys: list[str] = msgspec.field(default_factory=list)
     max_attempts: int = 3
+    failover: FailoverConfig = msgspec.field(default_factory=FailoverConfig)
     log_level: LogLevel = "info"
     log_format: Literal["json", "text"] = "json"
     workers: int = 1

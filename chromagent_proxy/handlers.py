@@ -111,9 +111,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         stream = bool(req.stream)
         include_usage = bool(stream and req.stream_options and req.stream_options.include_usage)
         last_error: GatewayError | None = None
+        router = state.router
         for attempt in plan:
             attempts += 1
-            backend_id = attempt.backend.id
+            backend = attempt.backend
+            backend_id = backend.id
             set_context(
                 RequestContext(
                     rid, body, req.model, attempt.upstream_model, backend_id, include_usage
@@ -124,13 +126,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 if attempt.upstream_model == req.model
                 else msgspec.structs.replace(req, model=attempt.upstream_model)
             )
+            router.begin(backend)
             try:
                 if stream:
+                    # _stream reports success to the router once the first part arrived.
                     return await _stream(request, state, attempt, upstream_req, rid, attempts)
-                result = await attempt.backend.provider.chat_completion(
-                    upstream_req, attempt.backend.config
-                )
+                result = await backend.provider.chat_completion(upstream_req, backend.config)
             except GatewayError as exc:
+                router.failed(backend, exc)
+                # Only failures before any byte reached the client get here: safe to retry.
                 if exc.retryable and attempts < len(plan):
                     log.warning(
                         "request %s: backend %s failed (%s), failing over",
@@ -138,16 +142,25 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                         backend_id,
                         exc.message,
                     )
+                    router.failover(backend, exc)
                     last_error = exc
                     continue
                 raise
-            except (asyncio.CancelledError, web.HTTPException):
+            except (asyncio.CancelledError, ConnectionError):
+                router.abandoned(backend)
+                raise
+            except web.HTTPException:
                 raise
             except Exception as exc:
+                # A backend bug (custom backends included): a 502 naming it, never a crash.
                 log.exception("request %s: backend %s raised", rid, backend_id)
-                raise UpstreamError(
-                    f"backend '{backend_id}' failed: {exc.__class__.__name__}", retryable=False
-                ) from None
+                err = UpstreamError(
+                    f"backend '{backend_id}' failed: {exc.__class__.__name__}: {exc}",
+                    retryable=False,
+                )
+                router.failed(backend, err)
+                raise err from None
+            router.succeeded(backend)
             payload = (
                 result
                 if isinstance(result, bytes)
@@ -190,7 +203,9 @@ async def _stream(
         raise
     except Exception as exc:
         log.exception("request %s: backend %s raised", rid, backend.id)
-        raise UpstreamError(f"backend '{backend.id}' failed: {exc.__class__.__name__}") from None
+        raise UpstreamError(
+            f"backend '{backend.id}' failed: {exc.__class__.__name__}: {exc}", retryable=False
+        ) from None
     try:
         # Pull the first part before committing to 200, so early failures are plain HTTP errors.
         try:
@@ -209,8 +224,11 @@ async def _stream(
         except Exception as exc:
             log.exception("request %s: backend %s raised", rid, backend.id)
             raise UpstreamError(
-                f"backend '{backend.id}' failed: {exc.__class__.__name__}"
+                f"backend '{backend.id}' failed: {exc.__class__.__name__}: {exc}",
+                retryable=False,
             ) from None
+        # From here on there is no silent switch to another backend.
+        state.router.succeeded(backend)
         resp = web.StreamResponse(
             headers={
                 "Content-Type": "text/event-stream",

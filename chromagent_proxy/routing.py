@@ -1,20 +1,39 @@
 """Which backend serves a request: an ordered list of attempts.
 
-Order: backends whose ``modelMapping`` has the model (rotated round robin so
-load spreads), then ``defaultBackend`` (the model passes through unchanged).
-Backends lacking a capability the request needs are dropped; if that leaves
-nothing, the 400 names the capability.
+Candidates, in order:
+1. the first routing rule whose condition matches (its ``backendId``/``backendIds``),
+   then the other backends whose ``modelMapping`` has the model;
+2. with no matching rule: the backends whose ``modelMapping`` has the model;
+3. with neither: ``defaultBackend`` (the model passes through unchanged).
+Within a group the first pick rotates by smooth weighted round robin. Backends
+lacking a capability the request needs are dropped (none left: a 400 naming the
+capability); cooling-down backends go last, soonest-ready first; the list is
+cut at ``maxAttempts``.
+
+Health is a small circuit breaker per backend: retryable failures count up;
+``failover.failureThreshold`` in a row, or an upstream ``Retry-After``, cool the
+backend down; after the cooldown the next request is a single half-open probe
+whose outcome closes the circuit or cools it down again for twice as long.
+Everything here is synchronous: on one event loop a plan is computed and the
+rotation advanced with no await in between, so concurrent requests never share
+a turn.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import logging
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from itertools import count
 
 from .backends.base import BackendProvider
 from .config import BackendConfig, GatewayConfig
-from .errors import ModelNotFound, UnsupportedFeature
+from .errors import ConfigError, GatewayError, ModelNotFound, UnsupportedFeature, parse_retry_after
 from .schema.openai import ChatCompletionRequest
+
+log = logging.getLogger("chromagent_proxy")
 
 
 @dataclass(slots=True)
@@ -50,57 +69,335 @@ def needs_of(req: ChatCompletionRequest) -> Needs:
     return Needs(bool(req.stream), bool(req.tools), images)
 
 
+# ---------------------------------------------------------------- rule conditions
+
+_FLAGS = ("has_tools", "has_images", "stream")
+_KEYS = ("model", *_FLAGS)
+_BOOLS = {"true": True, "false": False}
+
+
+@dataclass(slots=True, frozen=True)
+class Condition:
+    model: re.Pattern[str] | None
+    flags: tuple[tuple[str, bool], ...]
+
+    def matches(self, model: str, needs: Needs) -> bool:
+        if self.model is not None and self.model.match(model) is None:
+            return False
+        for name, want in self.flags:
+            have = (
+                needs.tools
+                if name == "has_tools"
+                else needs.images
+                if name == "has_images"
+                else needs.stream
+            )
+            if have != want:
+                return False
+        return True
+
+
+def _check_glob(glob: str) -> re.Pattern[str]:
+    if not glob or any(c.isspace() for c in glob):
+        raise ValueError(f"bad glob {glob!r}: must be non-empty and contain no spaces")
+    i = 0
+    while i < len(glob):
+        if glob[i] == "[":
+            # fnmatch rules: a ']' right after '[' or '[!' is a literal member.
+            j = i + 1
+            if j < len(glob) and glob[j] == "!":
+                j += 1
+            if j < len(glob) and glob[j] == "]":
+                j += 1
+            j = glob.find("]", j)
+            if j == -1:
+                raise ValueError(f"bad glob {glob!r}: '[' at position {i} is never closed")
+            i = j
+        i += 1
+    try:
+        return re.compile(fnmatch.translate(glob))
+    except re.error as exc:
+        raise ValueError(f"bad glob {glob!r}: {exc}") from None
+
+
+def parse_condition(text: str) -> Condition:
+    """``model: claude-* && has_tools: true`` → Condition; ValueError says what is wrong."""
+    model: re.Pattern[str] | None = None
+    flags: list[tuple[str, bool]] = []
+    parts = text.split("&&")
+    for part in parts:
+        key, sep, value = part.partition(":")
+        key, value = key.strip(), value.strip()
+        if not sep or not key:
+            raise ValueError(f"bad condition {part.strip()!r}: expected 'key: value'")
+        if key not in _KEYS:
+            raise ValueError(f"unknown condition {key!r} (known: {', '.join(_KEYS)})")
+        if key == "model":
+            if model is not None:
+                raise ValueError("'model' appears twice")
+            model = _check_glob(value)
+            continue
+        if value not in _BOOLS:
+            raise ValueError(f"{key} must be true or false (got {value!r})")
+        flags.append((key, _BOOLS[value]))
+    return Condition(model, tuple(flags))
+
+
+# ---------------------------------------------------------------- health
+
+
+@dataclass(slots=True)
+class Health:
+    """Circuit breaker state of one backend (times are time.monotonic seconds)."""
+
+    failures: int = 0  # consecutive retryable failures
+    opened: int = 0  # cooldowns in a row, the backoff exponent
+    until: float = 0.0  # cooldown end; > 0 once opened, until a success
+    probing: bool = False  # a half-open probe is in flight
+
+    def ready(self, now: float) -> bool:
+        return not self.probing and now >= self.until
+
+
+class Pool:
+    """Backends sharing traffic, picked by smooth weighted round robin (nginx's algorithm).
+
+    Each pick adds every ready member's weight to its running score, takes the
+    highest score and subtracts the total: over any sum(weights) picks each
+    member gets exactly its weight, interleaved; equal weights give strict
+    rotation.
+    """
+
+    __slots__ = ("current", "members", "weights")
+
+    def __init__(self, members: list[Backend]) -> None:
+        self.members = members
+        self.weights = [b.config.weight for b in members]
+        self.current = [0] * len(members)
+
+    def ordered(self, ready: list[bool], rotate: bool) -> list[Backend]:
+        """Ready members, the pick first (others by score); unready ones are left out."""
+        idx = [i for i, ok in enumerate(ready) if ok]
+        if not rotate or len(idx) <= 1:
+            return [self.members[i] for i in idx]
+        cur, total, best = self.current, 0, idx[0]
+        for i in idx:
+            cur[i] += self.weights[i]
+            total += self.weights[i]
+            if cur[i] > cur[best]:
+                best = i
+        cur[best] -= total
+        rest = sorted((i for i in idx if i != best), key=lambda i: -cur[i])
+        return [self.members[best], *(self.members[i] for i in rest)]
+
+
+@dataclass(slots=True)
+class Rule:
+    index: int
+    text: str
+    condition: Condition
+    pool: Pool
+
+
+def compile_rules(cfg: GatewayConfig) -> list[tuple[Condition, list[str]]]:
+    """Check every routing rule (and the failover settings); ConfigError names the bad rule."""
+    f = cfg.failover
+    for name, value in (
+        ("failureThreshold", f.failure_threshold),
+        ("cooldownMs", f.cooldown_ms),
+        ("maxCooldownMs", f.max_cooldown_ms),
+    ):
+        if value < 1:
+            raise ConfigError(f"config $.failover.{name}: must be a positive integer")
+    backends = {b.id: b for b in cfg.backends}
+    out: list[tuple[Condition, list[str]]] = []
+    for i, rule in enumerate(cfg.routing_rules):
+        where = f"config $.routingRules[{i}] ({rule.condition!r})"
+        try:
+            cond = parse_condition(rule.condition)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: condition: {exc}") from None
+        if rule.backend_id is not None and rule.backend_ids is not None:
+            raise ConfigError(f"{where}: give either backendId or backendIds, not both")
+        ids = [rule.backend_id] if rule.backend_id is not None else list(rule.backend_ids or [])
+        if not ids:
+            raise ConfigError(f"{where}: needs backendId or a non-empty backendIds")
+        for bid in ids:
+            b = backends.get(bid)
+            if b is None:
+                known = ", ".join(sorted(backends)) or "none"
+                raise ConfigError(f"{where}: backend '{bid}' does not exist (backends: {known})")
+            if not b.enabled:
+                raise ConfigError(f"{where}: backend '{bid}' is disabled")
+        if len(set(ids)) != len(ids):
+            raise ConfigError(f"{where}: backendIds lists a backend twice")
+        out.append((cond, ids))
+    return out
+
+
+FailoverListener = Callable[[str, GatewayError], None]
+
+
 class Router:
-    def __init__(self, config: GatewayConfig, backends: dict[str, Backend]) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        backends: dict[str, Backend],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.backends = backends
+        self.clock = clock
         enabled = [b for b in backends.values() if b.config.enabled]
-        self._by_model: dict[str, list[Backend]] = {}
+        by_model: dict[str, list[Backend]] = {}
         for b in enabled:
             for model in b.config.model_mapping:
-                self._by_model.setdefault(model, []).append(b)
-        self._turn: dict[str, count[int]] = {m: count() for m in self._by_model}
-        self._default = backends.get(config.default_backend or "")
+                by_model.setdefault(model, []).append(b)
+        self._by_model = {m: Pool(bs) for m, bs in by_model.items()}
+        self._rules = [
+            Rule(i, cfg_rule.condition, cond, Pool([backends[bid] for bid in ids]))
+            for i, ((cond, ids), cfg_rule) in enumerate(
+                zip(compile_rules(config), config.routing_rules, strict=True)
+            )
+        ]
+        default = backends.get(config.default_backend or "")
+        self._default = Pool([default]) if default is not None and default.config.enabled else None
+        self.health: dict[str, Health] = {b.id: Health() for b in backends.values()}
+        # Capabilities are read once: asking three methods per backend per request adds up.
+        self._caps: dict[str, tuple[bool, bool, bool]] = {
+            b.id: (
+                b.provider.supports_streaming(),
+                b.provider.supports_tools(),
+                b.provider.supports_images(),
+            )
+            for b in enabled
+        }
+        f = config.failover
+        self._threshold = f.failure_threshold
+        self._cooldown = f.cooldown_ms / 1000
+        self._max_cooldown = f.max_cooldown_ms / 1000
+        # For metrics: failovers so far, and callbacks told (backend id, error) on each one.
+        self.failovers = 0
+        self.failover_listeners: list[FailoverListener] = []
 
     def models(self) -> dict[str, str]:
         """Served model name → id of the first backend serving it."""
-        return {m: bs[0].id for m, bs in self._by_model.items()}
+        return {m: pool.members[0].id for m, pool in self._by_model.items()}
+
+    # -------------------------------------------------------------- planning
 
     def plan(self, req: ChatCompletionRequest) -> list[Attempt]:
         model = req.model
-        candidates: list[Attempt] = []
-        pool = self._by_model.get(model)
-        if pool:
-            start = next(self._turn[model]) % len(pool)
-            for b in pool[start:] + pool[:start]:
-                candidates.append(Attempt(b, b.config.model_mapping[model]))
-        if self._default is not None and not any(a.backend is self._default for a in candidates):
-            candidates.append(Attempt(self._default, model))
-        if not candidates:
+        needs = needs_of(req)
+        groups: list[Pool] = []
+        for rule in self._rules:
+            if rule.condition.matches(model, needs):
+                groups.append(rule.pool)
+                break
+        mapped = self._by_model.get(model)
+        if mapped is not None:
+            groups.append(mapped)
+        if not groups and self._default is not None:
+            groups.append(self._default)
+        if not groups:
             raise ModelNotFound(
                 f"The model '{model}' is not served by this gateway; "
                 "GET /v1/models lists the models it serves.",
                 param="model",
             )
-        needs = needs_of(req)
-        usable = [a for a in candidates if _capable(a.backend.provider, needs) is None]
-        if not usable:
-            missing = _capable(candidates[0].backend.provider, needs)
+        now = self.clock()
+        seen: set[str] = set()
+        ready: list[Backend] = []
+        cooling: list[Backend] = []
+        missing: str | None = None
+        for n, pool in enumerate(groups):
+            flags: list[bool] = []
+            for b in pool.members:
+                lack = self._lacks(b.id, needs)
+                ok = lack is None and b.id not in seen
+                if lack is not None and missing is None:
+                    missing = lack
+                if ok:
+                    seen.add(b.id)
+                    if not self.health[b.id].ready(now):
+                        cooling.append(b)
+                        ok = False
+                flags.append(ok)
+            ready.extend(pool.ordered(flags, rotate=n == 0))
+        if cooling:
+            health = self.health
+            cooling.sort(key=lambda b: health[b.id].until)
+            ready.extend(cooling)
+        if not ready:
             raise UnsupportedFeature(
                 f"No backend serving model '{model}' supports {missing}.",
                 param=_PARAM_OF.get(missing or ""),
             )
-        return usable[: self.config.max_attempts]
+        return [
+            Attempt(b, b.config.model_mapping.get(model, model))
+            for b in ready[: self.config.max_attempts]
+        ]
+
+    def _lacks(self, backend_id: str, needs: Needs) -> str | None:
+        streaming, tools, images = self._caps[backend_id]
+        if needs.stream and not streaming:
+            return "streaming"
+        if needs.tools and not tools:
+            return "tools"
+        if needs.images and not images:
+            return "images"
+        return None
+
+    # -------------------------------------------------------------- health reports
+
+    def begin(self, backend: Backend) -> None:
+        """An attempt on ``backend`` starts; after a cooldown it is the half-open probe."""
+        h = self.health[backend.id]
+        if h.until and self.clock() >= h.until:
+            h.probing = True
+
+    def succeeded(self, backend: Backend) -> None:
+        h = self.health[backend.id]
+        if h.until:
+            log.info("backend %s recovered", backend.id)
+        h.failures = h.opened = 0
+        h.until = 0.0
+        h.probing = False
+
+    def abandoned(self, backend: Backend) -> None:
+        """The client went away mid-attempt: no verdict, let the next request probe."""
+        self.health[backend.id].probing = False
+
+    def failed(self, backend: Backend, err: GatewayError) -> None:
+        """Record a failed attempt; only retryable errors say anything about health."""
+        if not err.retryable:
+            # The backend answered (a 400, say): it is alive.
+            self.succeeded(backend)
+            return
+        h = self.health[backend.id]
+        h.failures += 1
+        retry_after = parse_retry_after(err.headers.get("Retry-After"))
+        if retry_after is None and not h.probing and h.failures < self._threshold:
+            return
+        h.opened += 1
+        if retry_after is not None:
+            wait = retry_after
+        else:
+            wait = self._cooldown * 2 ** min(h.opened - 1, 20)
+        wait = min(wait, self._max_cooldown)
+        h.until = self.clock() + wait
+        h.failures = 0
+        h.probing = False
+        log.warning("backend %s cooled down for %.3gs: %s", backend.id, wait, err.message)
+
+    def failover(self, backend: Backend, err: GatewayError) -> None:
+        """The handler moves past ``backend`` to the next attempt."""
+        self.failovers += 1
+        for listener in self.failover_listeners:
+            try:
+                listener(backend.id, err)
+            except Exception:
+                log.exception("failover listener raised")
 
 
 _PARAM_OF = {"streaming": "stream", "tools": "tools", "images": "messages"}
-
-
-def _capable(p: BackendProvider, needs: Needs) -> str | None:
-    if needs.stream and not p.supports_streaming():
-        return "streaming"
-    if needs.tools and not p.supports_tools():
-        return "tools"
-    if needs.images and not p.supports_images():
-        return "images"
-    return None

@@ -15,8 +15,9 @@ from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
 from .config import GatewayConfig, build_config, validate
 from .errors import ConfigError
+from .fetcher import make_fetcher
 from .handlers import add_routes
-from .routing import Backend, Router
+from .routing import Backend, Router, compile_rules
 from .state import STATE, GatewayState
 
 log = logging.getLogger("chromagent_proxy")
@@ -45,6 +46,9 @@ class GatewayServer:
         self.config = make_config(config, self.registry)
         # Validate every backend now, before anything binds a port.
         self.backends = {b.id: Backend(b, self.registry.create(b)) for b in self.config.backends}
+        # The guarded image fetcher (None when media.remoteFetch is off); checks media.allowCidrs now.
+        self._images = make_fetcher(self.config.media)
+        compile_rules(self.config)  # a bad routing rule stops start-up here
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -85,7 +89,11 @@ class GatewayServer:
             sock_connect=t.connect_ms / 1000,
             sock_read=t.idle_ms / 1000,
         )
-        runtime = BackendRuntime(self._session, cfg, timeout, cfg.first_byte_timeout_s)
+        if self._images is not None:
+            await self._images.start()
+        runtime = BackendRuntime(
+            self._session, cfg, timeout, cfg.first_byte_timeout_s, images=self._images
+        )
         for b in self.backends.values():
             await b.provider.start(runtime)
 
@@ -126,6 +134,8 @@ class GatewayServer:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._images is not None:
+            await self._images.close()
 
     async def __aenter__(self) -> GatewayServer:
         await self.start()
