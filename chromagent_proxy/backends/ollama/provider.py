@@ -75,7 +75,8 @@ class OllamaBackend(BackendProvider):
             headers["Authorization"] = f"Bearer {config.api_key}"
         headers.update(config.additional_headers)
         self._headers = headers
-        self._hint = f"; is Ollama running at {base}? (start it with `ollama serve`)"
+        # open_response already names the backend and the URL; this says what to check.
+        self._hint = "; is Ollama running there? (start it with `ollama serve`, or fix baseUrl)"
         return not errors, errors
 
     async def _body(
