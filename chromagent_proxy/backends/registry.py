@@ -78,9 +78,16 @@ def _load_module_class(config: BackendConfig) -> type[BackendProvider]:
 
 def _register_builtins(registry: DefaultBackendRegistry) -> None:
     # Imported here so that importing the registry stays cheap and cycle-free.
+    from .anthropic import AnthropicBackend, VertexAnthropicBackend
     from .mock import MockBackend
     from .ollama import OllamaBackend
     from .openai import OpenAIBackend
 
-    for cls in (OpenAIBackend, MockBackend, OllamaBackend):
+    for cls in (
+        OpenAIBackend,
+        MockBackend,
+        OllamaBackend,
+        AnthropicBackend,
+        VertexAnthropicBackend,
+    ):
         registry.register_custom_backend(cls.type, cls)
