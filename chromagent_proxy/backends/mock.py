@@ -84,8 +84,7 @@ class MockBackend(BackendProvider):
     ) -> CompletionResult:
         text, call, usage = self._answer(request, config)
         message = ResponseMessage(
-            role="assistant",
-            content=None if call else text, tool_calls=[call] if call else None
+            role="assistant", content=None if call else text, tool_calls=[call] if call else None
         )
         return ChatCompletion(
             id=f"chatcmpl-{current_context().request_id}",
