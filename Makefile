@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONFIG ?= config/default.json
+ARGS ?=
 
 .PHONY: help install run test lint typecheck check bench bench-quick bench-peers chaos soak clean
 
@@ -23,7 +24,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python -m chromagent_proxy --config $(CONFIG)
+	$(BIN)/python -m chromagent_proxy --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -80,3 +80,41 @@ def test_console_script_takes_the_same_flags() -> None:
     assert proc.returncode == 0 and proc.stdout.strip()
     proc = subprocess.run([str(script), "--port", "nope"], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 2
+
+
+def test_make_run_answers_the_readme_curl_examples() -> None:
+    """`make run` (as the README says) serves the README's curl example, stream and not."""
+    proc = subprocess.Popen(
+        ["make", "-s", "run", "ARGS=--port 0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        m = re.search(r"listening on (http://\S+)", line)
+        assert m, line
+        body = {"model": "echo", "messages": [{"role": "user", "content": "Hello, gateway!"}]}
+        answer = post(f"{m.group(1)}/v1/chat/completions", body)
+        assert answer["choices"][0]["message"]["content"] == "Hello, gateway!"  # type: ignore[index]
+        req = urllib.request.Request(
+            f"{m.group(1)}/v1/chat/completions",
+            data=json.dumps({**body, "stream": True}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            events = [ln for ln in resp.read().decode().split("\n\n") if ln]
+        assert events[-1] == "data: [DONE]"
+        text = "".join(
+            json.loads(e[6:])["choices"][0]["delta"].get("content", "")
+            for e in events[:-1]
+            if json.loads(e[6:])["choices"]
+        )
+        assert text == "Hello, gateway!"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
