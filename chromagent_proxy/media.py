@@ -46,13 +46,15 @@ def sniff(data: bytes) -> str | None:
 def parse_data_url(url: str, param: str, max_bytes: int = MAX_DATA_URL_BYTES) -> Image:
     """``data:image/png;base64,...`` → Image; a clear 400 naming ``param`` otherwise."""
     head, sep, payload = url.partition(",")
-    if not sep or not head.startswith("data:"):
-        raise InvalidRequest("image data URL is malformed (expected data:<type>;base64,<data>)", param=param)
-    meta = head[5:].split(";")
-    media_type = meta[0].strip().lower()
+    if not sep or head[:5].lower() != "data:":
+        raise InvalidRequest(
+            "image data URL is malformed (expected data:<type>;base64,<data>)", param=param
+        )
+    meta = [m.strip().lower() for m in head[5:].split(";")]
+    media_type = meta[0]
     if "base64" not in meta[1:]:
         raise InvalidRequest("image data URL must be base64-encoded", param=param)
-    if media_type not in MEDIA_TYPES:
+    if media_type not in MEDIA_TYPES and media_type != "image/jpg":
         raise InvalidRequest(
             f"image media type {media_type or '(none)'} is not supported "
             f"(use one of {', '.join(MEDIA_TYPES)})",
@@ -64,7 +66,15 @@ def parse_data_url(url: str, param: str, max_bytes: int = MAX_DATA_URL_BYTES) ->
         data = base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("image data URL is not valid base64", param=param) from None
-    return Image(data, media_type)
+    if len(data) > max_bytes:
+        raise InvalidRequest(f"image is larger than {max_bytes} bytes", param=param)
+    # The bytes decide the type: providers reject a media_type that does not match them.
+    sniffed = sniff(data)
+    if sniffed is None:
+        raise InvalidRequest(
+            "image data is not a png, jpeg, gif or webp file", param=param, code="invalid_image"
+        )
+    return Image(data, sniffed)
 
 
 def image_parts(req: ChatCompletionRequest) -> list[tuple[str, str]]:
@@ -94,10 +104,11 @@ async def collect_images(
     images: dict[str, Image] = {}
     remote: dict[str, str] = {}
     for url, param in image_parts(req):
-        if url.startswith("data:"):
+        scheme = url[:8].lower()
+        if scheme.startswith("data:"):
             if url not in images:
                 images[url] = parse_data_url(url, param)
-        elif url.startswith(("http://", "https://")):
+        elif scheme.startswith(("http://", "https://")):
             if fetch_remote:
                 remote.setdefault(url, param)
         else:
@@ -110,7 +121,14 @@ async def collect_images(
                 "send the image as a data: URL",
                 param=first_param,
             )
-        results = await asyncio.gather(*(fetcher.fetch(u, p) for u, p in remote.items()))
+        # One task per distinct URL, all at once; the first failure cancels the rest.
+        tasks = [asyncio.ensure_future(fetcher.fetch(u, p)) for u, p in remote.items()]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            for t in tasks:
+                t.cancel()
+            raise
         for url, (data, media_type) in zip(remote, results, strict=True):
             images[url] = Image(data, media_type)
     return images
