@@ -440,3 +440,18 @@ async def test_models_skips_ollama_quietly_when_down() -> None:
     async with run_gateway(config(closed_port_url())) as gw:
         models = await sdk(gw).models.list()
     assert sorted(m.id for m in models.data) == ["gemma", "llama3"]
+
+
+async def test_rule_sends_unmapped_model_through_unchanged(upstream: FakeUpstream) -> None:
+    upstream.route("/api/chat", json_reply(final("hi")))
+    cfg = config(upstream.url)
+    cfg["backends"].insert(0, {"id": "mock", "type": "mock", "modelMapping": {"echo": "echo"}})
+    cfg["defaultBackend"] = "mock"
+    cfg["routingRules"] = [{"condition": "model: qwen*", "backendId": "local"}]
+    async with run_gateway(cfg) as gw:
+        resp = await sdk(gw).chat.completions.with_raw_response.create(
+            model="qwen3:0.6b", messages=MSG
+        )
+    assert resp.headers["x-chromagent-backend"] == "local"
+    assert resp.parse().choices[0].message.content == "hi"
+    assert upstream.received[0].json["model"] == "qwen3:0.6b"
