@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from .. import codec
 from ..config import BackendConfig
 from ..errors import UpstreamHTTPError, UpstreamProtocolError
+from ..media import Image, collect_images
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder
 from ..upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
@@ -57,23 +58,45 @@ class OpenAIBackend(BackendProvider):
         data["model"] = request.model
         return codec.dumps(data)
 
+    async def _request_body(self, request: ChatCompletionRequest, config: BackendConfig) -> bytes:
+        body = self._body(request)
+        if config.inline_images:  # off the fast path: only for upstreams marked internal
+            body = await self._inline_images(request, body)
+        return body
+
+    async def _inline_images(self, request: ChatCompletionRequest, body: bytes) -> bytes:
+        """``inlineImages``: fetch http(s) image URLs through the guarded fetcher and send them
+        as data: URLs, so a self-hosted upstream (vLLM...) never fetches a user URL itself."""
+        assert self.runtime is not None
+        images = await collect_images(request, self.runtime.images)
+        remote: dict[str, Image] = {u: img for u, img in images.items() if u[:5].lower() != "data:"}
+        if not remote:
+            return body
+        data: dict[str, Any] = codec.loads(body)
+        for msg in data.get("messages") or ():
+            content = msg.get("content") if isinstance(msg, dict) else None
+            for part in content if isinstance(content, list) else ():
+                ref = part.get("image_url") if isinstance(part, dict) else None
+                if isinstance(ref, dict) and ref.get("url") in remote:
+                    img = remote[ref["url"]]
+                    ref["url"] = f"data:{img.media_type};base64,{img.b64}"
+        return codec.dumps(data)
+
     async def chat_completion(
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> CompletionResult:
         assert self.runtime is not None
-        async with open_response(
-            self.runtime, config.id, self._url, self._headers, self._body(request)
-        ) as resp:
+        body = await self._request_body(request, config)
+        async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
             return await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
 
     async def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> AsyncIterator[StreamPart]:
         assert self.runtime is not None
+        body = await self._request_body(request, config)
         decoder = SSEDecoder()
-        async with open_response(
-            self.runtime, config.id, self._url, self._headers, self._body(request)
-        ) as resp:
+        async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
             async for data in iter_body(resp, config.id):
                 for event in decoder.feed(data):
                     payload = event.data
