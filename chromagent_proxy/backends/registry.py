@@ -79,6 +79,7 @@ def _load_module_class(config: BackendConfig) -> type[BackendProvider]:
 def _register_builtins(registry: DefaultBackendRegistry) -> None:
     # Imported here so that importing the registry stays cheap and cycle-free.
     from .anthropic import AnthropicBackend, VertexAnthropicBackend
+    from .gemini import GeminiBackend, VertexGeminiBackend
     from .mock import MockBackend
     from .ollama import OllamaBackend
     from .openai import OpenAIBackend
@@ -89,5 +90,7 @@ def _register_builtins(registry: DefaultBackendRegistry) -> None:
         OllamaBackend,
         AnthropicBackend,
         VertexAnthropicBackend,
+        GeminiBackend,
+        VertexGeminiBackend,
     ):
         registry.register_custom_backend(cls.type, cls)

@@ -128,9 +128,10 @@ class CompletionTokensDetails(Struct, omit_defaults=True):
 
 
 class Usage(Struct, omit_defaults=True):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
+    # No defaults: OpenAI always sends the three counts, even 0 (omit_defaults would drop them).
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
     prompt_tokens_details: PromptTokensDetails | None = None
     completion_tokens_details: CompletionTokensDetails | None = None
 

@@ -1,0 +1,5 @@
+"""Gemini API and Vertex AI Gemini backends (one translator, two URL/auth shapes)."""
+
+from .provider import GeminiBackend, VertexGeminiBackend
+
+__all__ = ["GeminiBackend", "VertexGeminiBackend"]
