@@ -45,6 +45,7 @@ class Kind:
     answer: Callable[[FakeUpstream], None]
     # The inline images (bytes, media type or None) in the body the upstream received.
     inline: Callable[[Any], list[tuple[bytes, str | None]]]
+    path: str  # the upstream endpoint the request must reach
 
 
 def _openai_answer(up: FakeUpstream) -> None:
@@ -126,12 +127,39 @@ def _ollama_inline(body: Any) -> list[tuple[bytes, str | None]]:
     return [(base64.b64decode(i), None) for i in body["messages"][0]["images"]]
 
 
+def _gemini_answer(up: FakeUpstream) -> None:
+    up.route(
+        "*",
+        json_reply(
+            {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": "a cat"}]},
+                        "finishReason": "STOP",
+                    }
+                ],
+                "usageMetadata": {
+                    "promptTokenCount": 1,
+                    "candidatesTokenCount": 2,
+                    "totalTokenCount": 3,
+                },
+            }
+        ),
+    )
+
+
+def _gemini_inline(body: Any) -> list[tuple[bytes, str | None]]:
+    parts = [p["inlineData"] for p in body["contents"][0]["parts"] if "inlineData" in p]
+    return [(base64.b64decode(p["data"]), p["mimeType"]) for p in parts]
+
+
 KINDS = [
     Kind(
         "openai-inlineImages",
         lambda url: {"type": "openai", "baseUrl": f"{url}/v1", "apiKey": "k", "inlineImages": True},
         _openai_answer,
         _openai_inline,
+        "/v1/chat/completions",
     ),
     Kind(
         "vertex-anthropic",
@@ -144,14 +172,42 @@ KINDS = [
         },
         _anthropic_answer,
         _anthropic_inline,
+        "/projects/proj/locations/us-east5/publishers/anthropic/models/vision:rawPredict",
     ),
     Kind(
         "anthropic-inlineImages",
         lambda url: {"type": "anthropic", "baseUrl": url, "apiKey": "k", "inlineImages": True},
         _anthropic_answer,
         _anthropic_inline,
+        "/v1/messages",
     ),
-    Kind("ollama", lambda url: {"type": "ollama", "baseUrl": url}, _ollama_answer, _ollama_inline),
+    Kind(
+        "ollama",
+        lambda url: {"type": "ollama", "baseUrl": url},
+        _ollama_answer,
+        _ollama_inline,
+        "/api/chat",
+    ),
+    Kind(
+        "gemini",
+        lambda url: {"type": "gemini", "baseUrl": url, "apiKey": "k"},
+        _gemini_answer,
+        _gemini_inline,
+        "/models/vision:generateContent",
+    ),
+    Kind(
+        "vertex-gemini",
+        lambda url: {
+            "type": "vertex-gemini",
+            "baseUrl": url,
+            "projectId": "proj",
+            "location": "us-central1",
+            "apiKey": "k",
+        },
+        _gemini_answer,
+        _gemini_inline,
+        "/projects/proj/locations/us-central1/publishers/google/models/vision:generateContent",
+    ),
 ]
 
 
@@ -185,6 +241,7 @@ async def test_allowed_fetch_reaches_upstream_as_inline_bytes(
         )
     assert resp.choices[0].message.content == "a cat"
     (sent,) = upstream.received
+    assert sent.path == kind.path
     got = kind.inline(sent.json)
     expected = [(PNG, "image/png"), (JPEG, "image/jpeg"), (PNG, "image/png"), (GIF, "image/gif"),
                 (PNG, "image/png")]  # fmt: skip
