@@ -189,6 +189,14 @@ class GuardedFetcher:
     """``ImageFetcher`` for backends that need image bytes inline (see media.collect_images)."""
 
     def __init__(self, config: MediaConfig, *, resolver: Resolver | None = None) -> None:
+        for key, value, least in (
+            ("maxBytes", config.max_bytes, 1),
+            ("connectTimeoutMs", config.connect_timeout_ms, 1),
+            ("totalTimeoutMs", config.total_timeout_ms, 1),
+            ("maxRedirects", config.max_redirects, 0),
+        ):
+            if value < least:
+                raise ConfigError(f"config $.media.{key}: must be at least {least} (got {value})")
         self.max_bytes = config.max_bytes
         self.connect_timeout = config.connect_timeout_ms / 1000
         self.total_timeout = config.total_timeout_ms / 1000

@@ -432,3 +432,26 @@ def test_bad_allow_cidr_is_a_config_error() -> None:
 
     with pytest.raises(ConfigError, match=r"media\.allowCidrs\[1\]"):
         GuardedFetcher(MediaConfig(allow_cidrs=["10.0.0.0/8", "not-a-net"]))
+
+
+@pytest.mark.parametrize(
+    ("media", "where"),
+    [({"max_bytes": 0}, "maxBytes"), ({"total_timeout_ms": 0}, "totalTimeoutMs"),
+     ({"connect_timeout_ms": -1}, "connectTimeoutMs"), ({"max_redirects": -1}, "maxRedirects")],
+)  # fmt: skip
+def test_bad_limits_are_config_errors(media: dict[str, int], where: str) -> None:
+    from chromagent_proxy.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"media\.{where}"):
+        GuardedFetcher(MediaConfig(**media))
+
+
+async def test_zero_redirects_means_none_followed(server: CountingServer) -> None:
+    server.routes["/hop"] = redirect("/img.png")
+    await expect_400(
+        make(allow_cidrs=["127.0.0.1/32"], max_redirects=0),
+        server.url("/hop"),
+        "image_fetch_failed",
+        "more than 0",
+    )
+    assert [r.path for r in server.requests] == ["/hop"]
