@@ -6,6 +6,7 @@ __version__ = "0.1.0"
 
 from .backends.base import BackendProvider, BackendRuntime, RequestContext, current_context
 from .backends.registry import DefaultBackendRegistry
+from .client import GatewayClient
 from .config import BackendConfig, GatewayConfig
 from .errors import ConfigError, GatewayError
 from .server import GatewayServer
@@ -16,6 +17,7 @@ __all__ = [
     "BackendRuntime",
     "ConfigError",
     "DefaultBackendRegistry",
+    "GatewayClient",
     "GatewayConfig",
     "GatewayError",
     "GatewayServer",
