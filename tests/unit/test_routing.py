@@ -255,3 +255,51 @@ def test_capability_filter_names_the_missing_capability() -> None:
     with pytest.raises(Exception, match="supports tools") as info:
         router.plan(r)
     assert getattr(info.value, "param", None) == "tools"
+
+
+def test_readme_worked_example() -> None:
+    """The table in docs/readme-routing.md, with mock backends standing in for the real types."""
+    cfg = {
+        "defaultBackend": "openai",
+        "backends": [
+            {
+                "id": "openai",
+                "type": "mock",
+                "modelMapping": {"gpt-4o": "gpt-4o", "claude-3-5-sonnet": "gpt-4o"},
+            },
+            {
+                "id": "anthropic",
+                "type": "mock",
+                "modelMapping": {"claude-3-5-sonnet": "claude-3-5-sonnet-20241022"},
+            },
+            {"id": "vertex-claude", "type": "mock"},
+            {"id": "gemini", "type": "mock"},
+        ],
+        "routingRules": [
+            {"condition": "model: claude-* && has_tools: true", "backendId": "anthropic"},
+            {"condition": "model: claude-*", "backendIds": ["anthropic", "vertex-claude"]},
+            {"condition": "has_images: true", "backendId": "gemini"},
+        ],
+    }
+    router, _ = make(cfg)
+    import msgspec
+
+    def plan(model: str, **kw: Any) -> list[tuple[str, str]]:
+        body = {"model": model, "messages": [{"role": "user", "content": "x"}], **kw}
+        r = msgspec.convert(body, ChatCompletionRequest)
+        return [(a.backend.id, a.upstream_model) for a in router.plan(r)]
+
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    image = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]}]
+    assert plan("claude-3-5-sonnet", tools=tools) == [
+        ("anthropic", "claude-3-5-sonnet-20241022"),
+        ("openai", "gpt-4o"),
+    ]
+    firsts = [plan("claude-3-5-sonnet")[0][0] for _ in range(4)]
+    assert firsts == ["anthropic", "vertex-claude", "anthropic", "vertex-claude"]
+    assert plan("claude-3-5-sonnet")[2] == ("openai", "gpt-4o")
+    assert {p[0] for p in plan("claude-3-haiku")} == {"anthropic", "vertex-claude"}
+    assert all(m == "claude-3-haiku" for _, m in plan("claude-3-haiku"))
+    assert plan("gpt-4o", messages=image) == [("gemini", "gpt-4o"), ("openai", "gpt-4o")]
+    assert plan("gpt-4o") == [("openai", "gpt-4o")]
+    assert plan("llama3") == [("openai", "llama3")]
