@@ -378,11 +378,37 @@ async def test_mid_stream_error_event(upstream: FakeUpstream) -> None:
 
 
 async def test_error_event_before_any_content_is_an_http_error(upstream: FakeUpstream) -> None:
+    it = rec("langchaingo--TestClient_CreateMessageStream.httprr")
+    start = it.body[: it.body.index(b"event: content_block_start")]  # message_start only
     error = b'event: error\ndata: {"type":"error","error":{"type":"rate_limit_error","message":"slow down"}}\n\n'
-    upstream.route("/v1/messages", stream_reply(error))
+    upstream.route(
+        "/v1/messages", stream_reply([start, b'event: ping\ndata: {"type": "ping"}\n\n', error])
+    )
     async with run_gateway(anthropic_cfg(upstream)) as gw:
-        with pytest.raises(openai.RateLimitError):
+        with pytest.raises(openai.RateLimitError) as exc:
             await sdk(gw).chat.completions.create(model="claude", messages=MSG, stream=True)  # type: ignore[arg-type]
+    assert "slow down" in exc.value.message
+
+
+async def test_stream_overloaded_before_content_fails_over(upstream: FakeUpstream) -> None:
+    it = rec("langchaingo--TestClient_CreateMessageStream.httprr")
+    start = it.body[: it.body.index(b"event: content_block_start")]
+    error = b'event: error\ndata: {"type":"error","error":{"details":null,"type":"overloaded_error","message":"Overloaded"} }\n\n'
+    upstream.route(f"{VPATH}:streamRawPredict", stream_reply([start, error]))
+    upstream.route("/v1/messages", stream_reply(it.body))
+    cfg = vertex_cfg(upstream)
+    cfg["backends"].append(anthropic_cfg(upstream)["backends"][0])
+    cfg["routingRules"] = [{"condition": "model: claude", "backendId": "vx"}]
+    async with run_gateway(cfg) as gw:
+        raw = await sdk(gw).chat.completions.with_raw_response.create(
+            model="claude",
+            messages=MSG,
+            stream=True,  # type: ignore[arg-type]
+        )
+        assert raw.headers["x-chromagent-backend"] == "anth"
+        assert raw.headers["x-chromagent-attempts"] == "2"
+        text = "".join([c.choices[0].delta.content or "" async for c in raw.parse()])
+    assert text == "1\n2\n3\n4\n5"
 
 
 # ---------------------------------------------------------------- vertex-anthropic

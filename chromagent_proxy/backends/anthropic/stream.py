@@ -77,15 +77,11 @@ def step(state: StreamState, ev: StreamEvent) -> list[ChatCompletionChunk]:
             err.message if err is not None else "",
         )
     out: list[ChatCompletionChunk] = []
-    if not state.started:
-        state.started = True
-        if kind == "message_start" and ev.message is not None:
-            if ev.message.model:
-                state.model = ev.message.model
-            state.counts.update(ev.message.usage)
-        # The first chunk carries the role, as OpenAI's does.
-        out.append(_chunk(state, Delta(role="assistant", content="")))
-    if kind == "content_block_start":
+    if kind == "message_start" and ev.message is not None:
+        if ev.message.model:
+            state.model = ev.message.model
+        state.counts.update(ev.message.usage)
+    elif kind == "content_block_start":
         out.extend(_block_start(state, ev))
     elif kind == "content_block_delta":
         out.extend(_block_delta(state, ev))
@@ -98,7 +94,19 @@ def step(state: StreamState, ev: StreamEvent) -> list[ChatCompletionChunk]:
         state.counts.update(ev.usage)
     elif kind == "message_stop":
         out.extend(_final(state))
-    # message_start handled above; unknown event types are ignored (the API adds new ones).
+    # Unknown event types are ignored (the API adds new ones).
+    return _announce(state, out)
+
+
+def _announce(state: StreamState, out: list[ChatCompletionChunk]) -> list[ChatCompletionChunk]:
+    """Put the role chunk (as OpenAI's first chunk) in front of the first real output.
+
+    Held back until there is output, so an error event right after message_start
+    still reaches the handler before the 200 is sent and can fail over.
+    """
+    if out and not state.started:
+        state.started = True
+        out.insert(0, _chunk(state, Delta(role="assistant", content="")))
     return out
 
 
@@ -202,8 +210,4 @@ def finish(state: StreamState) -> list[ChatCompletionChunk]:
         raise UpstreamProtocolError(
             f"backend '{state.backend_id}' ended the stream before the message was complete"
         )
-    out: list[ChatCompletionChunk] = []
-    if not state.started:
-        state.started = True
-        out.append(_chunk(state, Delta(role="assistant", content="")))
-    return out + _final(state)
+    return _announce(state, _final(state))
