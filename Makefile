@@ -38,5 +38,18 @@ typecheck: $(STAMP)
 
 check: lint typecheck test
 
+# Benchmarks (bench/README.md): bench-only deps come from bench/install.sh.
+bench: $(STAMP)
+	sh bench/install.sh
+	$(BIN)/python -m bench.run
+
+bench-quick: $(STAMP)
+	sh bench/install.sh
+	$(BIN)/python -m bench.run --quick
+
+bench-peers: $(STAMP)
+	sh bench/install.sh --peers
+	$(BIN)/python -m bench.run --peers
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
