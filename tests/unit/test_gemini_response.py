@@ -290,3 +290,7 @@ def test_config_errors() -> None:
     assert errors and "does not match the baseUrl host" in errors[0]
     _, errors = provider(VertexGeminiBackend, project_id="p", credentials_file="/nonexistent.json")
     assert errors and "credentialsFile" in errors[0]
+    _, errors = provider(
+        VertexGeminiBackend, project_id="p", api_key="t", base_url="http://127.0.0.1:9/v1"
+    )
+    assert errors == ["location is required when the baseUrl host does not name a region"]

@@ -88,6 +88,10 @@ class GeminiBackend(BackendProvider):
                         f"location {location!r} does not match the baseUrl host "
                         f"(region {host_location!r})"
                     )
+                if not location and not host_location:
+                    errors.append(
+                        "location is required when the baseUrl host does not name a region"
+                    )
                 location = location or host_location or "global"
                 base = config.base_url
             else:
@@ -203,7 +207,8 @@ class GeminiBackend(BackendProvider):
         tail = b""
         async with self._post(config, self.url(request.model, stream=True), body) as resp:
             async for data in iter_body(resp, config.id):
-                tail = (tail + data)[-_TAIL:]
+                # The last bytes, to find a raw JSON error appended after the last event.
+                tail = data[-_TAIL:] if len(data) >= _TAIL else (tail + data)[-_TAIL:]
                 for event in decoder.feed(data):
                     for chunk in stream.step(state, _decode_event(config.id, event.data)):
                         yield chunk
