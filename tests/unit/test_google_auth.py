@@ -182,3 +182,16 @@ def test_bad_credentials_file_fails_at_construction(tmp_path: Path) -> None:
     bad.write_text('{"type": "service_account"}')
     with pytest.raises(ValueError, match="credentialsFile"):
         GoogleAuth(api_key=None, credentials_file=str(bad))
+
+
+async def test_application_default_credentials_are_loaded_in_a_thread(
+    tmp_path: Path, upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tokens = TokenServer()
+    upstream.route("/token", tokens)
+    sa = write_service_account(tmp_path, f"{upstream.url}/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(sa))
+    auth = GoogleAuth(api_key=None, credentials_file=None)
+    assert auth._creds is None  # nothing loaded (or probed) at construction
+    assert await auth.headers() == {"Authorization": "Bearer token-1"}
+    assert len(tokens.grants) == 1
