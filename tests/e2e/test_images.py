@@ -404,3 +404,18 @@ async def test_bad_allow_cidr_stops_start_up() -> None:
 
     with pytest.raises(ConfigError, match=r"media\.allowCidrs\[0\]"):
         GatewayServer({"media": {"allowCidrs": ["10.0.0.0/33"]}})
+
+
+async def test_allow_hosts_entry_with_the_system_resolver(
+    upstream: FakeUpstream, images: CountingServer
+) -> None:
+    """``localhost`` is blocked by default; listed in ``allowHosts`` it is looked up with the
+    real getaddrinfo and fetched from the pinned addresses."""
+    kind = next(k for k in KINDS if k.name == "ollama")
+    kind.answer(upstream)
+    url = images.url("/cat.png", host="localhost")
+    cfg = gateway_config(kind, upstream, {"allowHosts": ["LOCALHOST"]})
+    async with run_gateway(cfg) as gw:
+        await sdk(gw).chat.completions.create(model="vision", messages=image_msg(url))
+    assert kind.inline(upstream.received[0].json) == [(PNG, None)]
+    assert images.connections == 1
