@@ -58,12 +58,6 @@ class OpenAIBackend(BackendProvider):
         data["model"] = request.model
         return codec.dumps(data)
 
-    async def _request_body(self, request: ChatCompletionRequest, config: BackendConfig) -> bytes:
-        body = self._body(request)
-        if config.inline_images:  # off the fast path: only for upstreams marked internal
-            body = await self._inline_images(request, body)
-        return body
-
     async def _inline_images(self, request: ChatCompletionRequest, body: bytes) -> bytes:
         """``inlineImages``: fetch http(s) image URLs through the guarded fetcher and send them
         as data: URLs, so a self-hosted upstream (vLLM...) never fetches a user URL itself."""
@@ -86,7 +80,9 @@ class OpenAIBackend(BackendProvider):
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> CompletionResult:
         assert self.runtime is not None
-        body = await self._request_body(request, config)
+        body = self._body(request)
+        if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
+            body = await self._inline_images(request, body)
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
             return await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
 
@@ -94,7 +90,9 @@ class OpenAIBackend(BackendProvider):
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> AsyncIterator[StreamPart]:
         assert self.runtime is not None
-        body = await self._request_body(request, config)
+        body = self._body(request)
+        if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
+            body = await self._inline_images(request, body)
         decoder = SSEDecoder()
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
             async for data in iter_body(resp, config.id):
