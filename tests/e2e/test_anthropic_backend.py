@@ -278,6 +278,34 @@ async def test_thinking_stream_and_signed_replay(upstream: FakeUpstream) -> None
     assert replayed[1] == {"type": "text", "text": content}
 
 
+async def test_sdk_stream_helper_final_message_replays_thinking(upstream: FakeUpstream) -> None:
+    it = rec("pydantic-ai--test_anthropic_model_thinking_part_stream.yaml")
+    upstream.route("/v1/messages", stream_reply(it.body, split=64))
+    async with run_gateway(anthropic_cfg(upstream)) as gw:
+        client = sdk(gw)
+        # The SDK's own accumulator merges the thinking_blocks delta into the final message.
+        async with client.chat.completions.stream(
+            model="claude",
+            messages=MSG,
+            reasoning_effort="low",  # type: ignore[arg-type]
+        ) as s:
+            final = await s.get_final_completion()
+        msg = final.choices[0].message
+        upstream.route(
+            "/v1/messages",
+            json_reply(fixture_path("anthropic", "vercel-ai--anthropic-text.json").read_bytes()),
+        )
+        await client.chat.completions.create(
+            model="claude",
+            messages=[*MSG, msg, {"role": "user", "content": "ok"}],  # type: ignore[list-item]
+        )
+    replayed = upstream.received[1].json["messages"][1]["content"]
+    assert replayed[0]["type"] == "thinking"
+    assert replayed[0]["signature"].startswith("EvMCCkYICxgCKkCHP2cS")
+    assert replayed[0]["thinking"] == (msg.model_extra or {})["reasoning_content"]
+    assert replayed[1] == {"type": "text", "text": msg.content}
+
+
 async def test_non_stream_thinking_message_round_trips_through_the_sdk(
     upstream: FakeUpstream,
 ) -> None:
