@@ -17,9 +17,12 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
+from chromagent_proxy.backends.anthropic.request import THINKING_BUDGETS, build_body
 from chromagent_proxy.backends.anthropic.response import decode_message, to_chat_completion
 from chromagent_proxy.backends.anthropic.stream import StreamState, decode_event, finish, step
 from chromagent_proxy.errors import UpstreamError
+from chromagent_proxy.handlers import parse_request
+from chromagent_proxy.media import collect_images
 from chromagent_proxy.sse import SSEDecoder
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks, provider_files
 
@@ -315,3 +318,109 @@ def test_every_fixture_file_is_used() -> None:
     used.add("pydantic-ai--test_anthropic_explicit_effort_xhigh_unsupported_model_errors.yaml")
     files = {p.name for p in Path(fixture_path("anthropic")).iterdir()}
     assert files == used
+
+
+# ---------------------------------------------------------------- recorded requests
+
+
+def as_openai(rec: dict[str, Any]) -> dict[str, Any]:
+    """The OpenAI request a client would send to mean the recorded Anthropic request."""
+    messages: list[dict[str, Any]] = []
+    if "system" in rec:
+        messages.append({"role": "system", "content": rec["system"]})
+    for m in rec["messages"]:
+        content = m["content"]
+        if isinstance(content, str):
+            messages.append({"role": m["role"], "content": content})
+            continue
+        parts: list[dict[str, Any]] = []
+        calls = []
+        for b in content:
+            if b["type"] == "text":
+                parts.append({"type": "text", "text": b["text"]})
+            elif b["type"] == "image":
+                src = b["source"]
+                url = (
+                    src["url"]
+                    if src["type"] == "url"
+                    else f"data:{src['media_type']};base64,{src['data']}"
+                )
+                parts.append({"type": "image_url", "image_url": {"url": url}})
+            elif b["type"] == "tool_use":
+                calls.append(
+                    {
+                        "id": b["id"],
+                        "type": "function",
+                        "function": {"name": b["name"], "arguments": json.dumps(b["input"])},
+                    }
+                )
+            elif b["type"] == "tool_result":
+                messages.append(
+                    {"role": "tool", "tool_call_id": b["tool_use_id"], "content": b["content"]}
+                )
+        if parts or calls:
+            msg: dict[str, Any] = {"role": m["role"], "content": parts or None}
+            if calls:
+                msg["tool_calls"] = calls
+            messages.append(msg)
+    out: dict[str, Any] = {
+        "model": rec["model"],
+        "messages": messages,
+        "max_tokens": rec["max_tokens"],
+    }
+    if rec.get("stream"):
+        out["stream"] = True
+    for key in ("temperature", "top_p"):
+        if key in rec:
+            out[key] = rec[key]
+    if "stop_sequences" in rec:
+        out["stop"] = rec["stop_sequences"]
+    if "tools" in rec:
+        out["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    "name": t["name"],
+                    "description": t["description"],
+                    "parameters": t["input_schema"],
+                },
+            }
+            for t in rec["tools"]
+        ]
+    if "tool_choice" in rec:
+        tc = rec["tool_choice"]
+        out["tool_choice"] = (
+            {"type": "function", "function": {"name": tc["name"]}}
+            if tc["type"] == "tool"
+            else {"auto": "auto", "none": "none", "any": "required"}[tc["type"]]
+        )
+    if "thinking" in rec:
+        effort = {v: k for k, v in THINKING_BUDGETS.items()}[rec["thinking"]["budget_tokens"]]
+        out["reasoning_effort"] = effort
+    return out
+
+
+RECORDED_REQUESTS = [
+    (f"{path.name}#{n}", it.request_body)
+    for path in provider_files("anthropic")
+    for n, it in enumerate(load(path))
+    if it.method == "POST" and "output_config" not in it.request_body
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "recorded"), RECORDED_REQUESTS, ids=[n for n, _ in RECORDED_REQUESTS]
+)
+async def test_recorded_request_is_what_we_send(name: str, recorded: dict[str, Any]) -> None:
+    """Translating the equivalent OpenAI request reproduces what real clients sent Anthropic."""
+    req = parse_request(json.dumps(as_openai(recorded)).encode())
+    images = await collect_images(req, None, fetch_remote=False)
+    body = build_body(req, req.model, images)
+    want = {k: v for k, v in recorded.items() if not (k == "stream" and v is False)}
+    for m in want["messages"]:
+        if isinstance(m["content"], str):  # the same turn; the gateway always sends blocks
+            m["content"] = [{"type": "text", "text": m["content"]}]
+        for b in m["content"]:
+            if b.get("is_error") is False:
+                del b["is_error"]  # OpenAI tool messages have no error flag
+    assert body == want
