@@ -227,7 +227,6 @@ async def test_image_url_is_passed_as_url_source(upstream: FakeUpstream) -> None
         )
     assert "potato" in (resp.choices[0].message.content or "")
     assert upstream.received[0].json["messages"] == it.request_body["messages"]
-    ]
 
 
 async def test_thinking_stream_and_signed_replay(upstream: FakeUpstream) -> None:
