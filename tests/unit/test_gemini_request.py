@@ -504,3 +504,9 @@ async def test_bad_tool_arguments_and_unknown_tool_call_id() -> None:
             }
         )
     assert info.value.param == "messages[1].tool_call_id"
+
+
+def test_deeply_nested_raw_body_is_a_400() -> None:
+    raw = b'{"model": "m", "messages": [], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    with pytest.raises(InvalidRequest, match="nested too deeply"):
+        check_extras(raw)

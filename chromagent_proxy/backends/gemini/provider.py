@@ -22,7 +22,7 @@ import aiohttp
 from ... import codec
 from ...auth.google import GoogleAuth
 from ...config import BackendConfig
-from ...errors import UpstreamProtocolError
+from ...errors import InvalidRequest, UpstreamProtocolError
 from ...media import collect_images
 from ...schema.gemini import GenerateContentResponse
 from ...schema.openai import ChatCompletionRequest
@@ -149,7 +149,10 @@ class GeminiBackend(BackendProvider):
             include_thoughts=self._include_thoughts,
             safety_settings=self._safety,
         )
-        return codec.dumps(body)
+        try:
+            return codec.dumps(body)
+        except TypeError:  # orjson's nesting limit (254), e.g. in replayed tool arguments
+            raise InvalidRequest("the request is nested too deeply for Gemini") from None
 
     @asynccontextmanager
     async def _post(

@@ -55,6 +55,8 @@ def check_extras(raw_body: bytes) -> None:
         extras = _decode_extras(raw_body)
     except (codec.DecodeError, codec.ValidationError):
         return  # the handler validated the body; an odd type here is not ours to judge
+    except RecursionError:
+        raise InvalidRequest("the request JSON is nested too deeply") from None
     for name in ("logit_bias", "audio", "prediction", "web_search_options"):
         if getattr(extras, name):
             raise UnsupportedFeature(f"'{name}' is not supported by Gemini backends", param=name)

@@ -40,7 +40,6 @@ class StreamState:
     include_usage: bool = False
     choices: dict[int, _Choice] = field(default_factory=dict)
     usage: UsageMetadata | None = None
-    blocked: bool = False
 
 
 def _chunk(
@@ -62,7 +61,6 @@ def step(state: StreamState, event: GenerateContentResponse) -> list[ChatComplet
         feedback = event.prompt_feedback
         if feedback is not None and feedback.block_reason and not state.choices:
             # The prompt was blocked: one empty answer, filtered.
-            state.blocked = True
             state.choices[0] = _Choice(finished=True)
             out.append(_chunk(state, 0, Delta(role="assistant", content="")))
             out.append(_chunk(state, 0, Delta(), "content_filter"))
