@@ -485,13 +485,16 @@ def test_response_format_json_schema_is_a_forced_tool() -> None:
     )
 
 
-def test_temperature_is_clamped_to_anthropics_range() -> None:
+def test_temperature_outside_anthropics_range_is_refused_not_clamped() -> None:
     assert (
-        body_for({"messages": [{"role": "user", "content": "Hi"}], "temperature": 1.7})[
+        body_for({"messages": [{"role": "user", "content": "Hi"}], "temperature": 1.0})[
             "temperature"
         ]
         == 1.0
     )
+    with pytest.raises(InvalidRequest) as info:
+        body_for({"messages": [{"role": "user", "content": "Hi"}], "temperature": 1.7})
+    assert info.value.param == "temperature"
 
 
 @pytest.mark.parametrize(

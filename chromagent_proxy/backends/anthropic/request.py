@@ -85,7 +85,13 @@ def build_body(
     if thinking is not None:
         body["thinking"] = {"type": "enabled", "budget_tokens": thinking}
     if req.temperature is not None:
-        body["temperature"] = min(req.temperature, 1.0)  # OpenAI allows 0-2, Anthropic 0-1
+        # OpenAI allows 0-2, Anthropic 0-1: refuse rather than silently change the sampling.
+        if not 0 <= req.temperature <= 1:
+            raise InvalidRequest(
+                f"temperature {req.temperature:g} is outside Anthropic's range 0-1",
+                param="temperature",
+            )
+        body["temperature"] = req.temperature
     if req.top_p is not None:
         body["top_p"] = req.top_p
     if req.stop:
