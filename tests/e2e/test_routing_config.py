@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+from chromagent_proxy import GatewayServer
+from chromagent_proxy.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parents[2]
 
 BACKENDS = [
@@ -72,12 +75,23 @@ CASES = [
 ]
 
 
+GOOD = {"condition": "has_tools: true", "backendId": "a"}
+# Each kind of mistake the issue names goes through the real CLI; the rest in process (faster).
+THROUGH_CLI = [CASES[i] for i in (0, 1, 3, 4, 5, 6)]
+
+
 @pytest.mark.parametrize(("rule", "where", "what"), CASES)
+def test_bad_rule_is_a_config_error_naming_it(rule: dict[str, Any], where: str, what: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        GatewayServer({"backends": BACKENDS, "routingRules": [rule, GOOD]})
+    assert where in str(info.value) and what in str(info.value)
+
+
+@pytest.mark.parametrize(("rule", "where", "what"), THROUGH_CLI)
 def test_bad_rule_exits_2_naming_it(
     tmp_path: Path, rule: dict[str, Any], where: str, what: str
 ) -> None:
-    good = {"condition": "has_tools: true", "backendId": "a"}
-    proc = run(tmp_path, {"backends": BACKENDS, "routingRules": [rule, good]})
+    proc = run(tmp_path, {"backends": BACKENDS, "routingRules": [rule, GOOD]})
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, lines
