@@ -449,3 +449,47 @@ async def test_vertex_static_api_key_is_a_bearer_token(upstream: FakeUpstream) -
     sent = upstream.received[0]
     assert sent.headers["Authorization"] == "Bearer ya29.pasted-token"
     assert sent.json["contents"][0]["role"] == "user"
+
+
+async def test_vertex_stream_tool_call_signature_round_trip(upstream: FakeUpstream) -> None:
+    """Gemini 3 streamed call: a client rebuilding the message from stream deltas
+    (no SDK object) still sends the signature back, on the same part."""
+    payloads = load_chunks(fixture_path("gemini", "vercel-ai--google-tool-call.chunks.txt"))
+    signature = codec.loads(payloads[0])["candidates"][0]["content"]["parts"][0]["thoughtSignature"]
+    ok = recorded("pydantic-ai--test_google_model_vertex_provider.yaml").body
+    path = (
+        "/v1/projects/my-proj/locations/europe-west4/publishers/google/models/gemini-3-pro-preview"
+    )
+    upstream.route(f"{path}:streamGenerateContent", stream_reply(chunks_as_sse(payloads), split=7))
+    upstream.route(f"{path}:generateContent", json_reply(ok))
+    cfg = vertex_config(upstream, apiKey="ya29.t", modelMapping={"g3": "gemini-3-pro-preview"})
+    async with run_gateway(cfg) as gw:
+        client = sdk(gw)
+        stream = await client.chat.completions.create(
+            model="g3", messages=MSG, tools=TOOLS, stream=True
+        )
+        calls: dict[int, dict[str, Any]] = {}
+        async for chunk in stream:
+            for tc in chunk.choices[0].delta.tool_calls or []:
+                assert tc.function is not None
+                calls[tc.index] = {
+                    "id": tc.id,
+                    "type": "function",
+                    "function": {"name": tc.function.name, "arguments": tc.function.arguments},
+                }
+        messages: list[Any] = [
+            *MSG,
+            {"role": "assistant", "content": None, "tool_calls": list(calls.values())},
+            {"role": "tool", "tool_call_id": calls[0]["id"], "content": '{"temp": 18}'},
+        ]
+        await client.chat.completions.create(model="g3", messages=messages, tools=TOOLS)
+    replay = upstream.received[1].json["contents"]
+    assert replay[1]["parts"] == [
+        {
+            "functionCall": {"name": "weather", "args": {"location": "San Francisco"}},
+            "thoughtSignature": signature,
+        }
+    ]
+    assert replay[2]["parts"] == [
+        {"functionResponse": {"name": "weather", "response": {"temp": 18}}}
+    ]
