@@ -64,6 +64,12 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
         raise InvalidRequest(f"Invalid request: {exc}", param=validation_param(exc)) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
+        raise InvalidRequest("The request body is not valid UTF-8") from None
+    except RecursionError:
+        # Skipping a deeply nested unknown field recurses; refuse rather than 500.
+        raise InvalidRequest("The request body is nested too deeply") from None
     if not req.messages:
         raise InvalidRequest("'messages' must contain at least one message", param="messages")
     for i, msg in enumerate(req.messages):

@@ -136,12 +136,18 @@ class Usage(Struct, omit_defaults=True):
     completion_tokens_details: CompletionTokensDetails | None = None
 
 
+def _none() -> None:
+    return None
+
+
 class ResponseMessage(Struct, omit_defaults=True):
     role: str
     content: str | None
     tool_calls: list[ToolCall] | None = None
     reasoning_content: str | None = None
-    refusal: str | None = None
+    # OpenAI's spec requires ``refusal`` on every message (null when none). A default
+    # *factory* is never omitted by omit_defaults, so it is always written.
+    refusal: str | None = field(default_factory=_none)
     thinking_blocks: list[dict[str, Any]] | None = None
 
 
