@@ -42,7 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--port", "-p", type=int, help="port to listen on (0 picks a free port)")
     p.add_argument("--host", help="address to bind (default 127.0.0.1)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--workers", type=int, help="number of worker processes")
+    p.add_argument(
+        "--log-format",
+        choices=["json", "text"],
+        help="json: one JSON object per line (default); text: for terminals",
+    )
+    p.add_argument(
+        "--workers", type=int, help="number of worker processes sharing the port (SO_REUSEPORT)"
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
@@ -66,23 +73,26 @@ def load(argv: Sequence[str] | None, registry: DefaultBackendRegistry) -> Gatewa
         "port": args.port,
         "host": args.host,
         "logLevel": args.log_level,
+        "logFormat": args.log_format,
         "workers": args.workers,
     }
     return build_config(data, env=os.environ, overrides=overrides, known_types=registry.types())
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+def setup_logging(level: str, fmt: str = "text") -> None:
+    """App log to stderr, one access line per request to stdout (accesslog.py)."""
+    from .accesslog import setup_logging as setup
+
+    setup(level, fmt)
 
 
 async def serve(config: GatewayConfig, registry: DefaultBackendRegistry) -> None:
     from .server import GatewayServer
+    from .workers import WORKER_ENV, reuseport_socket
 
-    server = GatewayServer(config, registry)
+    # A worker under --workers N opens its own SO_REUSEPORT socket on the shared port.
+    sock = reuseport_socket(config.host, config.port) if os.environ.get(WORKER_ENV) else None
+    server = GatewayServer(config, registry, sock=sock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -108,11 +118,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     registry = DefaultBackendRegistry()
     try:
         config = load(argv, registry)
-        setup_logging(config.log_level)
+        setup_logging(config.log_level, config.log_format)
+        if config.workers > 1:
+            from .workers import supervise
+
+            return supervise(list(sys.argv[1:] if argv is None else argv), config)
         _install_uvloop()
         asyncio.run(serve(config, registry))
     except ConfigError as exc:
-        print(f"chromagent-gateway: error: {exc}", file=sys.stderr)
+        # One line, whatever a key or value in the message contains.
+        line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"chromagent-gateway: error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:
         return 0

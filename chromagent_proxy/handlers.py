@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -321,9 +321,32 @@ async def not_found(request: web.Request) -> web.Response:
     )
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_route("*", "/v1/chat/completions", chat_completions)
-    app.router.add_route("*", "/chat/completions", chat_completions)
-    app.router.add_route("*", "/v1/models", list_models)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+API_PATHS = ["/v1/chat/completions", "/chat/completions", "/v1/models"]
+# With CORS on, explicit methods instead of "*": aiohttp-cors adds the OPTIONS route itself and
+# refuses resources that have a "*" route. The handlers still answer 405 for a wrong method.
+_CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+
+def add_routes(
+    app: web.Application,
+    wrap: Callable[[Handler], Handler] | None = None,
+    metrics: Handler | None = None,
+    cors: bool = False,
+) -> None:
+    """``wrap`` (edge.Edge.wrap) adds rate limit, API keys, metrics and access log to /v1."""
+    chat: Handler = chat_completions
+    models: Handler = list_models
+    if wrap is not None:
+        chat, models = wrap(chat), wrap(models)
+    for path, handler in zip(API_PATHS, (chat, chat, models), strict=True):
+        if cors:
+            resource = app.router.add_resource(path)
+            for method in _CORS_METHODS:
+                resource.add_route(method, handler)
+        else:
+            app.router.add_route("*", path, handler)
     app.router.add_route("GET", "/health", health)
+    if metrics is not None:
+        app.router.add_route("GET", "/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -14,9 +14,10 @@ from aiohttp import web
 from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
 from .config import GatewayConfig, build_config, validate
+from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
-from .handlers import add_routes
+from .handlers import API_PATHS, add_routes
 from .routing import Backend, Router, compile_rules
 from .state import STATE, GatewayState
 
@@ -49,6 +50,9 @@ class GatewayServer:
         # The guarded image fetcher (None when media.remoteFetch is off); checks media.allowCidrs now.
         self._images = make_fetcher(self.config.media)
         compile_rules(self.config)  # a bad routing rule stops start-up here
+        # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
+        self.edge = Edge(self.config)
+        self.edge.instrument(self.backends)
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -67,7 +71,8 @@ class GatewayServer:
         router = Router(cfg, self.backends)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
         app[STATE] = self.state
-        add_routes(app)
+        add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
+        self.edge.install(app, cfg, API_PATHS)
         self.app = app
         return app
 
@@ -102,7 +107,10 @@ class GatewayServer:
         await self._start_backends()
         # Production cancels a handler when its client goes away, so the upstream
         # request is closed at once instead of running to completion.
-        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        # stop() drains first (edge.drain), so aiohttp's own wait only meets stragglers.
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
+        )
         await self._runner.setup()
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
@@ -119,13 +127,19 @@ class GatewayServer:
         sockets = getattr(server, "sockets", None) or []
         if sockets:
             self.port = sockets[0].getsockname()[1]
+        self.edge.start()
 
     async def stop(self) -> None:
         if self.state is not None:
             self.state.draining = True
         if self._runner is not None:
+            # Stop accepting, let in-flight requests and streams finish (shutdownTimeoutMs).
+            for site in list(self._runner.sites):
+                await site.stop()
+            await self.edge.drain()
             await self._runner.cleanup()
             self._runner = None
+        await self.edge.close()
         for b in self.backends.values():
             try:
                 await b.provider.close()

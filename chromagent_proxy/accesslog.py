@@ -1,0 +1,186 @@
+"""Logging: one access-log line per request (JSON or text) and the app log format.
+
+The access line is a dict handed to the ``chromagent_proxy.access`` logger and
+rendered by its handler's formatter: ``orjson`` for ``logFormat: json`` (one
+object per line, for log shippers), a short human line for ``text``. Nothing
+that could carry a secret or user content is ever put into it: no headers, no
+query string, no body — only the fields listed in ``FIELDS``.
+
+Access lines go to stdout through a handler that does not flush per line; the
+server flushes it a few times a second (and at exit), so a busy gateway makes
+one write syscall per batch instead of one per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from typing import Any, TextIO
+
+import orjson
+
+ACCESS_LOGGER = "chromagent_proxy.access"
+FIELDS = (
+    "time",
+    "request_id",
+    "client_ip",
+    "method",
+    "path",
+    "status",
+    "backend",
+    "model",
+    "stream",
+    "latency_ms",
+    "ttft_ms",
+    "tokens_in",
+    "tokens_out",
+    "attempts",
+)
+FLUSH_INTERVAL_S = 0.2
+
+_sec = -1
+_prefix = ""
+
+
+def iso_time(ts: float) -> str:
+    """UTC ISO-8601 with milliseconds; the seconds part is formatted once per second."""
+    global _sec, _prefix
+    sec = int(ts)
+    if sec != _sec:
+        _prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+        _sec = sec
+    return f"{_prefix}.{int((ts - sec) * 1000):03d}Z"
+
+
+class JsonFormatter(logging.Formatter):
+    """Access records (dict messages) as they are; app records as time/level/logger/message."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        msg = record.msg
+        if isinstance(msg, dict):
+            return orjson.dumps(msg).decode()
+        data: dict[str, Any] = {
+            "time": iso_time(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            data["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(data).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """For terminals: ``time status method path backend/model latency ...``."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        f = record.msg
+        if not isinstance(f, dict):
+            return super().format(record)
+        ttft = f" ttft={f['ttft_ms']}ms" if f.get("ttft_ms") is not None else ""
+        tokens = (
+            f" tokens={f['tokens_in']}/{f['tokens_out']}"
+            if f.get("tokens_in") or f.get("tokens_out")
+            else ""
+        )
+        return (
+            f"{f['time']} {f['client_ip']} {f['method']} {f['path']} {f['status']} "
+            f"{f['backend'] or '-'}/{f['model'] or '-'}{' stream' if f['stream'] else ''} "
+            f"{f['latency_ms']}ms{ttft}{tokens} attempts={f['attempts']} id={f['request_id']}"
+        )
+
+
+class BatchedStreamHandler(logging.StreamHandler[TextIO]):
+    """A StreamHandler whose per-record flush is a no-op; ``flush_now`` runs on a timer."""
+
+    def flush(self) -> None:
+        pass
+
+    def flush_now(self) -> None:
+        self.acquire()
+        try:
+            with contextlib.suppress(ValueError, OSError):
+                self.stream.flush()
+        finally:
+            self.release()
+
+    def close(self) -> None:
+        self.flush_now()
+        super().close()
+
+
+class AccessLog:
+    """Writes one access line per request when the access logger is enabled for INFO."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self._flusher: asyncio.Task[None] | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.logger.isEnabledFor(logging.INFO)
+
+    def write(self, fields: dict[str, Any]) -> None:
+        # makeRecord + handle skips Logger._log's stack walk (findCaller), the slow part.
+        self.logger.handle(
+            self.logger.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, fields, (), None)
+        )
+
+    def start(self) -> None:
+        if self._flusher is None and _batched_handlers():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            flush_access_log()
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        flush_access_log()
+
+
+def _batched_handlers() -> list[BatchedStreamHandler]:
+    return [
+        h for h in logging.getLogger(ACCESS_LOGGER).handlers if isinstance(h, BatchedStreamHandler)
+    ]
+
+
+def flush_access_log() -> None:
+    for h in _batched_handlers():
+        h.flush_now()
+
+
+def setup_logging(level: str, fmt: str, *, stream: TextIO | None = None) -> None:
+    """App logs to stderr, access lines to stdout; both in ``fmt`` (json or text)."""
+    formatter: logging.Formatter = JsonFormatter() if fmt == "json" else TextFormatter()
+    # Records carry no thread or process names; skipping them saves time per record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    app = logging.StreamHandler(sys.stderr)
+    app.setFormatter(formatter)
+    root.addHandler(app)
+    root.setLevel(getattr(logging, level.upper(), logging.INFO))
+    access = logging.getLogger(ACCESS_LOGGER)
+    for h in list(access.handlers):
+        access.removeHandler(h)
+    out = BatchedStreamHandler(stream or sys.stdout)
+    out.setFormatter(formatter)
+    access.addHandler(out)
+    access.propagate = False
+    # The access log is an INFO stream; --log-level warning or error turns it off.
+    access.setLevel(getattr(logging, level.upper(), logging.INFO))

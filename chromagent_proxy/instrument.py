@@ -1,0 +1,243 @@
+"""Per-request facts from the backends: which backend and model served an attempt, how
+long the gateway waited on it, tokens, upstream errors, and streams open.
+
+Each backend's ``chat_completion`` / ``chat_completion_stream`` gets a thin wrapper once at
+start-up (instance attributes shadowing the methods), so the handlers' failover loop needs
+no hooks. The wrappers write into the request's ``Record`` (a context variable the edge
+sets); outside a request (embedding, tests calling a provider directly) they pass through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextvars import ContextVar
+from typing import Any
+
+import msgspec
+
+from .backends.base import StreamPart, current_context
+from .config import BackendConfig
+from .errors import (
+    GatewayError,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from .metrics import Metrics
+from .ratelimit import Decision
+from .routing import Backend
+from .schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+
+log = logging.getLogger("chromagent_proxy")
+perf = time.perf_counter
+
+
+class Record:
+    """What one request did; filled by the route wrapper and the backend wrappers."""
+
+    __slots__ = (
+        "attempts",
+        "backend",
+        "first_at",
+        "ip",
+        "killed",
+        "model",
+        "rl",
+        "start",
+        "stream",
+        "streaming",
+        "task",
+        "tokens_in",
+        "tokens_out",
+        "upstream_s",
+    )
+
+    def __init__(self, start: float) -> None:
+        self.start = start
+        self.backend = ""
+        self.model = ""
+        self.stream = False
+        self.streaming = False  # first chunk arrived: counted in active streams
+        self.attempts = 0
+        self.upstream_s = 0.0
+        self.first_at = 0.0
+        self.tokens_in = 0
+        self.tokens_out = 0
+        self.ip: str | None = None
+        self.rl: Decision | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.killed = False
+
+
+RECORD: ContextVar[Record | None] = ContextVar("chromagent_edge_record", default=None)
+
+
+class _Tokens(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _Tokens | None = None
+
+
+_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+
+
+def _usage(result: Any) -> tuple[int, int] | None:
+    """Token counts of a result or chunk in any shape a backend may return."""
+    if isinstance(result, ChatCompletion | ChatCompletionChunk):
+        u = result.usage
+        return (u.prompt_tokens, u.completion_tokens) if u is not None else None
+    if isinstance(result, bytes):
+        if b'"prompt_tokens"' not in result:
+            return None
+        try:
+            t = _decode_usage(result).usage
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None
+        return (t.prompt_tokens, t.completion_tokens) if t is not None else None
+    if isinstance(result, Mapping):
+        d = result.get("usage")
+        if isinstance(d, Mapping):
+            return int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0)
+    return None
+
+
+def classify(exc: BaseException) -> str | None:
+    """Upstream error class for metrics; None for errors that are not the upstream's."""
+    if isinstance(exc, UpstreamTimeout):
+        return "timeout"
+    if isinstance(exc, UpstreamUnavailable):
+        return "connect"
+    if isinstance(exc, UpstreamProtocolError):
+        return "protocol"
+    if isinstance(exc, UpstreamError):
+        if exc.status == 429:
+            return "429"
+        if exc.code == "upstream_auth_failed":
+            return "auth"
+        return "5xx" if exc.status >= 500 else "4xx"
+    if isinstance(exc, GatewayError | asyncio.CancelledError | GeneratorExit):
+        return None
+    return "other"
+
+
+def instrument(backends: Mapping[str, Backend], metrics: Metrics, streams: set[Record]) -> None:
+    """Wrap every backend's chat_completion / chat_completion_stream (once, at start-up)."""
+    for b in backends.values():
+        p = b.provider
+        try:
+            # Instance attributes shadow the methods: the handler calls these wrappers.
+            setattr(p, "chat_completion", _wrap_call(b.id, p.chat_completion, metrics))  # noqa: B010
+            setattr(  # noqa: B010
+                p,
+                "chat_completion_stream",
+                _wrap_stream(b.id, p.chat_completion_stream, metrics, streams),
+            )
+        except AttributeError:  # a provider with __slots__ and no __dict__
+            log.info("backend %s: metrics see only whole requests (slots provider)", b.id)
+
+
+def _begin(rec: Record, backend_id: str, request: ChatCompletionRequest) -> None:
+    rec.attempts += 1
+    rec.backend = backend_id
+    try:
+        rec.model = current_context().client_model
+    except LookupError:
+        rec.model = request.model
+
+
+def _wrap_call(
+    backend_id: str,
+    call: Callable[[ChatCompletionRequest, BackendConfig], Awaitable[Any]],
+    metrics: Metrics,
+) -> Callable[[ChatCompletionRequest, BackendConfig], Awaitable[Any]]:
+
+    async def chat_completion(request: ChatCompletionRequest, config: BackendConfig) -> Any:
+        rec = RECORD.get()
+        if rec is None:
+            return await call(request, config)
+        _begin(rec, backend_id, request)
+        t = perf()
+        try:
+            result = await call(request, config)
+        except BaseException as exc:
+            klass = classify(exc)
+            if klass is not None:
+                metrics.upstream_error(backend_id, klass)
+            raise
+        finally:
+            rec.upstream_s += perf() - t
+        usage = _usage(result)
+        if usage is not None:
+            rec.tokens_in, rec.tokens_out = usage
+        return result
+
+    return chat_completion
+
+
+def _wrap_stream(
+    backend_id: str,
+    call: Callable[[ChatCompletionRequest, BackendConfig], AsyncIterator[StreamPart]],
+    metrics: Metrics,
+    streams: set[Record],
+) -> Callable[[ChatCompletionRequest, BackendConfig], AsyncIterator[StreamPart]]:
+    def chat_completion_stream(
+        request: ChatCompletionRequest, config: BackendConfig
+    ) -> AsyncIterator[StreamPart]:
+        rec = RECORD.get()
+        parts = call(request, config)
+        if rec is None:
+            return parts
+        _begin(rec, backend_id, request)
+        rec.stream = True
+        streams.add(rec)
+        return _parts(parts, backend_id, rec, metrics)
+
+    return chat_completion_stream
+
+
+async def _parts(
+    parts: AsyncIterator[StreamPart], backend_id: str, rec: Record, metrics: Metrics
+) -> AsyncIterator[StreamPart]:
+    t = perf()
+    first = True
+    try:
+        async for part in parts:
+            if first:
+                first = False
+                rec.first_at = now = perf()
+                rec.upstream_s += now - t
+                if not rec.streaming:
+                    rec.streaming = True
+                    metrics.active_streams += 1
+            usage = _usage(part)
+            if usage is not None:
+                rec.tokens_in, rec.tokens_out = usage
+            yield part
+    except asyncio.CancelledError:
+        if rec.killed and rec.task is not None:
+            # Cancelled by drain() after shutdownTimeoutMs: end the stream with an error
+            # event (the handler writes it) instead of dropping the connection.
+            rec.task.uncancel()
+            raise ServiceUnavailable(
+                "The gateway is shutting down and this stream ran past shutdownTimeoutMs."
+            ) from None
+        raise
+    except BaseException as exc:
+        klass = classify(exc)
+        if klass is not None:
+            metrics.upstream_error(backend_id, klass)
+        raise
+    finally:
+        if first:
+            rec.upstream_s += perf() - t
+        aclose = getattr(parts, "aclose", None)
+        if aclose is not None:
+            await aclose()

@@ -1,0 +1,367 @@
+"""Prometheus metrics: plain counters on the request path, rendered at scrape time.
+
+The request path only bumps ints in dicts and one bucket per histogram (no
+prometheus-client objects, no locks, no label lookups). A scrape turns the
+numbers into prometheus-client metric families and renders them with its
+text exposition (or JSON for ``Accept: application/json``).
+
+With several worker processes each worker writes a snapshot of its numbers to
+a shared directory (``CHROMAGENT_METRICS_DIR``, set by the supervisor) about
+once a second; whichever worker answers a scrape adds its live numbers to the
+other workers' snapshots. Counters of a worker that died are kept (totals stay
+monotonic); gauges count only live workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from bisect import bisect_left
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+
+log = logging.getLogger("chromagent_proxy")
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+
+# Distinct model label values kept; further models are counted as "other" so a
+# client sending random model names cannot grow the series without bound.
+MAX_MODELS = 200
+FLUSH_INTERVAL_S = 1.0
+ERROR_CLASSES = ("timeout", "429", "5xx", "connect", "protocol", "auth", "other")
+
+
+class Hist:
+    """A histogram as per-bucket counts (not cumulative) and a sum; +Inf is the last slot."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+    def dump(self) -> list[float]:
+        return [*self.counts, self.sum]
+
+
+class Metrics:
+    """This process's numbers. Every method on the request path is a few dict operations."""
+
+    def __init__(self, snapshot_dir: str | None = None) -> None:
+        self.requests: dict[tuple[str, str, str], int] = {}
+        self.latency: dict[str, Hist] = {}
+        self.ttft: dict[str, Hist] = {}
+        self.overhead = Hist(OVERHEAD_BUCKETS)
+        self.tokens: dict[tuple[str, str, str], int] = {}
+        self.upstream_errors: dict[tuple[str, str], int] = {}
+        self.rate_limited = 0
+        self.auth_failures = 0
+        self.failovers = 0
+        self.active_streams = 0
+        self._models: set[str] = set()
+        self._status_text = {s: str(s) for s in range(100, 600)}
+        self.snapshot_dir = snapshot_dir
+        self._dirty = False
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- request path -------------------------------------------------------------------
+
+    def model_label(self, model: str) -> str:
+        if model in self._models:
+            return model
+        if not model:
+            return "none"
+        if len(self._models) >= MAX_MODELS or len(model) > 100:
+            return "other"
+        self._models.add(model)
+        return model
+
+    def observe(
+        self,
+        backend: str,
+        model: str,
+        status: int,
+        total_s: float,
+        ttft_s: float | None,
+        overhead_s: float | None,
+        tokens_in: int,
+        tokens_out: int,
+    ) -> None:
+        key = (backend, model, self._status_text.get(status) or str(status))
+        self.requests[key] = self.requests.get(key, 0) + 1
+        hist = self.latency.get(backend)
+        if hist is None:
+            hist = self.latency[backend] = Hist(LATENCY_BUCKETS)
+        hist.observe(total_s)
+        if ttft_s is not None:
+            hist = self.ttft.get(backend)
+            if hist is None:
+                hist = self.ttft[backend] = Hist(TTFT_BUCKETS)
+            hist.observe(ttft_s)
+        if overhead_s is not None:
+            self.overhead.observe(overhead_s)
+        if tokens_in:
+            k = (backend, model, "in")
+            self.tokens[k] = self.tokens.get(k, 0) + tokens_in
+        if tokens_out:
+            k = (backend, model, "out")
+            self.tokens[k] = self.tokens.get(k, 0) + tokens_out
+        self._dirty = True
+
+    def upstream_error(self, backend: str, klass: str) -> None:
+        key = (backend, klass)
+        self.upstream_errors[key] = self.upstream_errors.get(key, 0) + 1
+        self._dirty = True
+
+    # -- snapshots (several workers) --------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "pid": os.getpid(),
+            "requests": [[*k, v] for k, v in self.requests.items()],
+            "latency": {b: h.dump() for b, h in self.latency.items()},
+            "ttft": {b: h.dump() for b, h in self.ttft.items()},
+            "overhead": self.overhead.dump(),
+            "tokens": [[*k, v] for k, v in self.tokens.items()],
+            "upstream_errors": [[*k, v] for k, v in self.upstream_errors.items()],
+            "rate_limited": self.rate_limited,
+            "auth_failures": self.auth_failures,
+            "failovers": self.failovers,
+            "active_streams": self.active_streams,
+        }
+
+    def _path(self) -> Path | None:
+        if not self.snapshot_dir:
+            return None
+        return Path(self.snapshot_dir) / f"metrics-{os.getpid()}.json"
+
+    def flush(self) -> None:
+        path = self._path()
+        if path is None:
+            return
+        self._dirty = False
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_bytes(orjson.dumps(self.snapshot()))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("metrics: cannot write snapshot %s: %s", path, exc)
+
+    def start(self) -> None:
+        if self.snapshot_dir and self._flusher is None:
+            self.flush()
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL_S)
+            # active_streams changes without observe(); always write when streams are open.
+            if self._dirty or self.active_streams:
+                self.flush()
+
+    async def stop(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        self.active_streams = 0
+        self.flush()
+
+    def merged(self) -> dict[str, Any]:
+        """This process's live numbers plus every other worker's last snapshot."""
+        snaps = [self.snapshot()]
+        if self.snapshot_dir:
+            own = self._path()
+            for path in Path(self.snapshot_dir).glob("metrics-*.json"):
+                if path == own:
+                    continue
+                try:
+                    snap = orjson.loads(path.read_bytes())
+                except (OSError, orjson.JSONDecodeError):
+                    continue  # a file being replaced right now; the next scrape sees it
+                if not _alive(int(snap.get("pid", 0))):
+                    snap["active_streams"] = 0
+                snaps.append(snap)
+        return merge(snaps)
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def render_text(self) -> bytes:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self.merged()))
+        return bytes(generate_latest(registry))
+
+    def render_json(self) -> bytes:
+        out: dict[str, Any] = {}
+        for fam in families(self.merged()):
+            out[fam.name] = {
+                "type": fam.type,
+                "help": fam.documentation,
+                "samples": [
+                    {"name": s.name, "labels": s.labels, "value": s.value} for s in fam.samples
+                ],
+            }
+        return orjson.dumps(out)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _add_hist(into: dict[str, list[float]], key: str, values: list[float]) -> None:
+    if not values:
+        return
+    cur = into.get(key)
+    if cur is None or len(cur) != len(values):
+        into[key] = list(values)
+    else:
+        into[key] = [a + b for a, b in zip(cur, values, strict=True)]
+
+
+def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "requests": {},
+        "latency": {},
+        "ttft": {},
+        "overhead": [],
+        "tokens": {},
+        "upstream_errors": {},
+        "rate_limited": 0,
+        "auth_failures": 0,
+        "failovers": 0,
+        "active_streams": 0,
+    }
+    for snap in snaps:
+        for name in ("requests", "tokens", "upstream_errors"):
+            table = out[name]
+            for row in snap.get(name, ()):
+                key = tuple(row[:-1])
+                table[key] = table.get(key, 0) + row[-1]
+        for name in ("latency", "ttft"):
+            for b, values in snap.get(name, {}).items():
+                _add_hist(out[name], b, values)
+        holder = {"": out["overhead"]} if out["overhead"] else {}
+        _add_hist(holder, "", snap.get("overhead", []))
+        out["overhead"] = holder[""]
+        for name in ("rate_limited", "auth_failures", "failovers", "active_streams"):
+            out[name] += int(snap.get(name, 0))
+    return out
+
+
+def _hist_family(
+    name: str, doc: str, label: str | None, table: dict[str, list[float]], bounds: tuple[float, ...]
+) -> HistogramMetricFamily:
+    fam = HistogramMetricFamily(name, doc, labels=[label] if label else [])
+    for key, values in sorted(table.items()):
+        if not values:
+            continue
+        counts, total = values[:-1], values[-1]
+        cumulative, acc = [], 0.0
+        for bound, c in zip((*[repr(b) for b in bounds], "+Inf"), counts, strict=True):
+            acc += c
+            cumulative.append((bound, acc))
+        fam.add_metric([key] if label else [], cumulative, total)
+    return fam
+
+
+def families(m: dict[str, Any]) -> Iterator[Metric]:
+    req = CounterMetricFamily(
+        "chromagent_requests",
+        "Requests answered, by backend, client model and HTTP status.",
+        labels=["backend", "model", "status"],
+    )
+    for (b, model, status), v in sorted(m["requests"].items()):
+        req.add_metric([b, model, status], v)
+    yield req
+    yield _hist_family(
+        "chromagent_request_duration_seconds",
+        "Total time from request received to response finished (streams: to the last byte).",
+        "backend",
+        m["latency"],
+        LATENCY_BUCKETS,
+    )
+    yield _hist_family(
+        "chromagent_time_to_first_token_seconds",
+        "Streaming requests: time from request received to the first chunk from the backend.",
+        "backend",
+        m["ttft"],
+        TTFT_BUCKETS,
+    )
+    yield _hist_family(
+        "chromagent_gateway_overhead_seconds",
+        "Time the gateway itself spent on a request (total, or time to first chunk, minus the "
+        "time spent waiting on backends).",
+        None,
+        {"": m["overhead"]} if m["overhead"] else {},
+        OVERHEAD_BUCKETS,
+    )
+    tok = CounterMetricFamily(
+        "chromagent_tokens",
+        "Tokens reported by backends' usage, by direction (in = prompt, out = completion).",
+        labels=["backend", "model", "direction"],
+    )
+    for (b, model, d), v in sorted(m["tokens"].items()):
+        tok.add_metric([b, model, d], v)
+    yield tok
+    err = CounterMetricFamily(
+        "chromagent_upstream_errors",
+        "Failed backend calls by class: timeout, 429, 5xx, connect, protocol, auth, other.",
+        labels=["backend", "class"],
+    )
+    for (b, k), v in sorted(m["upstream_errors"].items()):
+        err.add_metric([b, k], v)
+    yield err
+    yield GaugeMetricFamily(
+        "chromagent_active_streams", "Streaming responses open right now.", m["active_streams"]
+    )
+    yield CounterMetricFamily(
+        "chromagent_rate_limited",
+        "Requests refused with 429 by the rate limiter.",
+        m["rate_limited"],
+    )
+    yield CounterMetricFamily(
+        "chromagent_auth_failures",
+        "Requests refused with 401 (missing or wrong gateway API key).",
+        m["auth_failures"],
+    )
+    yield CounterMetricFamily(
+        "chromagent_failovers",
+        "Times a request moved on to another backend after a retryable failure.",
+        m["failovers"],
+    )
+
+
+class _Collector:
+    def __init__(self, merged: dict[str, Any]) -> None:
+        self._merged = merged
+
+    def collect(self) -> Iterator[Metric]:
+        return families(self._merged)
