@@ -1,4 +1,4 @@
-"""A custom backend, exactly as docs/readme-routing.md shows it (the e2e tests load this file).
+"""A custom backend, exactly as the README (Custom backends) shows it (the e2e tests load this file).
 
 Register it programmatically::
 

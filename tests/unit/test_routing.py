@@ -258,7 +258,7 @@ def test_capability_filter_names_the_missing_capability() -> None:
 
 
 def test_readme_worked_example() -> None:
-    """The table in docs/readme-routing.md, with mock backends standing in for the real types."""
+    """The table in the README (Routing section), with mock backends standing in for the real types."""
     cfg = {
         "defaultBackend": "openai",
         "backends": [
