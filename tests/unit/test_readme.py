@@ -1,0 +1,48 @@
+"""The README's examples are the code the tests run."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from chromagent_proxy.backends.registry import DefaultBackendRegistry
+from chromagent_proxy.config import build_config
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def section(title: str) -> str:
+    start = README.index(f"\n## {title}")
+    end = README.find("\n## ", start + 1)
+    return README[start : end if end != -1 else None]
+
+
+def test_custom_backend_example_is_the_tested_module() -> None:
+    block = re.search(r"```python\n(.*?)```", section("Custom backends"), re.S)
+    assert block is not None
+    assert block.group(1) == (ROOT / "tests" / "custom_backend_example.py").read_text()
+
+
+def test_every_json_config_example_in_the_readme_is_valid() -> None:
+    """Each complete config in the README loads (secrets supplied through the environment)."""
+    registry = DefaultBackendRegistry()
+    env = {name: "test-value" for name in re.findall(r"\$\{([A-Z_][A-Z0-9_]*)\}", README)}
+    checked = 0
+    for block in re.findall(r"```json\n(.*?)```", README, re.S):
+        try:
+            data = json.loads(block)
+        except ValueError:
+            continue  # fragments such as a single backend entry
+        if not isinstance(data, dict) or "backends" not in data:
+            continue
+        for b in data["backends"]:
+            b.pop("module", None)  # custom modules are checked by the custom backend tests
+            b.pop("credentialsFile", None)  # points at a file on the user's machine
+        cfg = build_config(data, env=env, known_types=registry.types() | {"my-custom-backend"})
+        for backend in cfg.backends:
+            if backend.type != "my-custom-backend":
+                registry.create(backend)  # each backend's own validate_config accepts it
+        checked += 1
+    assert checked >= 5
