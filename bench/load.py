@@ -324,6 +324,27 @@ async def run_load(
     return res
 
 
+async def run_count(job: Job, concurrency: int, total: int) -> Result:
+    """Exactly ``total`` requests over ``concurrency`` connections (for instruction counts)."""
+    res = Result(concurrency, 0.0)
+    left = [total]
+
+    async def worker() -> None:
+        conn = await _connect(job)
+        while left[0] > 0:
+            left[0] -= 1
+            reply = await conn.send(job, time.perf_counter())
+            _judge(job, reply, res)
+        assert conn.transport is not None
+        conn.transport.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    res.duration = time.perf_counter() - t0
+    res.counted = res.ok
+    return res
+
+
 async def run_slow(
     job: Job,
     streams: int,

@@ -161,9 +161,10 @@ class Target:
 
 
 class Gateway(Target):
-    def __init__(self, workdir: Path, config: Path) -> None:
+    def __init__(self, workdir: Path, config: Path, src: Path | None = None) -> None:
         super().__init__("gateway", PORTS["gateway"], workdir)
         self.config_path = config
+        self.src = src or ROOT  # a directory holding chromagent_proxy/ (bench.ab compares two)
         from chromagent_proxy import __version__
         from chromagent_proxy.backends.registry import DefaultBackendRegistry
 
@@ -175,6 +176,9 @@ class Gateway(Target):
         cfg["port"] = self.port
         missing = {b["type"] for b in cfg["backends"]} - set(self.types)
         cfg["backends"] = [b for b in cfg["backends"] if b["type"] in self.types]
+        for b in cfg["backends"]:  # bench.ab may move the stubs to another port
+            if b.get("baseUrl"):
+                b["baseUrl"] = b["baseUrl"].replace(":18101", f":{UPSTREAM_PORT}")
         for scen in sc.all_scenarios():
             if scen.dialect in missing:
                 self.skip[scen.name] = f"backend type '{scen.dialect}' not yet available"
@@ -185,7 +189,7 @@ class Gateway(Target):
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(self.src)
         return env
 
 

@@ -8,8 +8,9 @@ the hot path.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
-import uuid
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +32,7 @@ from .errors import (
 )
 from .routing import Attempt
 from .schema.openai import ChatCompletionChunk, ChatCompletionRequest, validation_param
-from .sse import DONE, frame
+from .sse import DONE, Framed, frame
 from .state import STATE, GatewayState
 
 log = logging.getLogger("chromagent_proxy")
@@ -41,11 +42,17 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 _JSON = "application/json"
 
 
+_RID_PREFIX = os.urandom(8).hex()
+_RID_COUNTER = itertools.count(1)
+
+
 def _request_id(request: web.Request) -> str:
     rid = request.headers.get("x-request-id")
     if rid and len(rid) <= 128 and rid.isprintable():
         return rid
-    return uuid.uuid4().hex
+    # A per-process random prefix and a counter: unique like uuid4, without a urandom
+    # syscall per request (uuid4().hex cost ~5 µs, this ~0.5 µs; see bench/README.md).
+    return f"{_RID_PREFIX}{next(_RID_COUNTER):016x}"
 
 
 def error_response(
@@ -87,6 +94,11 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     if req.n is not None and req.n < 1:
         raise InvalidRequest("'n' must be at least 1", param="n")
     return req
+
+
+def _framed(part: StreamPart) -> bytes:
+    # Framed: events a relay read together, already framed; one write for all of them.
+    return part if type(part) is Framed else frame(_encode_part(part))
 
 
 def _encode_part(part: StreamPart) -> bytes:
@@ -244,9 +256,9 @@ async def _stream(
         )
         await resp.prepare(request)
         try:
-            await resp.write(frame(_encode_part(first)))
+            await resp.write(_framed(first))
             async for part in parts:
-                await resp.write(frame(_encode_part(part)))
+                await resp.write(_framed(part))
             await resp.write(DONE)
         except GatewayError as err:
             await _write_error(resp, err)

@@ -19,6 +19,23 @@ def frame(payload: bytes) -> bytes:
     return b"data: " + payload + b"\n\n"
 
 
+class Framed(bytes):
+    """One or more complete SSE events, already framed, that arrived in one upstream read.
+
+    A backend may yield this as a stream part: the handler writes it as is, so
+    events that arrived together leave in one write (one syscall) instead of one
+    each. It is never the first event of a stream alone by accident: a relay
+    yields whatever it has as soon as a read is decoded, so nothing waits.
+    """
+
+    __slots__ = ()
+
+
+def framed(payloads: list[bytes]) -> Framed:
+    """``frame`` each payload and join them: the bytes that would have been written one by one."""
+    return Framed(b"".join([b"data: " + p + b"\n\n" for p in payloads]))
+
+
 class SSEEvent(NamedTuple):
     event: str | None
     data: bytes

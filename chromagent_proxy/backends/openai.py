@@ -16,7 +16,7 @@ from ..config import BackendConfig
 from ..errors import UpstreamHTTPError, UpstreamProtocolError
 from ..media import Image, collect_images
 from ..schema.openai import ChatCompletionRequest
-from ..sse import SSEDecoder
+from ..sse import SSEDecoder, framed
 from ..upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
 from .base import BackendProvider, CompletionResult, StreamPart, current_context
 
@@ -96,13 +96,27 @@ class OpenAIBackend(BackendProvider):
         decoder = SSEDecoder()
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
             async for data in iter_body(resp, config.id):
+                # Events that arrived in one read leave in one write (sse.Framed); a usage
+                # event goes alone and unframed so the metrics layer can read its counts.
+                batch: list[bytes] = []
                 for event in decoder.feed(data):
                     payload = event.data
-                    if payload == b"[DONE]":
-                        return
-                    if event.event == "error" or payload.startswith(b'{"error"'):
+                    done = payload == b"[DONE]"
+                    if done or event.event == "error" or payload.startswith(b'{"error"'):
+                        if batch:
+                            yield batch[0] if len(batch) == 1 else framed(batch)
+                        if done:
+                            return
                         raise _stream_error(config.id, payload)
-                    yield payload
+                    if b'"prompt_tokens"' in payload:
+                        if batch:
+                            yield batch[0] if len(batch) == 1 else framed(batch)
+                            batch = []
+                        yield payload
+                        continue
+                    batch.append(payload)
+                if batch:
+                    yield batch[0] if len(batch) == 1 else framed(batch)
             for event in decoder.flush():
                 if event.data == b"[DONE]":
                     return

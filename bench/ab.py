@@ -1,0 +1,161 @@
+"""A/B: the same scenario against two copies of the gateway's source, interleaved.
+
+    python -m bench.ab /tmp/ab/before /tmp/ab/after openai-json:64 openai-stream:64 -r 5
+
+Each argument directory holds a ``chromagent_proxy/`` package. Rounds alternate
+A and B (and which goes first), each on a freshly started gateway pinned like
+``make bench``, so background load hits both alike; medians are reported. This
+is how every optimisation in bench/README.md was measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench import scenarios as sc
+from bench import targets as tg
+from bench.load import run_count, run_load, scenario_job
+
+
+async def one(
+    src: Path, scen: sc.Scenario, conc: int, duration: float
+) -> tuple[float, float, float]:
+    raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
+    raw.mkdir(parents=True, exist_ok=True)
+    gw = tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+    gw.start()
+    try:
+        job = scenario_job(scen, tg.HOST, gw.port)
+        await run_load(job, 8, 0.5, 0.0)
+        pids = gw.pids()
+        marks: dict[str, float] = {}
+
+        def on_window(edge: str) -> None:
+            marks[edge] = tg.cpu_seconds(pids)
+
+        res = await run_load(job, conc, duration, 0.5, on_window=on_window)
+        if res.errors:
+            print(f"  errors: {dict(res.errors)}", flush=True)
+        cpu = (marks["end"] - marks["start"]) / max(res.counted, 1) * 1e6
+        p50 = statistics.median(res.latencies) * 1000 if res.latencies else 0.0
+        return res.rps, cpu, p50
+    finally:
+        gw.stop()
+
+
+async def instructions(src: Path, scen: sc.Scenario, conc: int, total: int) -> float:
+    """Instructions per request under callgrind: deterministic where wall time is not."""
+    raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
+    raw.mkdir(parents=True, exist_ok=True)
+    out = raw / f"callgrind.{src.name}.{tg.UPSTREAM_PORT}.out"
+    gw = tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+    gw.prepare()
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
+    cmd += [sys.executable, "-m", "chromagent_proxy", "--config", "gateway.json"]
+    proc = subprocess.Popen(
+        cmd, cwd=raw, env=gw.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        tg.wait_port(gw.port, proc, 300)
+        job = scenario_job(scen, tg.HOST, gw.port)
+        await run_count(job, conc, 300)  # warm: imports, caches, connection pool
+        for f in raw.glob(f"{out.name}.*"):
+            f.unlink()
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
+        res = await run_count(job, conc, total)
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        if res.errors:
+            print(f"  errors: {dict(res.errors)}", flush=True)
+        events = 0
+        for f in raw.glob(f"{out.name}.*"):
+            for line in f.read_text(errors="replace").splitlines():
+                if line.startswith(("summary:", "totals:")):
+                    events = max(events, int(line.split()[1]))
+        return events / total
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    scens = {s.name: s for s in sc.all_scenarios()}
+    for spec in args.points:
+        name, _, c = spec.partition(":")
+        scen, conc = scens[name], int(c or 64)
+        if args.instr:
+            ia = await instructions(args.a, scen, conc, args.instr)
+            ib = await instructions(args.b, scen, conc, args.instr)
+            print(
+                f"{name} c={conc}: A {ia:,.0f} instructions/req | B {ib:,.0f} instructions/req"
+                f" | {ib / ia - 1:+.1%}",
+                flush=True,
+            )
+            continue
+        got: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+        for r in range(args.rounds):
+            order = [("A", args.a), ("B", args.b)]
+            if r % 2:
+                order.reverse()
+            for label, src in order:
+                got[label].append(await one(src, scen, conc, args.duration))
+                rps, cpu, p50 = got[label][-1]
+                print(f"  {name} c={conc} round {r + 1} {label}: {rps:,.0f} req/s, "
+                      f"{cpu:.1f} µs CPU/req, p50 {p50:.3f} ms", flush=True)  # fmt: skip
+        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in got.items()}
+        (ra, ca, la), (rb, cb, lb) = med["A"], med["B"]
+        print(
+            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p50 {la:.3f} ms | "
+            f"B {rb:,.0f} req/s {cb:.1f} µs/req p50 {lb:.3f} ms | "
+            f"req/s {rb / ra - 1:+.1%}, CPU/req {cb / ca - 1:+.1%}",
+            flush=True,
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("a", type=Path)
+    p.add_argument("b", type=Path)
+    p.add_argument("points", nargs="+", help="scenario[:concurrency]")
+    p.add_argument("-r", "--rounds", type=int, default=3)
+    p.add_argument("-d", "--duration", type=float, default=3.0)
+    p.add_argument(
+        "--instr",
+        type=int,
+        default=0,
+        help="count instructions (callgrind) over this many requests",
+    )
+    p.add_argument("--port-offset", type=int, default=0, help="run several A/Bs side by side")
+    args = p.parse_args()
+    tg.UPSTREAM_PORT += args.port_offset
+    tg.PORTS["gateway"] += args.port_offset
+    if tg.TASKSET:
+        os.sched_setaffinity(0, {tg.LOAD_CORE})
+    up = subprocess.Popen(
+        tg.pinned(
+            [sys.executable, "-m", "bench.upstreams", "--port", str(tg.UPSTREAM_PORT)], tg.LOAD_CORE
+        ),
+        env=dict(os.environ, PYTHONPATH=str(tg.ROOT)),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        tg.wait_port(tg.UPSTREAM_PORT, up, 15)
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(main_async(args))
+    finally:
+        up.terminate()
+        up.wait(5)
+
+
+if __name__ == "__main__":
+    main()
