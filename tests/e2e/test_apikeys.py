@@ -46,7 +46,12 @@ async def test_missing_or_malformed_header_and_open_health() -> None:
     async with run_gateway({**MOCK, "apiKeys": KEYS}) as gw, aiohttp.ClientSession() as s:
         url = f"{gw.url}/v1/chat/completions"
         body = {"model": "echo", "messages": MSG}
-        for headers in ({}, {"Authorization": KEYS[0]}, {"Authorization": f"Basic {KEYS[0]}"}, {"Authorization": "Bearer "}):  # fmt: skip
+        for headers in (
+            {},
+            {"Authorization": KEYS[0]},
+            {"Authorization": f"Basic {KEYS[0]}"},
+            {"Authorization": "Bearer "},
+        ):
             async with s.post(url, json=body, headers=headers) as r:
                 assert r.status == 401, headers
                 assert r.headers["WWW-Authenticate"] == "Bearer"

@@ -19,7 +19,9 @@ def cfg(**cors: Any) -> dict[str, Any]:
     return {**MOCK, "cors": cors}
 
 
-async def preflight(s: aiohttp.ClientSession, url: str, origin: str, path: str = "/v1/chat/completions") -> aiohttp.ClientResponse:  # fmt: skip
+async def preflight(
+    s: aiohttp.ClientSession, url: str, origin: str, path: str = "/v1/chat/completions"
+) -> aiohttp.ClientResponse:
     async with s.options(
         url + path,
         headers={
@@ -105,8 +107,11 @@ async def test_errors_rate_limits_and_health_keep_working_with_cors_on() -> None
 def test_cors_from_env() -> None:
     c = build_config(
         MOCK,
-        env={"GATEWAY_CORS_ORIGIN": "https://a.example, https://b.example", "GATEWAY_CORS_CREDENTIALS": "true"},
-    )  # fmt: skip
+        env={
+            "GATEWAY_CORS_ORIGIN": "https://a.example, https://b.example",
+            "GATEWAY_CORS_CREDENTIALS": "true",
+        },
+    )
     assert c.cors is not None
     assert c.cors.origin == ["https://a.example", "https://b.example"] and c.cors.credentials
     star = build_config(MOCK, env={"GATEWAY_CORS_ORIGIN": "*"})

@@ -64,7 +64,10 @@ async def test_headers_on_every_limited_route_and_never_on_health_or_metrics() -
         async with s.get(f"{gw.url}/v1/models") as r:
             assert r.status == 200
             seen.append(r.headers)
-        async with s.post(f"{gw.url}/v1/chat/completions", json={"model": "nope", **{"messages": BODY["messages"]}}) as r:  # fmt: skip
+        async with s.post(
+            f"{gw.url}/v1/chat/completions",
+            json={"model": "nope", **{"messages": BODY["messages"]}},
+        ) as r:
             assert r.status == 404
             seen.append(r.headers)
         async with s.post(f"{gw.url}/v1/chat/completions", json=BODY) as r:
@@ -102,7 +105,9 @@ async def test_forwarded_for_is_used_only_from_trusted_proxies() -> None:
                 assert sorted(r[0] for r in got) == [200, 429]
             # The client is the first untrusted hop from the right: a spoofed left part
             # does not buy a new budget (5.5.5.5 appended by the trusted 10.0.0.1 proxy).
-            first = await fire(s, gw.url, 1, headers={"X-Forwarded-For": "6.6.6.6, 5.5.5.5, 10.0.0.1"})  # fmt: skip
+            first = await fire(
+                s, gw.url, 1, headers={"X-Forwarded-For": "6.6.6.6, 5.5.5.5, 10.0.0.1"}
+            )
             spoof = await fire(s, gw.url, 1, headers={"X-Forwarded-For": "7.7.7.7, 5.5.5.5"})
             assert [first[0][0], spoof[0][0]] == [200, 429]
         # The peer is not a trusted proxy: X-Forwarded-For is ignored, one budget for all.
@@ -165,8 +170,11 @@ def test_workers_without_redis_refuse_to_start() -> None:
         text=True,
         timeout=20,
         cwd=ROOT,
-        env={**{k: v for k, v in __import__("os").environ.items() if not k.startswith("GATEWAY_")}, **env},
-    )  # fmt: skip
+        env={
+            **{k: v for k, v in __import__("os").environ.items() if not k.startswith("GATEWAY_")},
+            **env,
+        },
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

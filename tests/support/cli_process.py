@@ -78,8 +78,13 @@ class CliProcess:
             await self.wait_exit(10)
 
 
-def launch(args: list[str], workdir: Path, name: str, env: dict[str, Any] | None = None,
-           cmd: list[str] | None = None) -> CliProcess:  # fmt: skip
+def launch(
+    args: list[str],
+    workdir: Path,
+    name: str,
+    env: dict[str, Any] | None = None,
+    cmd: list[str] | None = None,
+) -> CliProcess:
     workdir.mkdir(parents=True, exist_ok=True)
     out, err = workdir / f"{name}.out", workdir / f"{name}.err"
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
@@ -95,8 +100,9 @@ def launch(args: list[str], workdir: Path, name: str, env: dict[str, Any] | None
     return CliProcess(proc, out, err)
 
 
-async def start_gateway(args: list[str], workdir: Path, name: str = "gw",
-                        env: dict[str, Any] | None = None) -> CliProcess:  # fmt: skip
+async def start_gateway(
+    args: list[str], workdir: Path, name: str = "gw", env: dict[str, Any] | None = None
+) -> CliProcess:
     """Start the CLI and wait for its ``listening on`` line."""
     p = launch(args, workdir, name, env)
     m = await p.wait_for(r"listening on (http://\S+)", stream="out")
