@@ -61,8 +61,10 @@ async def test_four_processes_share_one_exact_budget(redis: RedisServer, tmp_pat
         # Allowed requests landed on every process and drew from ONE budget: 99 ... 0.
         remaining = sorted(int(h["X-RateLimit-Remaining"]) for st, h in results if st == 200)
         assert remaining == list(range(100))
+        # Without a shared budget each process would allow 100 (400 in all). Which process
+        # wins the first 100 slots is up to scheduling; that more than one did shows sharing.
         served_by = {i % 4 for i, (st, _) in enumerate(results) if st == 200}
-        assert served_by == {0, 1, 2, 3}
+        assert len(served_by) >= 2
     finally:
         for p in procs:
             p.signal()
