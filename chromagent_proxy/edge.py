@@ -17,6 +17,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -32,7 +33,7 @@ from .errors import (
 )
 from .handlers import _request_id, error_response
 from .instrument import RECORD, Record, instrument
-from .metrics import Metrics
+from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .ratelimit import Decision, build_limiter
 from .routing import Backend
 
@@ -64,7 +65,7 @@ class Edge:
                     "or CIDR range"
                 ) from None
         self._trusted_cache: dict[str, bool] = {}
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(os.environ.get(SNAPSHOT_DIR_ENV))
         self.access = AccessLog()
         self.shutdown_timeout = config.shutdown_timeout_ms / 1000
         self.inflight = 0

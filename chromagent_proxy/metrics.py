@@ -42,6 +42,8 @@ OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01
 # client sending random model names cannot grow the series without bound.
 MAX_MODELS = 200
 FLUSH_INTERVAL_S = 1.0
+# Set by the --workers supervisor: the directory the workers share snapshots through.
+SNAPSHOT_DIR_ENV = "CHROMAGENT_METRICS_DIR"
 ERROR_CLASSES = ("timeout", "429", "5xx", "connect", "protocol", "auth", "other")
 
 

@@ -33,11 +33,11 @@ from collections.abc import Sequence
 
 from .config import GatewayConfig
 from .errors import ConfigError
+from .metrics import SNAPSHOT_DIR_ENV
 
 log = logging.getLogger("chromagent_proxy")
 
 WORKER_ENV = "CHROMAGENT_WORKER_ID"
-METRICS_DIR_ENV = "CHROMAGENT_METRICS_DIR"
 QUICK_DEATH_S = 1.0
 MAX_QUICK_DEATHS = 5
 
@@ -135,7 +135,7 @@ class Supervisor:
         holder = reuseport_socket(cfg.host, cfg.port)
         port = holder.getsockname()[1]
         metrics_dir = tempfile.mkdtemp(prefix="chromagent-metrics-")
-        env = {**os.environ, METRICS_DIR_ENV: metrics_dir}
+        env = {**os.environ, SNAPSHOT_DIR_ENV: metrics_dir}
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop)
