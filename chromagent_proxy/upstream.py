@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import aiohttp
@@ -115,47 +115,88 @@ async def iter_body(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncItera
         ) from None
 
 
-@asynccontextmanager
-async def open_response(
-    runtime: BackendRuntime,
-    backend_id: str,
-    url: str,
-    headers: Mapping[str, str],
-    body: bytes,
-    *,
-    error_parser: ErrorParser = openai_error,
-    hint: str = "",
-) -> AsyncIterator[aiohttp.ClientResponse]:
+class open_response:  # lower case: it was a function, callers write `async with open_response(...)`
     """POST and wait for a 2xx response's headers within the first-byte timeout.
 
     The response is released to the pool when fully read, and its connection
     closed otherwise (client gone, error), so an abandoned upstream stops at once.
+    A class, not ``@asynccontextmanager``: it is on every request's path and the
+    generator-based manager costs more (bench/README.md).
     """
-    try:
-        async with asyncio.timeout(runtime.first_byte_timeout):
-            resp = await runtime.session.post(
-                url, data=body, headers=headers, timeout=runtime.timeout
-            )
-    except TimeoutError:
-        raise UpstreamTimeout(
-            f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
-        ) from None
-    except aiohttp.ClientConnectorError as exc:
-        reason = exc.os_error.strerror or str(exc.os_error)
-        raise UpstreamUnavailable(
-            f"backend '{backend_id}' at {origin(url)} is unreachable: {reason}{hint}"
-        ) from None
-    except aiohttp.ClientError as exc:
-        raise UpstreamUnavailable(
-            f"backend '{backend_id}' at {origin(url)} failed: {exc.__class__.__name__}{hint}"
-        ) from None
-    try:
+
+    __slots__ = (
+        "_backend_id",
+        "_body",
+        "_error_parser",
+        "_headers",
+        "_hint",
+        "_resp",
+        "_runtime",
+        "_url",
+    )
+
+    def __init__(
+        self,
+        runtime: BackendRuntime,
+        backend_id: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        error_parser: ErrorParser = openai_error,
+        hint: str = "",
+    ) -> None:
+        self._runtime = runtime
+        self._backend_id = backend_id
+        self._url = url
+        self._headers = headers
+        self._body = body
+        self._error_parser = error_parser
+        self._hint = hint
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        runtime, backend_id, url, hint = self._runtime, self._backend_id, self._url, self._hint
+        try:
+            async with asyncio.timeout(runtime.first_byte_timeout):
+                resp = await runtime.session.post(
+                    url, data=self._body, headers=self._headers, timeout=runtime.timeout
+                )
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = exc.os_error.strerror or str(exc.os_error)
+            raise UpstreamUnavailable(
+                f"backend '{backend_id}' at {origin(url)} is unreachable: {reason}{hint}"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"backend '{backend_id}' at {origin(url)} failed: {exc.__class__.__name__}{hint}"
+            ) from None
         if resp.status >= 400:
-            data = await read_capped(resp, ERROR_BODY_LIMIT, backend_id)
-            raise error_parser(backend_id, resp.status, data, resp.headers)
-        yield resp
-    finally:
-        if resp.content.is_eof():
-            resp.release()
-        else:
-            resp.close()
+            try:
+                data = await read_capped(resp, ERROR_BODY_LIMIT, backend_id)
+                raise self._error_parser(backend_id, resp.status, data, resp.headers)
+            finally:
+                _release(resp)
+        self._resp = resp
+        return resp
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            _release(resp)
+
+
+def _release(resp: aiohttp.ClientResponse) -> None:
+    if resp.content.is_eof():
+        resp.release()
+    else:
+        resp.close()
