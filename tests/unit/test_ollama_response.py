@@ -38,6 +38,7 @@ def test_thinking_and_length() -> None:
         "role": "assistant",
         "content": "Par",
         "reasoning_content": "capital?",
+        "refusal": None,  # OpenAI's spec requires the key on every message
     }
     assert choice["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
