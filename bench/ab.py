@@ -43,8 +43,9 @@ async def one(
         if res.errors:
             print(f"  errors: {dict(res.errors)}", flush=True)
         cpu = (marks["end"] - marks["start"]) / max(res.counted, 1) * 1e6
-        p50 = statistics.median(res.latencies) * 1000 if res.latencies else 0.0
-        return res.rps, cpu, p50
+        lat = sorted(res.latencies) or [0.0]
+        p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000
+        return res.rps, cpu, p99
     finally:
         gw.stop()
 
@@ -104,14 +105,14 @@ async def main_async(args: argparse.Namespace) -> None:
                 order.reverse()
             for label, src in order:
                 got[label].append(await one(src, scen, conc, args.duration))
-                rps, cpu, p50 = got[label][-1]
+                rps, cpu, p99 = got[label][-1]
                 print(f"  {name} c={conc} round {r + 1} {label}: {rps:,.0f} req/s, "
-                      f"{cpu:.1f} µs CPU/req, p50 {p50:.3f} ms", flush=True)  # fmt: skip
+                      f"{cpu:.1f} µs CPU/req, p99 {p99:.3f} ms", flush=True)  # fmt: skip
         med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in got.items()}
         (ra, ca, la), (rb, cb, lb) = med["A"], med["B"]
         print(
-            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p50 {la:.3f} ms | "
-            f"B {rb:,.0f} req/s {cb:.1f} µs/req p50 {lb:.3f} ms | "
+            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p99 {la:.3f} ms | "
+            f"B {rb:,.0f} req/s {cb:.1f} µs/req p99 {lb:.3f} ms | "
             f"req/s {rb / ra - 1:+.1%}, CPU/req {cb / ca - 1:+.1%}",
             flush=True,
         )

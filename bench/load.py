@@ -4,8 +4,8 @@ A hand-written client (no aiohttp/httpx on the load side) so one core can
 drive the gateway and still check every answer. Each of ``concurrency``
 workers owns one connection and sends the next request as soon as the last
 one is checked. The run is bounded in time: a warm-up (not counted), then the
-measurement window; requests/s counts answers that finished inside the window,
-latencies those that started inside it. Streams record the time to the first
+measurement window; requests/s counts correct answers that finished inside the
+window, latencies those that started inside it. Streams record the time to the first
 event, every gap between arrivals that carried an event, and completeness.
 
 Ad hoc: ``python -m bench.load --port 18100 --scenario openai-json -c 64``.
@@ -243,21 +243,22 @@ async def _connect(job: Job) -> ClientConn:
     return proto
 
 
-def _judge(job: Job, reply: Reply, res: Result) -> None:
+def _judge(job: Job, reply: Reply, res: Result) -> bool:
     if job.stream:
         res.streams_total += 1
     if reply.status != 200:
         res.errors[f"HTTP {reply.status}: {reply.body[:80]!r}"] += 1
-        return
+        return False
     problem = job.check(reply.body)
     if problem is not None:
         res.errors[problem[:120]] += 1
-        return
+        return False
     res.ok += 1
     if job.stream:
         res.streams_complete += 1
     if reply.backend:
         res.backends[reply.backend] += 1
+    return True
 
 
 async def run_load(
@@ -296,15 +297,17 @@ async def run_load(
                     res.errors[f"connection: {exc}"] += 1
                 continue
             t1 = time.perf_counter()
-            if t0 < w_start:
+            if t1 < w_start:
                 continue
-            if t1 <= w_end:
+            # Throughput: checked, correct answers that finished inside the window (whenever
+            # they started, so a gateway slower than the window still scores what it did).
+            if _judge(job, reply, res) and t1 <= w_end:
                 res.counted += 1
-            res.latencies.append(t1 - t0)
-            if job.stream:
-                res.ttfts.append(reply.first_event)
-                res.gaps.extend(reply.gaps)
-            _judge(job, reply, res)
+            if t0 >= w_start:  # latencies: requests that started inside the window
+                res.latencies.append(t1 - t0)
+                if job.stream:
+                    res.ttfts.append(reply.first_event)
+                    res.gaps.extend(reply.gaps)
         if conn is not None and conn.transport is not None:
             conn.transport.close()
 

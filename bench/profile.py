@@ -30,6 +30,7 @@ from bench.load import run_load, scenario_job
 def summarize(path: Path, top: int) -> str:
     self_c: Counter[str] = Counter()
     incl: Counter[str] = Counter()
+    by_file: Counter[str] = Counter()
     total = 0
     for line in path.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
@@ -40,12 +41,15 @@ def summarize(path: Path, top: int) -> str:
         frames = [f.split(" (")[0] + " (" + f.split(" (")[1].split(":")[0].rsplit("/", 1)[-1]
                   if " (" in f else f for f in stack.split(";")]  # fmt: skip
         self_c[frames[-1]] += count
+        by_file[frames[-1].rpartition(" (")[2] or "?"] += count
         for f in set(frames):
             incl[f] += count
     if not total:
         return "no samples"
     out = [f"{total} samples", "", "self %   function"]
     out += [f"{c / total * 100:6.1f}   {f}" for f, c in self_c.most_common(top)]
+    out += ["", "self %   file (where the time is spent, by module)"]
+    out += [f"{c / total * 100:6.1f}   {f}" for f, c in by_file.most_common(top)]
     out += ["", "incl %   function"]
     out += [f"{c / total * 100:6.1f}   {f}" for f, c in incl.most_common(top)]
     return "\n".join(out)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -98,12 +99,27 @@ async def serve(config: GatewayConfig, registry: DefaultBackendRegistry) -> None
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await server.start()
+    _tune_gc()
     print(server.describe(), flush=True)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
         await server.stop()
+
+
+def _tune_gc() -> None:
+    """Keep the garbage collector off the request path (measured in bench/README.md).
+
+    The ~40k objects built at start-up (aiohttp, msgspec, config) live for the
+    whole process: freezing them means a full collection no longer walks them
+    (15-20 ms a time, the p99 at 64 clients). A larger young generation means
+    far fewer collections, and fewer in-flight request objects promoted to
+    the old generations where only a full collection frees them.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def _install_uvloop() -> None:
