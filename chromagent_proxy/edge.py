@@ -178,7 +178,6 @@ class Edge:
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             rec = Record(perf())
-            rec.task = asyncio.current_task()
             token = RECORD.set(rec)
             self.inflight += 1
             resp: web.StreamResponse | None = None

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from typing import Any
-
-import msgspec
 
 from .backends.base import StreamPart, current_context
 from .config import BackendConfig
@@ -55,6 +54,7 @@ class Record:
         "tokens_in",
         "tokens_out",
         "upstream_s",
+        "want_usage",
     )
 
     def __init__(self, start: float) -> None:
@@ -72,36 +72,32 @@ class Record:
         self.rl: Decision | None = None
         self.task: asyncio.Task[Any] | None = None
         self.killed = False
+        self.want_usage = False
 
 
 RECORD: ContextVar[Record | None] = ContextVar("chromagent_edge_record", default=None)
 
 
-class _Tokens(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class _WithUsage(msgspec.Struct):
-    usage: _Tokens | None = None
-
-
-_decode_usage = msgspec.json.Decoder(_WithUsage).decode
+_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
+_COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
 
 def _usage(result: Any) -> tuple[int, int] | None:
     """Token counts of a result or chunk in any shape a backend may return."""
-    if isinstance(result, ChatCompletion | ChatCompletionChunk):
+    if type(result) is bytes:
+        # Relayed JSON: look only at the "usage" object (at the end in practice) with two
+        # regex searches instead of decoding the whole body.
+        i = result.rfind(b'"usage"')
+        if i < 0:
+            return None
+        p = _PROMPT.search(result, i)
+        c = _COMPLETION.search(result, i)
+        if p is None and c is None:
+            return None
+        return int(p.group(1)) if p else 0, int(c.group(1)) if c else 0
+    if isinstance(result, (ChatCompletion, ChatCompletionChunk)):
         u = result.usage
         return (u.prompt_tokens, u.completion_tokens) if u is not None else None
-    if isinstance(result, bytes):
-        if b'"prompt_tokens"' not in result:
-            return None
-        try:
-            t = _decode_usage(result).usage
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
-        return (t.prompt_tokens, t.completion_tokens) if t is not None else None
     if isinstance(result, Mapping):
         d = result.get("usage")
         if isinstance(d, Mapping):
@@ -148,9 +144,12 @@ def _begin(rec: Record, backend_id: str, request: ChatCompletionRequest) -> None
     rec.attempts += 1
     rec.backend = backend_id
     try:
-        rec.model = current_context().client_model
+        ctx = current_context()
     except LookupError:
         rec.model = request.model
+        return
+    rec.model = ctx.client_model
+    rec.want_usage = ctx.include_usage
 
 
 def _wrap_call(
@@ -197,6 +196,7 @@ def _wrap_stream(
             return parts
         _begin(rec, backend_id, request)
         rec.stream = True
+        rec.task = asyncio.current_task()  # what drain() cancels past shutdownTimeoutMs
         streams.add(rec)
         return _parts(parts, backend_id, rec, metrics)
 
@@ -209,18 +209,27 @@ async def _parts(
     t = perf()
     first = True
     try:
-        async for part in parts:
-            if first:
-                first = False
-                rec.first_at = now = perf()
-                rec.upstream_s += now - t
-                if not rec.streaming:
-                    rec.streaming = True
-                    metrics.active_streams += 1
-            usage = _usage(part)
-            if usage is not None:
-                rec.tokens_in, rec.tokens_out = usage
-            yield part
+        part = await anext(parts)
+        first = False
+        rec.first_at = now = perf()
+        rec.upstream_s += now - t
+        if not rec.streaming:
+            rec.streaming = True
+            metrics.active_streams += 1
+        yield part
+        # Per chunk this layer costs one generator step; usage is looked for only when the
+        # client asked for it (stream_options.include_usage), as only then does it come.
+        if rec.want_usage:
+            async for part in parts:
+                usage = _usage(part)
+                if usage is not None:
+                    rec.tokens_in, rec.tokens_out = usage
+                yield part
+        else:
+            async for part in parts:
+                yield part
+    except StopAsyncIteration:
+        return  # an empty stream: the handler reports it
     except asyncio.CancelledError:
         if rec.killed and rec.task is not None:
             # Cancelled by drain() after shutdownTimeoutMs: end the stream with an error
