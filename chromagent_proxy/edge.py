@@ -184,10 +184,9 @@ class Edge:
             status = 500
             try:
                 if guard:
-                    resp = await self._admit(request, rec)
-                    if resp is not None:
-                        return resp
-                resp = await handler(request)
+                    resp = await self._admit(request, rec)  # a 429 / 401 / 503, or None
+                if resp is None:
+                    resp = await handler(request)
                 if not resp.prepared:
                     if rec.rl is not None:
                         resp.headers.update(rec.rl.headers())

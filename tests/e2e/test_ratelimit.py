@@ -122,6 +122,12 @@ async def test_per_key_budget_and_the_tighter_budget_in_headers() -> None:
     async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
         one = await fire(s, gw.url, 3, concurrency=1, headers={"Authorization": "Bearer key-one"})
         two = await fire(s, gw.url, 2, concurrency=1, headers={"Authorization": "Bearer key-two"})
+        async with s.post(
+            f"{gw.url}/v1/chat/completions", json=BODY, headers={"Authorization": "Bearer bad"}
+        ) as r:
+            # A wrong key is refused after the IP budget was charged; the 401 shows that budget.
+            assert r.status == 401 and r.headers["X-RateLimit-Limit"] == "100"
+            assert r.headers["X-RateLimit-Remaining"] == "94"
     assert [r[0] for r in one] == [200, 200, 429]
     assert [r[0] for r in two] == [200, 200]
     assert one[0][1]["X-RateLimit-Limit"] == "2" and one[0][1]["X-RateLimit-Remaining"] == "1"
