@@ -179,11 +179,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 router.failed(backend, err)
                 raise err from None
             router.succeeded(backend)
-            payload = (
-                result
-                if isinstance(result, bytes)
-                else (codec.dumps(result) if isinstance(result, Mapping) else codec.encode(result))
-            )
+            try:
+                payload = (
+                    result
+                    if isinstance(result, bytes)
+                    else (
+                        codec.dumps(result) if isinstance(result, Mapping) else codec.encode(result)
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise UpstreamError(
+                    f"backend '{backend_id}' returned a result that is not JSON: {exc}",
+                    retryable=False,
+                ) from None
             return web.Response(
                 body=payload,
                 content_type=_JSON,
@@ -194,6 +202,15 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     except GatewayError as err:
         extra = _headers(rid, backend_id, attempts) if backend_id else None
         return error_response(err, rid, extra)
+    except (asyncio.CancelledError, ConnectionError, web.HTTPException):
+        raise
+    except Exception:
+        # Last resort: a bug must still answer in OpenAI JSON (never aiohttp's text 500),
+        # with the request id to find the traceback in the log.
+        log.exception("request %s: unexpected error", rid)
+        return error_response(
+            GatewayError(f"internal gateway error (request id {rid})", code="internal_error"), rid
+        )
 
 
 def _headers(rid: str, backend_id: str, attempts: int) -> dict[str, str]:
