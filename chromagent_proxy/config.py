@@ -118,6 +118,8 @@ class GatewayConfig(_Base):
     workers: int = 1
     shutdown_timeout_ms: int = 30_000
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
+    # Longest a client may take to send a request head (slowloris guard, headerguard.py).
+    header_timeout_ms: int = 10_000
 
     @property
     def first_byte_timeout_s(self) -> float:
@@ -264,6 +266,8 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.workers: must be at least 1")
     if cfg.max_attempts < 1:
         raise ConfigError("config $.maxAttempts: must be at least 1")
+    if cfg.header_timeout_ms <= 0:
+        raise ConfigError("config $.headerTimeoutMs: must be a positive number of milliseconds")
     seen: set[str] = set()
     for i, b in enumerate(cfg.backends):
         where = f"config $.backends[{i}]"

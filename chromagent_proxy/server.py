@@ -18,6 +18,7 @@ from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
+from .headerguard import guard_headers
 from .routing import Backend, Router, compile_rules
 from .state import STATE, GatewayState
 
@@ -87,9 +88,6 @@ class GatewayServer:
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
             skip_auto_headers=("User-Agent",),
-            # One session serves every client: never keep an upstream's cookies (they would
-            # leak between users), and skip the jar's per-request work.
-            cookie_jar=aiohttp.DummyCookieJar(),
         )
         t = cfg.timeouts
         timeout = aiohttp.ClientTimeout(
@@ -115,6 +113,8 @@ class GatewayServer:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
+        # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
+        guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
         else:
