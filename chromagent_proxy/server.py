@@ -88,6 +88,9 @@ class GatewayServer:
             timeout=aiohttp.ClientTimeout(total=None),
             trust_env=False,
             skip_auto_headers=("User-Agent",),
+            # One session serves every client: never keep an upstream's cookies (they would
+            # leak between users), and skip the jar's per-request work.
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         t = cfg.timeouts
         timeout = aiohttp.ClientTimeout(
