@@ -232,3 +232,84 @@ async def metric(url: str, name: str, **labels: str) -> float:
 
 def collect() -> None:
     gc.collect()
+
+
+class CliGateway:
+    """The real CLI (``python -m chromagent_proxy``) as a subprocess on a fixed free port.
+
+    Output goes to files, not pipes: a busy gateway must never block on a full pipe.
+    """
+
+    def __init__(self, config: dict[str, Any], tmp: Any, *flags: str) -> None:
+        import json
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        path = Path(tmp) / "gateway.json"
+        path.write_text(json.dumps({"host": "127.0.0.1", "logLevel": "warning", **config}))
+        self.out = Path(tmp) / "gateway.out"
+        self.err = Path(tmp) / "gateway.err"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        root = Path(__file__).resolve().parents[2]
+        with self.out.open("wb") as out, self.err.open("wb") as err:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "chromagent_proxy",
+                    "--config",
+                    str(path),
+                    "--port",
+                    str(self.port),
+                    *flags,
+                ],
+                stdout=out,
+                stderr=err,
+                env=env,
+                cwd=root,
+            )
+
+    async def ready(self, timeout: float = 20.0) -> CliGateway:
+        deadline = time.monotonic() + timeout
+        async with aiohttp.ClientSession() as s:
+            while True:
+                if self.proc.poll() is not None:
+                    raise AssertionError(
+                        f"gateway exited {self.proc.returncode}: {self.err.read_text()[-2000:]}"
+                    )
+                try:
+                    async with s.get(f"{self.url}/health") as r:
+                        if r.status == 200:
+                            return self
+                except aiohttp.ClientError:
+                    pass
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"gateway not ready: {self.err.read_text()[-2000:]}")
+                await asyncio.sleep(0.05)
+
+    def children(self) -> list[int]:
+        """Worker pids (direct children of the supervisor)."""
+        pids: list[int] = []
+        for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+            with (
+                contextlib.suppress(OSError),
+                open(f"/proc/{self.proc.pid}/task/{task}/children") as fh,
+            ):
+                pids += [int(p) for p in fh.read().split()]
+        return pids
+
+    async def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None:
+            if time.monotonic() > deadline:
+                raise AssertionError("gateway did not exit in time")
+            await asyncio.sleep(0.05)
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
