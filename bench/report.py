@@ -68,9 +68,8 @@ def headline(data: dict[str, Any]) -> list[str]:
     peers = [p for p in PEERS if p in present]
     out = [
         "| scenario | gateway | req/s (c=64) | p50 / p99 ms | added p50 ms (c=1) | "
-        "added p99 ms (c=64) | added TTFT ms (c=1) | RSS MB | CPU µs/req | errors | "
-        + " | ".join(f"× {NAMES[p]}" for p in peers)
-        + " |",
+        "added p99 ms (c=64) | added TTFT ms (c=1) | RSS MB | CPU µs/req | errors |"
+        + "".join(f" × {NAMES[p]} |" for p in peers),
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(peers),
     ]
     for scen in data["scenarios"]:
@@ -259,7 +258,8 @@ def write(data: dict[str, Any], out: Path) -> None:
         "that fails a check counts as an error, never as throughput. *Added* = this gateway's "
         "figure minus the direct-to-upstream figure at the same concurrency. TTFT = time to "
         "the first SSE event. CPU µs/req = CPU time of the target's processes in the window ÷ "
-        "requests finished in it. Ratios = this row's req/s ÷ that gateway's req/s.",
+        "requests finished in it (direct rows: the fake upstream's RSS and CPU). "
+        "Ratios = this row's req/s ÷ that gateway's req/s.",
         "",
         "![latency against concurrency](latest.png)",
         "",
@@ -341,6 +341,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
             cols.append(colors[t])
     ax.bar(names, values, color=cols)
     ax.set_yscale("log")
+    ax.set_ylim(bottom=10)  # bars from a fixed floor, so their heights compare on the log axis
     ax.set_title("openai-json at 64 clients: req/s (log)")
     for i, v in enumerate(values):
         ax.text(i, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=8)
