@@ -103,7 +103,9 @@ class Supervisor:
             proc = self.procs[slot] = await self._spawn(slot, port, env)
             rc = await proc.wait()
             if self.stopping:
-                if rc != 0:
+                # A worker still starting when our SIGTERM arrived dies of it before its
+                # handler is installed: that is the stop we asked for, not a failure.
+                if rc not in (0, -signal.SIGTERM, -signal.SIGINT):
                     self.exit_code = rc if rc > 0 else 1
                 return
             quick = quick + 1 if time.monotonic() - started < QUICK_DEATH_S else 0
