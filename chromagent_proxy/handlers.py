@@ -271,15 +271,19 @@ async def _stream(
                 **_headers(rid, backend.id, attempts),
             }
         )
-        await resp.prepare(request)
         try:
+            await resp.prepare(request)
             await resp.write(_framed(first))
             async for part in parts:
                 await resp.write(_framed(part))
             await resp.write(DONE)
         except GatewayError as err:
             await _write_error(resp, err)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:
+            # The client left: returning lets aiohttp end the response quietly; raising
+            # would log an "Error handling request" traceback for every aborted stream.
+            return resp
+        except asyncio.CancelledError:
             raise
         except Exception as exc:
             log.exception("request %s: stream from backend %s failed", rid, backend.id)

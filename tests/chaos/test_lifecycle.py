@@ -123,14 +123,16 @@ async def test_a_worker_killed_under_load_is_restarted_and_others_are_unaffected
         await eventually(
             lambda: len(set(gw.children()) - before) == 1 and len(gw.children()) == 2, 10, "restart"
         )
-        await asyncio.sleep(0.7)
+        # The new worker prints its start line once it serves (2 at start + 1 after restart).
+        await eventually(lambda: gw.out.read_text().count("listening on") == 3, 10, "new worker up")
+        await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(*clients)
         assert ok - at_kill > 50, "requests stopped being served after the kill"
         assert failed <= 8, f"{failed} requests failed (at most the 8 in flight on the victim may)"
         assert victim not in gw.children()
         gw.proc.send_signal(signal.SIGTERM)
-        assert await gw.wait(15) == 0
+        assert await gw.wait(15) == 0, gw.err.read_text()[-3000:]
     finally:
         gw.kill()
 
