@@ -51,5 +51,13 @@ bench-peers: $(STAMP)
 	sh bench/install.sh --peers
 	$(BIN)/python -m bench.run --peers
 
+# Reliability (docs/readme-reliability.md): the chaos, contract and property suites at full
+# size (10,000 connections, 1,000 aborts, more generated requests), and the 10-minute soak.
+chaos: $(STAMP)
+	CHAOS_SCALE=1 CONTRACT_EXAMPLES=300 $(BIN)/python -m pytest -q tests/chaos tests/contract tests/property
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
