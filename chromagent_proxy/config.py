@@ -184,7 +184,11 @@ def _interpolate(value: Any, env: Mapping[str, str], path: str) -> Any:
 
         return _VAR.sub(sub, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, f"{path}.{k}") for k, v in value.items()}
+        # An odd key (newline, control character) is shown quoted: errors stay one line.
+        return {
+            k: _interpolate(v, env, f"{path}.{k}" if k.isprintable() else f"{path}[{k!r}]")
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
     return value

@@ -89,6 +89,8 @@ class SSEDecoder:
 
     def _feed(self, chunk: bytes) -> list[SSEEvent]:
         """The general line loop: any framing, any split, state kept across reads."""
+        if not chunk:
+            return []  # an empty read must not forget a CR that may pair with the next LF
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = False

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 from .. import codec
 from ..config import BackendConfig
-from ..errors import UpstreamHTTPError, UpstreamProtocolError
+from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
 from ..media import Image, collect_images
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder, framed
@@ -54,7 +54,10 @@ class OpenAIBackend(BackendProvider):
         ctx = current_context()
         if request.model == ctx.client_model:
             return ctx.raw_body
-        data: dict[str, Any] = codec.loads(ctx.raw_body)
+        try:
+            data: dict[str, Any] = codec.loads(ctx.raw_body)
+        except ValueError as exc:  # e.g. a number beyond what orjson can hold (1e400)
+            raise InvalidRequest(f"The request body cannot be re-encoded: {exc}") from None
         data["model"] = request.model
         return codec.dumps(data)
 

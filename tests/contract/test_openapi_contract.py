@@ -243,6 +243,10 @@ def test_mutated_requests_never_5xx(gw: ThreadedGateway, case: tuple[Any, bytes]
 
 
 RAW_BODIES = [
+    # An integer beyond a double: the relay must re-encode the body to rename the model.
+    b'{"model": "c-openai", "messages": [{"role": "user", "content": "hi"}], "n": 1'
+    + b"0" * 400
+    + b"}",
     b"",
     b"{",
     b"[]",

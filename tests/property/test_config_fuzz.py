@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chromagent_proxy import DefaultBackendRegistry, GatewayServer
@@ -148,6 +148,7 @@ def outcome(
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(config, env)
+@example({"apiKeys": {"\n": "${NOT_SET_VAR}"}}, {})  # found: a newline key made a 2-line error
 def test_random_configs_are_accepted_or_refused_with_one_config_error(
     cfg: Any, env_vars: dict[str, str]
 ) -> None:

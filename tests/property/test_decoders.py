@@ -158,3 +158,11 @@ def test_big_stream_in_small_pieces_is_linear() -> None:
     assert long_line.feed(b"\n") == [b"z" * 4 * 1024 * 1024]
     assert n == len(data) // len(body)
     assert time.monotonic() - start < 5.0
+
+
+def test_an_empty_read_between_cr_and_lf_keeps_them_one_line_end() -> None:
+    """Found by the split property: an empty chunk used to reset the pending-CR state, so
+    the LF after it ended a line of its own and split the event."""
+    body = b"event: e\r\ndata: x\r\n\r\n"
+    cut = body.index(b"\n")  # between the first CR and its LF
+    assert decode_sse([body[:cut], b"", body[cut:]]) == [SSEEvent("e", b"x")]
