@@ -254,3 +254,18 @@ async def test_model_label_values_are_bounded() -> None:
     models = {lab["model"] for lab, _ in m["chromagent_requests_total"]}
     assert len(models) == 201 and "other" in models
     assert value(m, "chromagent_requests_total") == 230
+
+
+def test_usage_is_read_from_every_result_shape() -> None:
+    from chromagent_proxy.instrument import _usage
+    from chromagent_proxy.schema.openai import ChatCompletionChunk, Usage
+
+    nested = b'{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":3}}}'
+    assert _usage(nested) == (12, 5)
+    assert _usage(b'{"choices":[],"usage": {"prompt_tokens": 2, "completion_tokens": 9}}') == (2, 9)
+    assert _usage(b'{"choices":[{"delta":{"content":"usage"}}],"usage":null}') is None
+    assert _usage(b'{"choices":[{"delta":{"content":"hi"}}]}') is None
+    assert _usage({"usage": {"prompt_tokens": 4, "completion_tokens": 1}}) == (4, 1)
+    assert _usage({"choices": []}) is None
+    chunk = ChatCompletionChunk("c", 1, "m", [], Usage(7, 8, 15))
+    assert _usage(chunk) == (7, 8)
