@@ -318,10 +318,14 @@ class Edge:
     # -- /metrics, CORS --------------------------------------------------------------
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        await self.metrics.refresh()
+        merged = self.metrics.merged()
         if "application/json" in request.headers.get("Accept", ""):
-            return web.Response(body=self.metrics.render_json(), content_type="application/json")
+            return web.Response(
+                body=self.metrics.render_json(merged), content_type="application/json"
+            )
         return web.Response(
-            body=self.metrics.render_text(),
+            body=self.metrics.render_text(merged),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 

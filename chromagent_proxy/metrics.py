@@ -7,8 +7,9 @@ text exposition (or JSON for ``Accept: application/json``).
 
 With several worker processes each worker writes a snapshot of its numbers to
 a shared directory (``CHROMAGENT_METRICS_DIR``, set by the supervisor) about
-once a second; whichever worker answers a scrape adds its live numbers to the
-other workers' snapshots. Counters of a worker that died are kept (totals stay
+once a second, and at once on SIGUSR1; whichever worker answers a scrape signals
+its siblings, waits (up to 0.25 s) for their fresh snapshots and adds its live
+numbers to them. Counters of a worker that died are kept (totals stay
 monotonic); gauges count only live workers.
 """
 
@@ -18,6 +19,8 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
+import time
 from bisect import bisect_left
 from collections.abc import Iterator
 from pathlib import Path
@@ -139,6 +142,7 @@ class Metrics:
     def snapshot(self) -> dict[str, Any]:
         return {
             "pid": os.getpid(),
+            "at": time.time(),
             "requests": [[*k, v] for k, v in self.requests.items()],
             "latency": {b: h.dump() for b, h in self.latency.items()},
             "ttft": {b: h.dump() for b, h in self.ttft.items()},
@@ -170,8 +174,13 @@ class Metrics:
 
     def start(self) -> None:
         if self.snapshot_dir and self._flusher is None:
+            loop = asyncio.get_running_loop()
+            # A sibling answering a scrape asks for a fresh snapshot with SIGUSR1. Installed
+            # before the first file exists: siblings only signal workers that have a file.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(signal.SIGUSR1, self.flush)
             self.flush()
-            self._flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+            self._flusher = loop.create_task(self._flush_loop())
 
     async def _flush_loop(self) -> None:
         while True:
@@ -182,12 +191,43 @@ class Metrics:
 
     async def stop(self) -> None:
         if self._flusher is not None:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGUSR1)
             self._flusher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._flusher
             self._flusher = None
         self.active_streams = 0
         self.flush()
+
+    async def refresh(self, wait_s: float = 0.25) -> None:
+        """Before a scrape: ask the sibling workers for fresh snapshots and wait (briefly) for
+        them, so the totals include requests they served a moment ago."""
+        if not self.snapshot_dir:
+            return
+        t0 = time.time()
+        self.flush()  # our own file too, so after a scrape every worker's file is current
+        asked = self._ask_siblings()
+        deadline = t0 + wait_s
+        while asked and time.time() < deadline:
+            await asyncio.sleep(0.005)
+            asked = [p for p in asked if _written_at(p) < t0]
+
+    def _ask_siblings(self) -> list[Path]:
+        """SIGUSR1 to every live sibling worker (each flushes its snapshot); their files."""
+        assert self.snapshot_dir
+        asked: list[Path] = []
+        own = self._path()
+        for path in Path(self.snapshot_dir).glob("metrics-*.json"):
+            try:
+                pid = int(path.stem.rsplit("-", 1)[1])
+            except ValueError:
+                continue
+            if path != own and _sibling(pid):
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGUSR1)
+                    asked.append(path)
+        return asked
 
     def merged(self) -> dict[str, Any]:
         """This process's live numbers plus every other worker's last snapshot."""
@@ -208,14 +248,14 @@ class Metrics:
 
     # -- rendering ------------------------------------------------------------------------
 
-    def render_text(self) -> bytes:
+    def render_text(self, merged: dict[str, Any] | None = None) -> bytes:
         registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(self.merged()))
+        registry.register(_Collector(merged or self.merged()))
         return bytes(generate_latest(registry))
 
-    def render_json(self) -> bytes:
+    def render_json(self, merged: dict[str, Any] | None = None) -> bytes:
         out: dict[str, Any] = {}
-        for fam in families(self.merged()):
+        for fam in families(merged or self.merged()):
             out[fam.name] = {
                 "type": fam.type,
                 "help": fam.documentation,
@@ -224,6 +264,25 @@ class Metrics:
                 ],
             }
         return orjson.dumps(out)
+
+
+def _sibling(pid: int) -> bool:
+    """Is ``pid`` a live worker of the same supervisor? (Never signal a recycled pid.)"""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[-1].split()
+    return len(fields) > 1 and fields[1] == str(os.getppid())
+
+
+def _written_at(path: Path) -> float:
+    try:
+        return float(orjson.loads(path.read_bytes()).get("at", 0.0))
+    except (OSError, orjson.JSONDecodeError, TypeError, ValueError):
+        return 0.0
 
 
 def _alive(pid: int) -> bool:
