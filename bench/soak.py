@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import subprocess
@@ -148,6 +149,8 @@ def sample(gw: GatewayServer) -> dict[str, float]:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    # Failovers and cooldowns are expected here and logged as warnings; show errors only.
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s %(message)s")
     # The fake upstream lives in the client process, so every task, socket and byte
     # measured here belongs to the gateway.
     client = await asyncio.create_subprocess_exec(
