@@ -28,11 +28,12 @@ from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
     ConfigError,
+    GatewayError,
     RateLimited,
     ServiceUnavailable,
 )
 from .handlers import _request_id, error_response
-from .instrument import RECORD, Record, instrument
+from .instrument import RECORD, Record, classify, instrument
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .ratelimit import Decision, build_limiter
 from .routing import Backend
@@ -270,6 +271,12 @@ class Edge:
 
     def instrument(self, backends: Mapping[str, Backend]) -> None:
         instrument(backends, self.metrics, self.streams)
+
+    def upstream_error(self, backend_id: str, exc: GatewayError) -> None:
+        """Count an upstream failure the handler detected itself (first-chunk timeout)."""
+        klass = classify(exc)
+        if klass is not None:
+            self.metrics.upstream_error(backend_id, klass)
 
     def start(self) -> None:
         self.metrics.start()

@@ -247,9 +247,12 @@ async def _stream(
             async with asyncio.timeout(state.first_byte_timeout):
                 first = await anext(parts)
         except TimeoutError:
-            raise UpstreamTimeout(
+            err = UpstreamTimeout(
                 f"backend '{backend.id}' sent no data within {state.first_byte_timeout:g}s"
-            ) from None
+            )
+            if state.on_upstream_error is not None:
+                state.on_upstream_error(backend.id, err)
+            raise err from None
         except StopAsyncIteration:
             raise UpstreamProtocolError(
                 f"backend '{backend.id}' returned an empty stream"

@@ -71,6 +71,7 @@ class GatewayServer:
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
+        self.state.on_upstream_error = self.edge.upstream_error
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)

@@ -174,11 +174,6 @@ async def test_headers_then_silent_before_first_chunk_is_504(fault: FaultServer)
         await closed(fault)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (reported): the handler's first-byte timeout cancels the instrumented stream, "
-    "which classify() ignores, so a stream's 504 is missing from chromagent_upstream_errors_total",
-)
 async def test_stream_first_byte_timeout_is_counted_in_metrics(fault: FaultServer) -> None:
     fault.script = Conn.until_peer_closes
     async with gateway(config(relay(fault.url))) as gw:
