@@ -46,3 +46,25 @@ def test_every_json_config_example_in_the_readme_is_valid() -> None:
                 registry.create(backend)  # each backend's own validate_config accepts it
         checked += 1
     assert checked >= 5
+
+
+def test_readme_documents_every_config_key_env_var_and_flag() -> None:
+    import msgspec
+
+    from chromagent_proxy import cli, config
+
+    structs = [
+        obj
+        for obj in vars(config).values()
+        if isinstance(obj, type) and issubclass(obj, msgspec.Struct) and obj is not config._Base
+    ]
+    missing = [
+        f"{tp.__name__}.{name.encode_name}"
+        for tp in structs
+        for name in msgspec.structs.fields(tp)
+        if f"`{name.encode_name}`" not in README and f'"{name.encode_name}"' not in README
+    ]
+    missing += [env for env in config.ENV_VARS if f"`{env}`" not in README]
+    flags = [a for action in cli._parser()._actions for a in action.option_strings if a.startswith("--")]
+    missing += [f for f in flags if f not in ("--help",) and f"`{f}" not in README]
+    assert missing == []
