@@ -97,11 +97,12 @@ async def test_a_worker_killed_under_load_is_restarted_and_others_are_unaffected
     try:
         await eventually(lambda: len(gw.children()) == 2, 10, "two workers")
         before = set(gw.children())
-        ok = failed = 0
+        ok = 0
+        failures: list[float] = []
         stop = asyncio.Event()
 
         async def client() -> None:
-            nonlocal ok, failed
+            nonlocal ok
             # A new connection per request, so the kernel spreads them over both workers.
             while not stop.is_set():
                 try:
@@ -113,23 +114,29 @@ async def test_a_worker_killed_under_load_is_restarted_and_others_are_unaffected
                         assert (await r.json())["choices"][0]["message"]["content"] == "hello there"
                         ok += 1
                 except aiohttp.ClientConnectionError:
-                    failed += 1  # only requests that were on the killed worker may fail
+                    failures.append(time.monotonic())  # requests on the killed worker
 
         clients = [asyncio.create_task(client()) for _ in range(8)]
         await asyncio.sleep(0.7)
         victim = sorted(before)[0]
         os.kill(victim, signal.SIGKILL)
-        at_kill = ok
+        killed_at, at_kill = time.monotonic(), ok
         await eventually(
             lambda: len(set(gw.children()) - before) == 1 and len(gw.children()) == 2, 10, "restart"
         )
+        at_restart = ok
         # The new worker prints its start line once it serves (2 at start + 1 after restart).
         await eventually(lambda: gw.out.read_text().count("listening on") == 3, 10, "new worker up")
+        # While the replacement was starting, the surviving worker carried the load.
+        assert ok > at_restart, "nothing was served while the replacement worker started"
         await asyncio.sleep(0.5)
         stop.set()
         await asyncio.gather(*clients)
         assert ok - at_kill > 50, "requests stopped being served after the kill"
-        assert failed <= 8, f"{failed} requests failed (at most the 8 in flight on the victim may)"
+        # Only requests caught by the kill itself failed (connections the dead worker had
+        # accepted or queued): all within a moment of it, none later.
+        late = [round(t - killed_at, 2) for t in failures if not killed_at <= t <= killed_at + 1.0]
+        assert not late, f"failures away from the kill (s after it): {late}"
         assert victim not in gw.children()
         gw.proc.send_signal(signal.SIGTERM)
         assert await gw.wait(15) == 0, gw.err.read_text()[-3000:]

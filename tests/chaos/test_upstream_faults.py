@@ -156,8 +156,7 @@ async def test_accepted_but_silent_before_headers_is_504(fault: FaultServer, str
         a = await call(gw, stream)
         assert a.status == 504
         assert a.error["code"] == "upstream_timeout"
-        if not stream:  # streams: see test_stream_first_byte_timeout_is_counted_in_metrics
-            assert await upstream_errors(gw, "timeout") == 1
+        assert await upstream_errors(gw, "timeout") == 1
         await closed(fault)
 
 
@@ -171,6 +170,7 @@ async def test_headers_then_silent_before_first_chunk_is_504(fault: FaultServer)
         a = await call(gw, stream=True)
         assert a.status == 504
         assert a.error["code"] == "upstream_timeout"
+        assert await upstream_errors(gw, "timeout") == 1
         await closed(fault)
 
 
@@ -203,6 +203,7 @@ async def test_headers_then_silent_fails_over_to_the_other_backend(fault: FaultS
             assert a.status == 200 and a.events[-1] == b"[DONE]"
             assert a.headers["x-chromagent-backend"] == "b"
             assert await metric(gw.url, "chromagent_failovers_total") == 1
+            assert await upstream_errors(gw, "timeout", "a") == 1
             await closed(fault)
     finally:
         await healthy.close()
