@@ -176,6 +176,15 @@ class ThreadedGateway:
             await server.stop()
             await upstream.close()
 
+    def get(self, path: str) -> Reply:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return Reply(resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read())
+        finally:
+            conn.close()
+
     def post(
         self, body: bytes, path: str = "/v1/chat/completions", headers: dict[str, str] | None = None
     ) -> Reply:

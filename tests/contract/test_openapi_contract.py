@@ -292,6 +292,20 @@ def test_each_backend_answers_within_the_contract(
     check(reply, request)
 
 
+def test_models_list_matches_the_spec(gw: ThreadedGateway) -> None:
+    reply = gw.get("/v1/models")
+    assert reply.status == 200
+    assert not spec.errors("ListModelsResponse", reply.json())
+    assert set(MODELS) <= {m["id"] for m in reply.json()["data"]}
+
+
+@pytest.mark.parametrize("path", ["/v1/nope", "/v1/models/x/y"])
+def test_unknown_paths_are_spec_errors(gw: ThreadedGateway, path: str) -> None:
+    reply = gw.get(path)
+    assert reply.status == 404
+    assert not spec.errors("ErrorResponse", reply.json())
+
+
 def test_the_checks_can_fail() -> None:
     """A wrong body is caught by each schema (so a passing run means something)."""
     assert spec.errors("ErrorResponse", {"error": {"message": "x"}})
