@@ -3,6 +3,7 @@ their decoders must turn a broken upstream into one defined error, never a hang 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import pytest
@@ -152,3 +153,47 @@ async def test_endless_line_is_capped(fault: FaultServer, provider: str) -> None
         assert a.error["code"] == "upstream_protocol_error"
         await closed(fault)
     assert fault.conns[0].sent < MAX_LINE_BYTES + 16 * 1024 * 1024
+
+
+REPEAT = {
+    "anthropic": b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,'
+    b'"delta":{"type":"text_delta","text":"x"}}\n\n',
+    "gemini": PROVIDERS["gemini"]["good"],
+    "ollama": PROVIDERS["ollama"]["good"],
+}
+
+
+@providers
+async def test_aborted_streams_leave_no_task_and_no_upstream_connection(
+    fault: FaultServer, provider: str
+) -> None:
+    """Clients leave mid-stream at random points while each translator is mid-translation."""
+    import asyncio
+    import random
+
+    from tests.chaos.support import eventually, scaled
+    from tests.chaos.test_client_faults import HELLO, request_bytes
+
+    async def endless(c: Conn) -> None:
+        await c.headers(ctype=PROVIDERS[provider]["ctype"])
+        await c.chunk(PROVIDERS[provider]["good"])
+        with contextlib.suppress(ConnectionError):
+            for _ in range(2000):
+                await c.chunk(REPEAT[provider])
+                await asyncio.sleep(0.002)
+        await c.until_peer_closes()
+
+    fault.script = endless
+    rng = random.Random(5)
+    async with gateway(config(backend(provider, fault.url))) as gw:
+
+        async def leave() -> None:
+            r, w = await asyncio.open_connection("127.0.0.1", gw.port)
+            w.write(request_bytes({**HELLO, "stream": True}))
+            await r.read(rng.randrange(1, 5000))
+            w.close()
+
+        for _ in range(scaled(300, 60) // 20):
+            await asyncio.gather(*(leave() for _ in range(20)))
+        await eventually(lambda: fault.open == 0, 3, f"{provider}: upstream connections closed")
+    assert fault.requests >= scaled(300, 60) // 2
