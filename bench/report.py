@@ -21,6 +21,14 @@ NAMES = {
     "portkey": "Portkey gateway",
 }
 
+SHORT = {
+    "direct": "direct",
+    "gateway": "chromagent",
+    "nginx": "nginx",
+    "litellm": "LiteLLM",
+    "portkey": "Portkey",
+}
+
 Rows = list[dict[str, Any]]
 
 
@@ -316,7 +324,10 @@ def chart(data: dict[str, Any], path: Path) -> None:
             pts = sorted(
                 (r["concurrency"], r[f"{key}_p50_ms"], r[f"{key}_p99_ms"])
                 for r in rows
-                if r["target"] == t and r["scenario"] == scen and r[f"{key}_p50_ms"] is not None
+                if r["target"] == t
+                and r["scenario"] == scen
+                and r[f"{key}_p50_ms"] is not None
+                and r["ok"]  # a target whose answers all failed has no latency to show
             )
             if not pts:
                 continue
@@ -336,7 +347,7 @@ def chart(data: dict[str, Any], path: Path) -> None:
     for t in ORDER:
         r = _get(rows, t, "openai-json", 64)
         if r:
-            names.append(NAMES[t].strip("*").replace(" ", "\n", 1))
+            names.append(SHORT[t])
             values.append(r["rps"])
             cols.append(colors[t])
     ax.bar(names, values, color=cols)
