@@ -162,6 +162,12 @@ class open_response:  # lower case: it was a function, callers write `async with
                 resp = await runtime.session.post(
                     url, data=self._body, headers=self._headers, timeout=runtime.timeout
                 )
+        except aiohttp.ConnectionTimeoutError:
+            # Also a TimeoutError: name the phase that ran out (timeouts.connectMs).
+            raise UpstreamTimeout(
+                f"backend '{backend_id}' at {origin(url)} did not accept a connection within "
+                f"{runtime.timeout.sock_connect or 0:g}s{hint}"
+            ) from None
         except TimeoutError:
             raise UpstreamTimeout(
                 f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"

@@ -338,3 +338,42 @@ async def test_other_requests_carry_on_while_one_stream_hangs(upstream: FakeUpst
         )
         assert all(r.choices[0].message.content for r in results)
         slow.cancel()
+
+
+async def test_connect_timeout_is_504_naming_the_phase() -> None:
+    """An upstream whose accept queue is full never completes the TCP handshake."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(5):  # fill the accept queue so further SYNs are dropped
+        c = socket.socket()
+        c.setblocking(False)
+        try:
+            c.connect(("127.0.0.1", port))
+        except BlockingIOError:
+            pass
+        fillers.append(c)
+    await asyncio.sleep(0.1)
+    cfg = {
+        "backends": [{"id": "full", "type": "openai", "baseUrl": f"http://127.0.0.1:{port}/v1"}],
+        "defaultBackend": "full",
+        "timeouts": {"connectMs": 200},
+        "timeout": 5000,
+    }
+    try:
+        async with run_gateway(cfg) as gw:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(openai.APIStatusError) as info:
+                await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            assert loop.time() - start < 2
+        assert info.value.status_code == 504
+        assert "did not accept a connection within 0.2s" in info.value.message
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()
