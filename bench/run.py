@@ -62,10 +62,15 @@ class Bench:
             return (64,)
         return scen.quick_levels
 
-    async def warm(self, target: tg.Target) -> None:
-        """A few pass-through requests, then a pause: what "idle" means in the report."""
+    async def warm(self, target: tg.Target, concurrency: int = 64) -> None:
+        """Pass-through requests, then a pause: what "idle" means in the report.
+
+        64 connections for a second fill the pools and warm the code paths before the first
+        point; before the slow-stream run only 4, so few upstream connections are already open
+        when memory per stream is measured.
+        """
         job = target.job(WARM) or scenario_job(WARM, tg.HOST, target.port)
-        await run_load(job, 4, 0.5, 0.0)
+        await run_load(job, concurrency, 1.0 if concurrency > 4 else 0.5, 0.0)
         await asyncio.sleep(0.3)
 
     def start_upstream(self) -> None:
@@ -171,7 +176,7 @@ class Bench:
         if target is not None:
             target.stop()
             target.start()
-            await self.warm(target)
+            await self.warm(target, 4)
         n = self.levels(scen)[0]
         direct = scenario_job(scen, tg.HOST, tg.UPSTREAM_PORT, direct=True)
         job = target.job(scen) if target else direct
