@@ -19,7 +19,8 @@ from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
 from .headerguard import guard_headers
-from .routing import Backend, Router, compile_rules
+from .routing import Backend, Router
+from .rules import compile_rules
 from .state import STATE, GatewayState
 
 log = logging.getLogger("chromagent_proxy")

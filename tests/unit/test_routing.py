@@ -14,7 +14,8 @@ from chromagent_proxy.errors import (
     UpstreamUnavailable,
     upstream_http_error,
 )
-from chromagent_proxy.routing import Backend, Needs, Pool, Router, parse_condition
+from chromagent_proxy.routing import Backend, Pool, Router
+from chromagent_proxy.rules import Needs, parse_condition
 from chromagent_proxy.schema.openai import ChatCompletionRequest, Message
 
 
