@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from chromagent_proxy.addresses import block_reason, parse_ip_literal
 from chromagent_proxy.config import MediaConfig
 from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.fetcher import GuardedFetcher, PinnedResolver, block_reason, parse_ip_literal
+from chromagent_proxy.fetcher import GuardedFetcher, PinnedResolver
 from tests.support.image_server import PNG, CountingServer, redirect, reply, stall
 
 PARAM = "messages[0].content[1].image_url"
