@@ -35,6 +35,7 @@ from .errors import (
 from .handlers import _request_id, error_response
 from .instrument import RECORD, Record, classify, instrument
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
+from .metrics_render import render_json, render_text
 from .ratelimit import Decision, build_limiter
 from .routing import Backend
 
@@ -328,11 +329,9 @@ class Edge:
         await self.metrics.refresh()
         merged = self.metrics.merged()
         if "application/json" in request.headers.get("Accept", ""):
-            return web.Response(
-                body=self.metrics.render_json(merged), content_type="application/json"
-            )
+            return web.Response(body=render_json(merged), content_type="application/json")
         return web.Response(
-            body=self.metrics.render_text(merged),
+            body=render_text(merged),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
         )
 

@@ -3,7 +3,7 @@
 The request path only bumps ints in dicts and one bucket per histogram (no
 prometheus-client objects, no locks, no label lookups). A scrape turns the
 numbers into prometheus-client metric families and renders them with its
-text exposition (or JSON for ``Accept: application/json``).
+text exposition, or JSON for ``Accept: application/json`` (metrics_render.py).
 
 With several worker processes each worker writes a snapshot of its numbers to
 a shared directory (``CHROMAGENT_METRICS_DIR``, set by the supervisor) about
@@ -22,18 +22,10 @@ import os
 import signal
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -246,25 +238,6 @@ class Metrics:
                 snaps.append(snap)
         return merge(snaps)
 
-    # -- rendering ------------------------------------------------------------------------
-
-    def render_text(self, merged: dict[str, Any] | None = None) -> bytes:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(_Collector(merged or self.merged()))
-        return bytes(generate_latest(registry))
-
-    def render_json(self, merged: dict[str, Any] | None = None) -> bytes:
-        out: dict[str, Any] = {}
-        for fam in families(merged or self.merged()):
-            out[fam.name] = {
-                "type": fam.type,
-                "help": fam.documentation,
-                "samples": [
-                    {"name": s.name, "labels": s.labels, "value": s.value} for s in fam.samples
-                ],
-            }
-        return orjson.dumps(out)
-
 
 def _sibling(pid: int) -> bool:
     """Is ``pid`` a live worker of the same supervisor? (Never signal a recycled pid.)"""
@@ -335,94 +308,3 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         for name in ("rate_limited", "auth_failures", "failovers", "active_streams"):
             out[name] += int(snap.get(name, 0))
     return out
-
-
-def _hist_family(
-    name: str, doc: str, label: str | None, table: dict[str, list[float]], bounds: tuple[float, ...]
-) -> HistogramMetricFamily:
-    fam = HistogramMetricFamily(name, doc, labels=[label] if label else [])
-    for key, values in sorted(table.items()):
-        if not values:
-            continue
-        counts, total = values[:-1], values[-1]
-        cumulative, acc = [], 0.0
-        for bound, c in zip((*[repr(b) for b in bounds], "+Inf"), counts, strict=True):
-            acc += c
-            cumulative.append((bound, acc))
-        fam.add_metric([key] if label else [], cumulative, total)
-    return fam
-
-
-def families(m: dict[str, Any]) -> Iterator[Metric]:
-    req = CounterMetricFamily(
-        "chromagent_requests",
-        "Requests answered, by backend, client model and HTTP status.",
-        labels=["backend", "model", "status"],
-    )
-    for (b, model, status), v in sorted(m["requests"].items()):
-        req.add_metric([b, model, status], v)
-    yield req
-    yield _hist_family(
-        "chromagent_request_duration_seconds",
-        "Total time from request received to response finished (streams: to the last byte).",
-        "backend",
-        m["latency"],
-        LATENCY_BUCKETS,
-    )
-    yield _hist_family(
-        "chromagent_time_to_first_token_seconds",
-        "Streaming requests: time from request received to the first chunk from the backend.",
-        "backend",
-        m["ttft"],
-        TTFT_BUCKETS,
-    )
-    yield _hist_family(
-        "chromagent_gateway_overhead_seconds",
-        "Time the gateway itself spent on a request (total, or time to first chunk, minus the "
-        "time spent waiting on backends).",
-        None,
-        {"": m["overhead"]} if m["overhead"] else {},
-        OVERHEAD_BUCKETS,
-    )
-    tok = CounterMetricFamily(
-        "chromagent_tokens",
-        "Tokens reported by backends' usage, by direction (in = prompt, out = completion).",
-        labels=["backend", "model", "direction"],
-    )
-    for (b, model, d), v in sorted(m["tokens"].items()):
-        tok.add_metric([b, model, d], v)
-    yield tok
-    err = CounterMetricFamily(
-        "chromagent_upstream_errors",
-        "Failed backend calls by class: timeout, 429, 5xx, connect, protocol, auth, other.",
-        labels=["backend", "class"],
-    )
-    for (b, k), v in sorted(m["upstream_errors"].items()):
-        err.add_metric([b, k], v)
-    yield err
-    yield GaugeMetricFamily(
-        "chromagent_active_streams", "Streaming responses open right now.", m["active_streams"]
-    )
-    yield CounterMetricFamily(
-        "chromagent_rate_limited",
-        "Requests refused with 429 by the rate limiter.",
-        m["rate_limited"],
-    )
-    yield CounterMetricFamily(
-        "chromagent_auth_failures",
-        "Requests refused with 401 (missing or wrong gateway API key).",
-        m["auth_failures"],
-    )
-    yield CounterMetricFamily(
-        "chromagent_failovers",
-        "Times a request moved on to another backend after a retryable failure.",
-        m["failovers"],
-    )
-
-
-class _Collector:
-    def __init__(self, merged: dict[str, Any]) -> None:
-        self._merged = merged
-
-    def collect(self) -> Iterator[Metric]:
-        return families(self._merged)
