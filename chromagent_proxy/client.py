@@ -10,9 +10,9 @@ Built on aiohttp and msgspec, shaped like the official SDK::
         models = await client.models.list()
 
 Responses are msgspec Structs (attribute access; ``msgspec.to_builtins`` for a
-dict). Errors raise the ``APIError`` tree below, carrying the OpenAI error's
-status, type, code, param and message. The client never retries: the gateway
-already fails over between backends.
+dict). Errors raise the ``APIError`` tree (client_errors.py, re-exported here),
+carrying the OpenAI error's status, type, code, param and message. The client
+never retries: the gateway already fails over between backends.
 """
 
 from __future__ import annotations
@@ -26,6 +26,23 @@ import msgspec
 from multidict import CIMultiDict
 
 from . import codec
+from .client_errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    RequestTooLargeError,
+    UnprocessableEntityError,
+    error_fields,
+    status_error,
+)
 from .client_types import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -74,133 +91,6 @@ __all__ = [
     "Usage",
 ]
 
-# ---------------------------------------------------------------- errors
-
-
-class APIError(Exception):
-    """Any failure; ``status`` is None when no HTTP status applies (connection, mid-stream)."""
-
-    status: int | None = None
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        type: str | None = None,
-        code: str | None = None,
-        param: str | None = None,
-        status: int | None = None,
-        body: Any = None,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-        if status is not None:
-            self.status = status
-        self.body = body
-
-
-class APIConnectionError(APIError):
-    pass
-
-
-class APITimeoutError(APIConnectionError):
-    pass
-
-
-class APIStatusError(APIError):
-    status: int
-
-    def __init__(
-        self, message: str, *, headers: Mapping[str, str] | None = None, **kw: Any
-    ) -> None:
-        super().__init__(message, **kw)
-        # Case-insensitive, like HTTP header names.
-        self.headers: CIMultiDict[str] = CIMultiDict(headers or {})
-        self.request_id = self.headers.get("x-request-id")
-
-    @property
-    def status_code(self) -> int:
-        return self.status
-
-
-class BadRequestError(APIStatusError):
-    status = 400
-
-
-class AuthenticationError(APIStatusError):
-    status = 401
-
-
-class PermissionDeniedError(APIStatusError):
-    status = 403
-
-
-class NotFoundError(APIStatusError):
-    status = 404
-
-
-class ConflictError(APIStatusError):
-    status = 409
-
-
-class RequestTooLargeError(APIStatusError):
-    status = 413
-
-
-class UnprocessableEntityError(APIStatusError):
-    status = 422
-
-
-class RateLimitError(APIStatusError):
-    status = 429
-
-
-class InternalServerError(APIStatusError):
-    pass
-
-
-_BY_STATUS: dict[int, type[APIStatusError]] = {
-    cls.status: cls
-    for cls in (
-        BadRequestError,
-        AuthenticationError,
-        PermissionDeniedError,
-        NotFoundError,
-        ConflictError,
-        RequestTooLargeError,
-        UnprocessableEntityError,
-        RateLimitError,
-    )
-}
-
-
-def _error_fields(data: Any) -> tuple[str, str | None, str | None, str | None]:
-    err = data.get("error", data) if isinstance(data, dict) else data
-    if not isinstance(err, dict):
-        return str(err), None, None, None
-
-    def s(key: str) -> str | None:
-        v = err.get(key)
-        return v if isinstance(v, str) else None
-
-    return s("message") or str(err), s("type"), s("code"), s("param")
-
-
-def _status_error(status: int, body: bytes, headers: Mapping[str, str]) -> APIStatusError:
-    try:
-        data: Any = codec.loads(body)
-    except ValueError:
-        data = body.decode("utf-8", "replace")
-    message, etype, code, param = _error_fields(data)
-    cls = _BY_STATUS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
-    return cls(
-        message, type=etype, code=code, param=param, status=status, body=data, headers=headers
-    )
-
-
 _completion = msgspec.json.Decoder(ChatCompletion)
 _chunk = msgspec.json.Decoder(ChatCompletionChunk)
 _models = msgspec.json.Decoder(ModelList)
@@ -234,7 +124,7 @@ class AsyncStream:
                         return
                     if event.event == "error" or payload.startswith(b'{"error"'):
                         data_any: Any = codec.loads(payload)
-                        message, etype, code, param = _error_fields(data_any)
+                        message, etype, code, param = error_fields(data_any)
                         raise APIError(message, type=etype, code=code, param=param, body=data_any)
                     yield _decode(_chunk, payload, "stream chunk")
         except aiohttp.ClientPayloadError as exc:
@@ -396,7 +286,7 @@ class GatewayClient:
                     data = await resp.read()
                 finally:
                     resp.release()
-                raise _status_error(resp.status, data, resp.headers)
+                raise status_error(resp.status, data, resp.headers)
         except TimeoutError:
             raise APITimeoutError(f"{method} {url} timed out after {t}s") from None
         except aiohttp.ClientError as exc:
