@@ -95,12 +95,12 @@ class OllamaBackend(BackendProvider):
         )
         return codec.dumps(body)
 
-    async def chat_completion(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> CompletionResult:
+    def _open(
+        self, request: ChatCompletionRequest, config: BackendConfig, body: bytes
+    ) -> open_response:
+        """POST ``body`` to /api/chat (``async with`` it for the response)."""
         assert self.runtime is not None
-        body = await self._body(request, config, stream=False)
-        async with open_response(
+        return open_response(
             self.runtime,
             config.id,
             self._chat_url,
@@ -108,7 +108,13 @@ class OllamaBackend(BackendProvider):
             body,
             error_parser=_error_parser(request.model, self.base_url),
             hint=self._hint,
-        ) as resp:
+        )
+
+    async def chat_completion(
+        self, request: ChatCompletionRequest, config: BackendConfig
+    ) -> CompletionResult:
+        body = await self._body(request, config, stream=False)
+        async with self._open(request, config, body) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
         resp_obj = _decode_whole(data, config.id)
         return to_completion(
@@ -121,7 +127,6 @@ class OllamaBackend(BackendProvider):
     async def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> AsyncIterator[StreamPart]:
-        assert self.runtime is not None
         ctx = current_context()
         body = await self._body(request, config, stream=True)
         state = StreamState(
@@ -132,15 +137,7 @@ class OllamaBackend(BackendProvider):
             ctx.include_usage,
         )
         decoder = NDJSONDecoder()
-        async with open_response(
-            self.runtime,
-            config.id,
-            self._chat_url,
-            self._headers,
-            body,
-            error_parser=_error_parser(request.model, self.base_url),
-            hint=self._hint,
-        ) as resp:
+        async with self._open(request, config, body) as resp:
             async for data in iter_body(resp, config.id):
                 for line in decoder.feed(data):
                     for chunk in step(state, line):
