@@ -14,14 +14,10 @@ from chromagent_proxy.backends.anthropic.errors import (
     http_error,
     stream_error,
 )
-from chromagent_proxy.backends.anthropic.provider import (
-    AnthropicBackend,
-    VertexAnthropicBackend,
-    default_base_url,
-    region_of,
-)
+from chromagent_proxy.backends.anthropic.provider import AnthropicBackend, VertexAnthropicBackend
 from chromagent_proxy.backends.anthropic.response import decode_message, to_chat_completion
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
+from chromagent_proxy.backends.vertex import location_of, vertex_base_url
 from chromagent_proxy.config import BackendConfig
 from chromagent_proxy.errors import ConfigError
 
@@ -45,13 +41,13 @@ def headers(**h: str) -> CIMultiDictProxy[str]:
     ],
 )
 def test_region_of(url: str, region: str | None) -> None:
-    assert region_of(url) == region
+    assert location_of(url) == region
 
 
 def test_default_base_url() -> None:
-    assert default_base_url("us-east5") == "https://us-east5-aiplatform.googleapis.com/v1"
-    assert default_base_url("global") == "https://aiplatform.googleapis.com/v1"
-    assert default_base_url("us") == "https://aiplatform.us.rep.googleapis.com/v1"
+    assert vertex_base_url("us-east5") == "https://us-east5-aiplatform.googleapis.com/v1"
+    assert vertex_base_url("global") == "https://aiplatform.googleapis.com/v1"
+    assert vertex_base_url("us") == "https://aiplatform.us.rep.googleapis.com/v1"
 
 
 def test_vertex_urls_from_the_readme_config() -> None:

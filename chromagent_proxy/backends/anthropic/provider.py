@@ -14,7 +14,6 @@ response.py). They differ in URL, credentials and images:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -23,7 +22,6 @@ from urllib.parse import quote
 
 import aiohttp
 import msgspec
-from yarl import URL
 
 from ... import codec
 from ...config import BackendConfig
@@ -34,6 +32,7 @@ from ...schema.openai import ChatCompletionRequest
 from ...sse import SSEDecoder
 from ...upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
 from ..base import BackendProvider, CompletionResult, StreamPart, current_context
+from ..vertex import location_of, vertex_base_url
 from .errors import UpstreamUnauthorized, http_error
 from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
 from .response import decode_message, to_chat_completion
@@ -41,8 +40,6 @@ from .stream import StreamState, decode_event, finish, step
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
-_REGION_HOST = re.compile(r"^([a-z0-9-]+)-aiplatform\.googleapis\.com$")
-_MULTI_REGION_HOST = re.compile(r"^aiplatform\.([a-z]+)\.rep\.googleapis\.com$")
 
 
 class TokenSource(Protocol):
@@ -207,13 +204,13 @@ class VertexAnthropicBackend(AnthropicBackend):
             base = config.base_url.rstrip("/")
             if not base.startswith(("http://", "https://")):
                 errors.append(f"baseUrl must start with http:// or https:// (got {base!r})")
-            location = location or region_of(base)
+            location = location or location_of(base)
             if not location:
                 errors.append(
                     f"location is required (it cannot be read from the baseUrl host {base!r})"
                 )
         elif location:
-            base = default_base_url(location)
+            base = vertex_base_url(location)
         else:
             base = ""
             errors.append(
@@ -243,23 +240,6 @@ class VertexAnthropicBackend(AnthropicBackend):
     def _url_for(self, model: str, stream: bool) -> str:
         verb = ":streamRawPredict" if stream else ":rawPredict"
         return self._url + quote(model, safe="@._-") + verb
-
-
-def region_of(base_url: str) -> str | None:
-    """``https://us-east5-aiplatform.googleapis.com/v1`` → ``us-east5``; global and multi-region hosts too."""
-    host = URL(base_url).host or ""
-    if host == "aiplatform.googleapis.com":
-        return "global"
-    m = _REGION_HOST.match(host) or _MULTI_REGION_HOST.match(host)
-    return m.group(1) if m else None
-
-
-def default_base_url(location: str) -> str:
-    if location == "global":
-        return "https://aiplatform.googleapis.com/v1"
-    if location in ("us", "eu"):
-        return f"https://aiplatform.{location}.rep.googleapis.com/v1"
-    return f"https://{location}-aiplatform.googleapis.com/v1"
 
 
 def _lower(headers: dict[str, str]) -> dict[str, str]:

@@ -10,12 +10,11 @@ Both speak the same body format; config decides the URL and the credentials:
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import aiohttp
 
@@ -29,30 +28,13 @@ from ...schema.openai import ChatCompletionRequest
 from ...sse import SSEDecoder
 from ...upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
 from ..base import BackendProvider, CompletionResult, StreamPart, current_context
+from ..vertex import location_of, vertex_base_url
 from . import stream
 from .request import build_body, check_extras
 from .response import Unauthorized, decode_response, gemini_error, to_completion, trailing_error
 
 GEMINI_API = "https://generativelanguage.googleapis.com/v1beta"
-_REGIONAL_HOST = re.compile(r"^([a-z0-9-]+)-aiplatform\.googleapis\.com$")
-_MULTI_REGION_HOST = re.compile(r"^aiplatform\.([a-z]+)\.rep\.googleapis\.com$")
 _TAIL = 8192
-
-
-def location_from_host(base_url: str) -> str | None:
-    host = urlsplit(base_url).hostname or ""
-    if host == "aiplatform.googleapis.com":
-        return "global"
-    m = _REGIONAL_HOST.match(host) or _MULTI_REGION_HOST.match(host)
-    return m.group(1) if m else None
-
-
-def vertex_base_url(location: str) -> str:
-    if location == "global":
-        return "https://aiplatform.googleapis.com/v1"
-    if location in ("us", "eu"):
-        return f"https://aiplatform.{location}.rep.googleapis.com/v1"
-    return f"https://{location}-aiplatform.googleapis.com/v1"
 
 
 class GeminiBackend(BackendProvider):
@@ -82,7 +64,7 @@ class GeminiBackend(BackendProvider):
         if config.project_id:
             location = config.location
             if config.base_url:
-                host_location = location_from_host(config.base_url)
+                host_location = location_of(config.base_url)
                 if location and host_location and location != host_location:
                     errors.append(
                         f"location {location!r} does not match the baseUrl host "
