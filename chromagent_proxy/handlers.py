@@ -11,6 +11,7 @@ import asyncio
 import itertools
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from .errors import (
     UpstreamProtocolError,
     UpstreamTimeout,
 )
+from .instrument import stream_failed, stream_first, stream_part, watch_stream
 from .routing import Attempt
 from .schema.openai import ChatCompletionChunk, ChatCompletionRequest, validation_param
 from .sse import DONE, Framed, frame
@@ -40,6 +42,7 @@ log = logging.getLogger("chromagent_proxy")
 _decode_request = codec.decoder(ChatCompletionRequest).decode
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _JSON = "application/json"
+perf = time.perf_counter
 
 
 _RID_PREFIX = os.urandom(8).hex()
@@ -241,11 +244,20 @@ async def _stream(
         raise UpstreamError(
             f"backend '{backend.id}' failed: {exc.__class__.__name__}: {exc}", retryable=False
         ) from None
+    rec = watch_stream()  # metrics (instrument.py), or None
     try:
         # Pull the first part before committing to 200, so early failures are plain HTTP errors.
         try:
             async with asyncio.timeout(state.first_byte_timeout):
-                first = await anext(parts)
+                t = perf()
+                try:
+                    first = await anext(parts)
+                except BaseException as exc:
+                    if rec is not None:
+                        stream_failed(rec, backend.id, exc, t)
+                    raise
+                if rec is not None:
+                    stream_first(rec, t)
         except TimeoutError:
             err = UpstreamTimeout(
                 f"backend '{backend.id}' sent no data within {state.first_byte_timeout:g}s"
@@ -277,8 +289,21 @@ async def _stream(
         try:
             await resp.prepare(request)
             await resp.write(_framed(first))
-            async for part in parts:
-                await resp.write(_framed(part))
+            if rec is None:
+                async for part in parts:
+                    await resp.write(_framed(part))
+            else:
+                # Not `async for`: errors of the stream are reported, a failed write is not.
+                while True:
+                    try:
+                        part = await anext(parts)
+                    except StopAsyncIteration:
+                        break
+                    except BaseException as exc:
+                        stream_failed(rec, backend.id, exc, None)
+                        raise
+                    stream_part(rec, part)
+                    await resp.write(_framed(part))
             await resp.write(DONE)
         except GatewayError as err:
             await _write_error(resp, err)

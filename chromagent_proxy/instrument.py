@@ -5,6 +5,8 @@ Each backend's ``chat_completion`` / ``chat_completion_stream`` gets a thin wrap
 start-up (instance attributes shadowing the methods), so the handlers' failover loop needs
 no hooks. The wrappers write into the request's ``Record`` (a context variable the edge
 sets); outside a request (embedding, tests calling a provider directly) they pass through.
+A stream is not wrapped (memory per open stream): the handler's write loop reports its
+first part, usage and errors through ``watch_stream`` / ``stream_*`` below.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class Record:
         "first_at",
         "ip",
         "killed",
+        "metrics",
         "model",
         "rl",
         "start",
@@ -55,6 +58,7 @@ class Record:
         "tokens_out",
         "upstream_s",
         "want_usage",
+        "watched",
     )
 
     def __init__(self, start: float) -> None:
@@ -73,6 +77,8 @@ class Record:
         self.task: asyncio.Task[Any] | None = None
         self.killed = False
         self.want_usage = False
+        self.metrics: Metrics | None = None  # set by a stream wrapper: where the handler reports
+        self.watched = False
 
 
 RECORD: ContextVar[Record | None] = ContextVar("chromagent_edge_record", default=None)
@@ -198,55 +204,63 @@ def _wrap_stream(
         rec.stream = True
         rec.task = asyncio.current_task()  # what drain() cancels past shutdownTimeoutMs
         streams.add(rec)
-        return _parts(parts, backend_id, rec, metrics)
+        # The stream is not wrapped in another async generator (a frame and its awaitables
+        # held for the stream's whole life, ~0.5 KB per open stream): the handler reports
+        # its first part, usage and errors to the Record through the functions below.
+        rec.metrics = metrics
+        rec.watched = True
+        return parts
 
     return chat_completion_stream
 
 
-async def _parts(
-    parts: AsyncIterator[StreamPart], backend_id: str, rec: Record, metrics: Metrics
-) -> AsyncIterator[StreamPart]:
-    t = perf()
-    first = True
-    try:
-        part = await anext(parts)
-        first = False
-        rec.first_at = now = perf()
-        rec.upstream_s += now - t
-        if not rec.streaming:
-            rec.streaming = True
-            metrics.active_streams += 1
-        yield part
-        # Per chunk this layer costs one generator step; usage is looked for only when the
-        # client asked for it (stream_options.include_usage), as only then does it come.
-        if rec.want_usage:
-            async for part in parts:
-                usage = _usage(part)
-                if usage is not None:
-                    rec.tokens_in, rec.tokens_out = usage
-                yield part
-        else:
-            async for part in parts:
-                yield part
-    except StopAsyncIteration:
+# -- called by the handler's stream loop (handlers._stream) ------------------------------
+
+
+def watch_stream() -> Record | None:
+    """Right after ``chat_completion_stream()``: the request's Record if that call went
+    through a wrapper above (the handler then reports to it), else None."""
+    rec = RECORD.get()
+    if rec is None or not rec.watched:
+        return None
+    rec.watched = False  # a failover to a provider without the wrapper reports nothing
+    return rec
+
+
+def stream_first(rec: Record, t: float) -> None:
+    """The first part arrived; ``t`` is when the handler began waiting for it."""
+    rec.first_at = now = perf()
+    rec.upstream_s += now - t
+    if not rec.streaming:
+        rec.streaming = True
+        if rec.metrics is not None:
+            rec.metrics.active_streams += 1
+
+
+def stream_part(rec: Record, part: StreamPart) -> None:
+    """A later part; usage comes only when the client asked for it (include_usage)."""
+    if rec.want_usage:
+        usage = _usage(part)
+        if usage is not None:
+            rec.tokens_in, rec.tokens_out = usage
+
+
+def stream_failed(rec: Record, backend_id: str, exc: BaseException, t: float | None) -> None:
+    """The stream raised ``exc`` while the handler waited for a part (``t``: when it began
+    waiting for the first part; None for later parts). Raises ServiceUnavailable instead of
+    a CancelledError from drain() past shutdownTimeoutMs, so the handler ends the stream
+    with an error event rather than dropping the connection."""
+    if t is not None:
+        rec.upstream_s += perf() - t
+    if isinstance(exc, StopAsyncIteration):
         return  # an empty stream: the handler reports it
-    except asyncio.CancelledError:
+    if isinstance(exc, asyncio.CancelledError):
         if rec.killed and rec.task is not None:
-            # Cancelled by drain() after shutdownTimeoutMs: end the stream with an error
-            # event (the handler writes it) instead of dropping the connection.
             rec.task.uncancel()
             raise ServiceUnavailable(
                 "The gateway is shutting down and this stream ran past shutdownTimeoutMs."
             ) from None
-        raise
-    except BaseException as exc:
-        klass = classify(exc)
-        if klass is not None:
-            metrics.upstream_error(backend_id, klass)
-        raise
-    finally:
-        if first:
-            rec.upstream_s += perf() - t
-        aclose = getattr(parts, "aclose", None)
-        if aclose is not None:
-            await aclose()
+        return
+    klass = classify(exc)
+    if klass is not None and rec.metrics is not None:
+        rec.metrics.upstream_error(backend_id, klass)

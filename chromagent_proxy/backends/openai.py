@@ -17,7 +17,13 @@ from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
 from ..media import Image, collect_images
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder, framed
-from ..upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
+from ..upstream import (
+    DEFAULT_BODY_LIMIT,
+    STREAM_ERRORS,
+    open_response,
+    read_capped,
+    stream_error,
+)
 from .base import BackendProvider, CompletionResult, StreamPart, current_context
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -98,28 +104,33 @@ class OpenAIBackend(BackendProvider):
             body = await self._inline_images(request, body)
         decoder = SSEDecoder()
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
-            async for data in iter_body(resp, config.id):
-                # Events that arrived in one read leave in one write (sse.Framed); a usage
-                # event goes alone and unframed so the metrics layer can read its counts.
-                batch: list[bytes] = []
-                for event in decoder.feed(data):
-                    payload = event.data
-                    done = payload == b"[DONE]"
-                    if done or event.event == "error" or payload.startswith(b'{"error"'):
-                        if batch:
-                            yield batch[0] if len(batch) == 1 else framed(batch)
-                        if done:
-                            return
-                        raise _stream_error(config.id, payload)
-                    if b'"prompt_tokens"' in payload:
-                        if batch:
-                            yield batch[0] if len(batch) == 1 else framed(batch)
-                            batch = []
-                        yield payload
-                        continue
-                    batch.append(payload)
-                if batch:
-                    yield batch[0] if len(batch) == 1 else framed(batch)
+            # resp.content directly, not through upstream.iter_body: one async generator
+            # less held per open stream (bench/README.md, memory per stream).
+            try:
+                async for data in resp.content.iter_any():
+                    # Events that arrived in one read leave in one write (sse.Framed); a usage
+                    # event goes alone and unframed so the metrics layer can read its counts.
+                    batch: list[bytes] = []
+                    for event in decoder.feed(data):
+                        payload = event.data
+                        done = payload == b"[DONE]"
+                        if done or event.event == "error" or payload.startswith(b'{"error"'):
+                            if batch:
+                                yield batch[0] if len(batch) == 1 else framed(batch)
+                            if done:
+                                return
+                            raise _stream_error(config.id, payload)
+                        if b'"prompt_tokens"' in payload:
+                            if batch:
+                                yield batch[0] if len(batch) == 1 else framed(batch)
+                                batch = []
+                            yield payload
+                            continue
+                        batch.append(payload)
+                    if batch:
+                        yield batch[0] if len(batch) == 1 else framed(batch)
+            except STREAM_ERRORS as exc:
+                raise stream_error(config.id, exc) from None
             for event in decoder.flush():
                 if event.data == b"[DONE]":
                     return
