@@ -11,8 +11,7 @@ import asyncio
 import itertools
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,7 +19,7 @@ import msgspec
 from aiohttp import web
 
 from . import __version__, codec
-from .backends.base import RequestContext, StreamPart, set_context
+from .backends.base import RequestContext, set_context
 from .errors import (
     GatewayError,
     InvalidRequest,
@@ -28,21 +27,16 @@ from .errors import (
     NotFound,
     RequestTooLarge,
     UpstreamError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
 )
-from .instrument import stream_failed, stream_first, stream_part, watch_stream
-from .routing import Attempt
-from .schema.openai import ChatCompletionChunk, ChatCompletionRequest, validation_param
-from .sse import DONE, Framed, frame
-from .state import STATE, GatewayState
+from .schema.openai import ChatCompletionRequest, validation_param
+from .state import STATE
+from .streaming import response_headers, stream_response
 
 log = logging.getLogger("chromagent_proxy")
 
 _decode_request = codec.decoder(ChatCompletionRequest).decode
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _JSON = "application/json"
-perf = time.perf_counter
 
 
 _RID_PREFIX = os.urandom(8).hex()
@@ -99,19 +93,6 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     return req
 
 
-def _framed(part: StreamPart) -> bytes:
-    # Framed: events a relay read together, already framed; one write for all of them.
-    return part if type(part) is Framed else frame(_encode_part(part))
-
-
-def _encode_part(part: StreamPart) -> bytes:
-    if isinstance(part, bytes):
-        return part
-    if isinstance(part, ChatCompletionChunk):
-        return codec.encode(part)
-    return codec.dumps(part)
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     rid = _request_id(request)
     if request.method != "POST":
@@ -151,7 +132,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             try:
                 if stream:
                     # _stream reports success to the router once the first part arrived.
-                    return await _stream(request, state, attempt, upstream_req, rid, attempts)
+                    return await stream_response(
+                        request, state, attempt, upstream_req, rid, attempts
+                    )
                 result = await backend.provider.chat_completion(upstream_req, backend.config)
             except GatewayError as exc:
                 router.failed(backend, exc)
@@ -198,12 +181,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             return web.Response(
                 body=payload,
                 content_type=_JSON,
-                headers=_headers(rid, backend_id, attempts),
+                headers=response_headers(rid, backend_id, attempts),
             )
         assert last_error is not None
         raise last_error
     except GatewayError as err:
-        extra = _headers(rid, backend_id, attempts) if backend_id else None
+        extra = response_headers(rid, backend_id, attempts) if backend_id else None
         return error_response(err, rid, extra)
     except (asyncio.CancelledError, ConnectionError, web.HTTPException):
         raise
@@ -214,132 +197,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return error_response(
             GatewayError(f"internal gateway error (request id {rid})", code="internal_error"), rid
         )
-
-
-def _headers(rid: str, backend_id: str, attempts: int) -> dict[str, str]:
-    return {
-        "x-request-id": rid,
-        "x-chromagent-backend": backend_id,
-        "x-chromagent-attempts": str(attempts),
-    }
-
-
-async def _stream(
-    request: web.Request,
-    state: GatewayState,
-    attempt: Attempt,
-    req: ChatCompletionRequest,
-    rid: str,
-    attempts: int,
-) -> web.StreamResponse:
-    backend = attempt.backend
-    try:
-        parts: AsyncIterator[StreamPart] = backend.provider.chat_completion_stream(
-            req, backend.config
-        )
-    except GatewayError:
-        raise
-    except Exception as exc:
-        log.exception("request %s: backend %s raised", rid, backend.id)
-        raise UpstreamError(
-            f"backend '{backend.id}' failed: {exc.__class__.__name__}: {exc}", retryable=False
-        ) from None
-    rec = watch_stream()  # metrics (instrument.py), or None
-    try:
-        # Pull the first part before committing to 200, so early failures are plain HTTP errors.
-        try:
-            async with asyncio.timeout(state.first_byte_timeout):
-                t = perf()
-                try:
-                    first = await anext(parts)
-                except BaseException as exc:
-                    if rec is not None:
-                        stream_failed(rec, backend.id, exc, t)
-                    raise
-                if rec is not None:
-                    stream_first(rec, t)
-        except TimeoutError:
-            err = UpstreamTimeout(
-                f"backend '{backend.id}' sent no data within {state.first_byte_timeout:g}s"
-            )
-            if state.on_upstream_error is not None:
-                state.on_upstream_error(backend.id, err)
-            raise err from None
-        except StopAsyncIteration:
-            raise UpstreamProtocolError(
-                f"backend '{backend.id}' returned an empty stream"
-            ) from None
-        except (GatewayError, asyncio.CancelledError):
-            raise
-        except Exception as exc:
-            log.exception("request %s: backend %s raised", rid, backend.id)
-            raise UpstreamError(
-                f"backend '{backend.id}' failed: {exc.__class__.__name__}: {exc}",
-                retryable=False,
-            ) from None
-        # From here on there is no silent switch to another backend.
-        state.router.succeeded(backend)
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                **_headers(rid, backend.id, attempts),
-            }
-        )
-        try:
-            await resp.prepare(request)
-            await resp.write(_framed(first))
-            if rec is None:
-                async for part in parts:
-                    await resp.write(_framed(part))
-            else:
-                # Not `async for`: errors of the stream are reported, a failed write is not.
-                while True:
-                    try:
-                        part = await anext(parts)
-                    except StopAsyncIteration:
-                        break
-                    except BaseException as exc:
-                        stream_failed(rec, backend.id, exc, None)
-                        raise
-                    stream_part(rec, part)
-                    await resp.write(_framed(part))
-            await resp.write(DONE)
-        except GatewayError as err:
-            await _write_error(resp, err)
-        except ConnectionError:
-            # The client left: returning lets aiohttp end the response quietly; raising
-            # would log an "Error handling request" traceback for every aborted stream.
-            return resp
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("request %s: stream from backend %s failed", rid, backend.id)
-            await _write_error(
-                resp,
-                UpstreamError(
-                    f"backend '{backend.id}' failed mid-stream: {exc.__class__.__name__}"
-                ),
-            )
-        return resp
-    finally:
-        await _aclose(parts)
-
-
-async def _aclose(parts: AsyncIterator[StreamPart]) -> None:
-    aclose = getattr(parts, "aclose", None)
-    if aclose is not None:
-        try:
-            await aclose()
-        except Exception:
-            log.debug("closing a backend stream raised", exc_info=True)
-
-
-async def _write_error(resp: web.StreamResponse, err: GatewayError) -> None:
-    try:
-        await resp.write(frame(err.body()))
-    except ConnectionError:
-        pass
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -214,7 +214,7 @@ def _wrap_stream(
     return chat_completion_stream
 
 
-# -- called by the handler's stream loop (handlers._stream) ------------------------------
+# -- called by the handler's stream loop (streaming.stream_response) ------------------------------
 
 
 def watch_stream() -> Record | None:
