@@ -33,7 +33,7 @@ from .errors import (
     ServiceUnavailable,
 )
 from .handlers import _request_id, error_response
-from .instrument import RECORD, Record, classify, instrument
+from .instrument import RECORD, Record, count_upstream_error, instrument
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
 from .ratelimit import Decision, build_limiter
@@ -275,9 +275,7 @@ class Edge:
 
     def upstream_error(self, backend_id: str, exc: GatewayError) -> None:
         """Count an upstream failure the handler detected itself (first-chunk timeout)."""
-        klass = classify(exc)
-        if klass is not None:
-            self.metrics.upstream_error(backend_id, klass)
+        count_upstream_error(self.metrics, backend_id, exc)
 
     def start(self) -> None:
         self.metrics.start()

@@ -130,6 +130,13 @@ def classify(exc: BaseException) -> str | None:
     return "other"
 
 
+def count_upstream_error(metrics: Metrics, backend_id: str, exc: BaseException) -> None:
+    """Count ``exc`` under its upstream error class; errors that are not the upstream's don't count."""
+    klass = classify(exc)
+    if klass is not None:
+        metrics.upstream_error(backend_id, klass)
+
+
 def instrument(backends: Mapping[str, Backend], metrics: Metrics, streams: set[Record]) -> None:
     """Wrap every backend's chat_completion / chat_completion_stream (once, at start-up)."""
     for b in backends.values():
@@ -173,9 +180,7 @@ def _wrap_call(
         try:
             result = await call(request, config)
         except BaseException as exc:
-            klass = classify(exc)
-            if klass is not None:
-                metrics.upstream_error(backend_id, klass)
+            count_upstream_error(metrics, backend_id, exc)
             raise
         finally:
             rec.upstream_s += perf() - t
@@ -261,6 +266,5 @@ def stream_failed(rec: Record, backend_id: str, exc: BaseException, t: float | N
                 "The gateway is shutting down and this stream ran past shutdownTimeoutMs."
             ) from None
         return
-    klass = classify(exc)
-    if klass is not None and rec.metrics is not None:
-        rec.metrics.upstream_error(backend_id, klass)
+    if rec.metrics is not None:
+        count_upstream_error(rec.metrics, backend_id, exc)
