@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import aiohttp
 
+from ..core import ir
 from ..errors import UnsupportedFeature
 from ..schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
@@ -73,6 +74,15 @@ class BackendProvider(ABC):
     """Subclass this to add a backend type; register it with ``DefaultBackendRegistry``."""
 
     type: ClassVar[str] = "custom"
+    #: Client dialects this backend serves as a byte relay, without the IR ("chat" for the
+    #: openai backend, "messages" for the anthropic ones). See DESIGN.md §9.
+    native_dialects: ClassVar[frozenset[str]] = frozenset()
+    #: The backend dialect's name in the policy table (core/policy.py) and for signatures'
+    #: origin; set by translating backends ("gemini", "anthropic", "ollama", "openai").
+    dialect: ClassVar[str] = "custom"
+    #: True when ``generate`` / ``generate_stream`` are implemented (the IR path). Custom
+    #: backends that implement only ``chat_completion`` keep working: the gateway adapts.
+    translates: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.config: BackendConfig | None = None
@@ -114,3 +124,15 @@ class BackendProvider(ABC):
         raise UnsupportedFeature(
             f"backend '{config.id}' does not support streaming", param="stream"
         )
+
+    # -- the IR path (translating backends; DESIGN.md §9) --------------------------------
+
+    async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
+        """A whole answer as IR events (``request.model`` is the upstream model)."""
+        raise NotImplementedError
+
+    def generate_stream(
+        self, request: ir.Request, ctx: RequestContext
+    ) -> AsyncIterator[list[ir.Event]]:
+        """The answer as lists of IR events, one list per upstream read (backends/shell.py)."""
+        raise NotImplementedError
