@@ -12,7 +12,6 @@ stream parts may be a ``ChatCompletionChunk``, a dict, or one chunk's JSON bytes
 from __future__ import annotations
 
 import contextvars
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -70,7 +69,7 @@ def set_context(ctx: RequestContext) -> contextvars.Token[RequestContext]:
     return _current.set(ctx)
 
 
-class BackendProvider(ABC):
+class BackendProvider:
     """Subclass this to add a backend type; register it with ``DefaultBackendRegistry``."""
 
     type: ClassVar[str] = "custom"
@@ -113,10 +112,12 @@ class BackendProvider(ABC):
         """Models this backend serves beyond its ``modelMapping`` (e.g. what Ollama has pulled)."""
         return []
 
-    @abstractmethod
     async def chat_completion(
         self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> CompletionResult: ...
+    ) -> CompletionResult:
+        """The Chat Completions contract (custom backends implement this; translating
+        built-ins implement ``generate`` instead and the gateway never calls this)."""
+        raise NotImplementedError
 
     def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
