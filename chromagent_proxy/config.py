@@ -120,6 +120,10 @@ class GatewayConfig(_Base):
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
     # Longest a client may take to send a request head (slowloris guard, headerguard.py).
     header_timeout_ms: int = 10_000
+    # Longest a client may take to send a request body after its head (headerguard.py).
+    body_timeout_ms: int = 60_000
+    # Open client connections past which new ones get a 503; 0: from the descriptor limit.
+    max_connections: int = 0
 
     @property
     def first_byte_timeout_s(self) -> float:
@@ -272,6 +276,10 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.maxAttempts: must be at least 1")
     if cfg.header_timeout_ms <= 0:
         raise ConfigError("config $.headerTimeoutMs: must be a positive number of milliseconds")
+    if cfg.body_timeout_ms <= 0:
+        raise ConfigError("config $.bodyTimeoutMs: must be a positive number of milliseconds")
+    if cfg.max_connections < 0:
+        raise ConfigError("config $.maxConnections: must be 0 (automatic) or positive")
     seen: set[str] = set()
     for i, b in enumerate(cfg.backends):
         where = f"config $.backends[{i}]"

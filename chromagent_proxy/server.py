@@ -18,7 +18,7 @@ from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
-from .headerguard import guard_headers
+from .headerguard import connection_cap, guard_connections
 from .routing import Backend, Router
 from .rules import compile_rules
 from .state import STATE, GatewayState
@@ -118,8 +118,14 @@ class GatewayServer:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
-        guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
+        # aiohttp has no header/body read timeouts nor a connection cap (headerguard.py).
+        cfg = self.config
+        guard_connections(
+            self._runner.server,
+            cfg.header_timeout_ms / 1000,
+            cfg.body_timeout_ms / 1000,
+            connection_cap(cfg.max_connections),
+        )
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
         else:
