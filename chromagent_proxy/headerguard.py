@@ -43,7 +43,7 @@ def json_http_error(
 ) -> web.HTTPException:
     """An aiohttp HTTP exception whose body is an OpenAI error (closes the connection)."""
     exc = cls(
-        body=codec.dumps(_json_error(cls.status_code, message, code, etype)),
+        text=codec.dumps(_json_error(cls.status_code, message, code, etype)).decode(),
         content_type="application/json",
     )
     exc.force_close()
