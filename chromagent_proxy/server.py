@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -33,6 +34,35 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def startup_warnings(cfg: GatewayConfig) -> None:
+    """Configurations that work but are probably not what the operator meant."""
+    if not cfg.api_keys and not is_loopback(cfg.host):
+        log.warning(
+            "listening on %s without apiKeys: anyone who can reach this port can spend the "
+            "backends' provider keys; set apiKeys (GATEWAY_API_KEYS) or bind 127.0.0.1",
+            cfg.host,
+        )
+    cors = cfg.cors
+    if (
+        cors is not None
+        and cors.credentials
+        and "*" in ([cors.origin] if isinstance(cors.origin, str) else cors.origin)
+    ):
+        log.warning(
+            'cors: origin "*" with credentials lets every web site call the gateway with its '
+            "users' credentials; list your origins in cors.origin instead"
+        )
 
 
 class GatewayServer:
@@ -142,6 +172,7 @@ class GatewayServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
+        startup_warnings(self.config)
 
     async def stop(self) -> None:
         if self.state is not None:
