@@ -93,10 +93,12 @@ class Edge:
         peer = request.remote or ""
         if not self._trusted_nets or not self._is_trusted(peer):
             return peer
-        xff = request.headers.get("X-Forwarded-For")
-        if not xff:
+        # A proxy may add its own header line instead of appending to the client's: all
+        # lines, in order, form one list (RFC 9110 §5.3), else the client's line would win.
+        lines = request.headers.getall("X-Forwarded-For", ())
+        if not lines:
             return peer
-        hops = [h.strip() for h in xff.split(",")]
+        hops = [h.strip() for h in ",".join(lines).split(",")]
         # Right to left: each trusted proxy appended the address it saw.
         for hop in reversed(hops):
             if hop and not self._is_trusted(hop):

@@ -154,6 +154,32 @@ async def not_found(request: web.Request) -> web.Response:
     )
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: refuse a body over maxBodyBytes before the client sends it."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(
+            InvalidRequest(
+                "Only 'Expect: 100-continue' is supported", code="expectation_failed", status=417
+            ),
+            _request_id(request),
+        )
+    limit = request.app[STATE].config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        resp = error_response(
+            RequestTooLarge(
+                f"The request body is larger than the gateway's limit of {limit} bytes "
+                "(maxBodyBytes)"
+            ),
+            _request_id(request),
+        )
+        resp.force_close()  # the client must not send the body on this connection
+        return resp
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PATHS = [
     "/v1/chat/completions",
@@ -191,9 +217,9 @@ def add_routes(
         if cors:
             resource = app.router.add_resource(path)
             for method in _CORS_METHODS:
-                resource.add_route(method, handler)
+                resource.add_route(method, handler, expect_handler=expect_continue)
         else:
-            app.router.add_route("*", path, handler)
+            app.router.add_route("*", path, handler, expect_handler=expect_continue)
     app.router.add_route("GET", "/health", health)
     if metrics is not None:
         app.router.add_route("GET", "/metrics", metrics)

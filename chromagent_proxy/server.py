@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
-from .headerguard import guard_headers
+from .headerguard import connection_cap, guard_connections
 from .routing import Backend, Router
 from .rules import compile_rules
 from .state import STATE, GatewayState
@@ -36,6 +37,35 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def startup_warnings(cfg: GatewayConfig) -> None:
+    """Configurations that work but are probably not what the operator meant."""
+    if not cfg.api_keys and not is_loopback(cfg.host):
+        log.warning(
+            "listening on %s without apiKeys: anyone who can reach this port can spend the "
+            "backends' provider keys; set apiKeys (GATEWAY_API_KEYS) or bind 127.0.0.1",
+            cfg.host,
+        )
+    cors = cfg.cors
+    if (
+        cors is not None
+        and cors.credentials
+        and "*" in ([cors.origin] if isinstance(cors.origin, str) else cors.origin)
+    ):
+        log.warning(
+            'cors: origin "*" with credentials lets every web site call the gateway with its '
+            "users' credentials; list your origins in cors.origin instead"
+        )
 
 
 class GatewayServer:
@@ -120,8 +150,14 @@ class GatewayServer:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
-        guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
+        # aiohttp has no header/body read timeouts nor a connection cap (headerguard.py).
+        cfg = self.config
+        guard_connections(
+            self._runner.server,
+            cfg.header_timeout_ms / 1000,
+            cfg.body_timeout_ms / 1000,
+            connection_cap(cfg.max_connections),
+        )
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
         else:
@@ -138,6 +174,7 @@ class GatewayServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
+        startup_warnings(self.config)
 
     async def stop(self) -> None:
         if self.state is not None:
