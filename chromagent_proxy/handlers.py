@@ -20,7 +20,7 @@ from aiohttp import web
 from . import __version__, codec
 from .dialects.chat.dialect import CHAT
 from .dialects.responses.dialect import input_items, retrieve
-from .errors import GatewayError, MethodNotAllowed, NotFound
+from .errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, RequestTooLarge
 from .serving import serve
 from .state import STATE
 
