@@ -97,26 +97,32 @@ def error_type_for_status(status: int) -> str:
     return "internal"
 
 
-def _observe(table: dict[tuple[str, ...], list[float]], key: tuple[str, ...], bounds: tuple[float, ...], value: float) -> None:  # fmt: skip
-    row = table.get(key)
-    if row is None:
-        row = table[key] = [0.0] * (len(bounds) + 2)  # buckets, +Inf, sum
-    row[bisect_left(bounds, value)] += 1
-    row[-1] += value
+def _row(bounds: tuple[float, ...]) -> list[float]:
+    return [0.0] * (len(bounds) + 2)  # per-bucket counts, +Inf, sum
+
+
+class _Series:
+    """The numbers of one (operation, backend): found with two dict lookups per request."""
+
+    __slots__ = ("base", "duration", "tokens", "tpot", "ttft")
+
+    def __init__(self, base: tuple[str, str, str]) -> None:
+        self.base = base  # (operation, provider, backend)
+        self.duration: dict[str, list[float]] = {}  # by error_type ("" = success)
+        self.ttft = _row(TTFT_BUCKETS)
+        self.tpot = _row(TPOT_BUCKETS)
+        self.tokens: dict[str, list[int]] = {}  # by model: counts in TOKEN_TYPES order
 
 
 class GenAIMetrics:
-    """This process's GenAI tables (rows: label values → per-bucket counts + sum, or a count)."""
+    """This process's GenAI numbers; ``snapshot()`` turns them into rows keyed by label values."""
 
-    __slots__ = ("duration", "errors", "providers", "tokens", "tpot", "ttft")
+    __slots__ = ("errors", "providers", "series")
 
     def __init__(self) -> None:
         self.providers: dict[str, str] = {}  # backend id → gen_ai.provider.name
-        self.duration: dict[tuple[str, ...], list[float]] = {}
-        self.ttft: dict[tuple[str, ...], list[float]] = {}
-        self.tpot: dict[tuple[str, ...], list[float]] = {}
-        self.tokens: dict[tuple[str, ...], int] = {}
-        self.errors: dict[tuple[str, ...], int] = {}
+        self.series: dict[str, dict[str, _Series]] = {}  # operation → backend → numbers
+        self.errors: dict[tuple[str, str, str], int] = {}  # (backend, cause, error_type)
 
     def observe(
         self,
@@ -128,29 +134,55 @@ class GenAIMetrics:
         ttft_s: float | None,
         tokens: tuple[int, int, int, int, int],
     ) -> None:
-        provider = self.providers.get(backend, "none")
-        base: tuple[str, ...] = (operation, provider, backend)
-        _observe(self.duration, (*base, error_type), DURATION_BUCKETS, total_s)
+        by_backend = self.series.get(operation)
+        if by_backend is None:
+            by_backend = self.series[operation] = {}
+        s = by_backend.get(backend)
+        if s is None:
+            s = by_backend[backend] = _Series(
+                (operation, self.providers.get(backend, "none"), backend)
+            )
+        row = s.duration.get(error_type)
+        if row is None:
+            row = s.duration[error_type] = _row(DURATION_BUCKETS)
+        row[bisect_left(DURATION_BUCKETS, total_s)] += 1
+        row[-1] += total_s
         if error_type:
-            cause = ERROR_TYPES.get(error_type, "gateway")
-            ek = (backend, cause, error_type)
+            ek = (backend, ERROR_TYPES.get(error_type, "gateway"), error_type)
             self.errors[ek] = self.errors.get(ek, 0) + 1
             return
         if ttft_s is not None:
-            _observe(self.ttft, base, TTFT_BUCKETS, ttft_s)
+            s.ttft[bisect_left(TTFT_BUCKETS, ttft_s)] += 1
+            s.ttft[-1] += ttft_s
             out = tokens[1]
             if out > 1:  # semconv: time per output token after the first one
-                _observe(self.tpot, base, TPOT_BUCKETS, (total_s - ttft_s) / (out - 1))
-        for kind, n in zip(TOKEN_TYPES, tokens, strict=True):
-            if n:
-                k = (*base, model, kind)
-                self.tokens[k] = self.tokens.get(k, 0) + n
+                tpot = (total_s - ttft_s) / (out - 1)
+                s.tpot[bisect_left(TPOT_BUCKETS, tpot)] += 1
+                s.tpot[-1] += tpot
+        if tokens[0] or tokens[1]:
+            counts = s.tokens.get(model)
+            if counts is None:
+                counts = s.tokens[model] = [0, 0, 0, 0, 0]
+            for i in range(5):
+                counts[i] += tokens[i]
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            name: [[*k, v] for k, v in getattr(self, name).items()]
-            for name in ("duration", "ttft", "tpot", "tokens", "errors")
-        }
+        """Rows ``[*label values, value]``; merge_into adds rows with the same labels."""
+        out: dict[str, list[list[Any]]] = {n: [] for n in ("duration", "ttft", "tpot", "tokens")}
+        for by_backend in self.series.values():
+            for s in by_backend.values():
+                for error_type, row in s.duration.items():
+                    out["duration"].append([*s.base, error_type, row])
+                if any(s.ttft):
+                    out["ttft"].append([*s.base, s.ttft])
+                if any(s.tpot):
+                    out["tpot"].append([*s.base, s.tpot])
+                for model, counts in s.tokens.items():
+                    for kind, n in zip(TOKEN_TYPES, counts, strict=True):
+                        if n:
+                            out["tokens"].append([*s.base, model, kind, n])
+        out["errors"] = [[*k, v] for k, v in self.errors.items()]
+        return out
 
 
 def merge_into(out: dict[str, Any], snap: dict[str, Any]) -> None:
