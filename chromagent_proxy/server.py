@@ -103,6 +103,7 @@ class GatewayServer:
         cfg = self.config
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
+        self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
         self.state.responses = make_responses_dialect(cfg)
         app[STATE] = self.state
