@@ -109,7 +109,12 @@ class AnthropicBackend(BackendProvider):
 
     async def _prepare(self, request: ChatCompletionRequest) -> tuple[str, bytes]:
         assert self.runtime is not None
-        images = await collect_images(request, self.runtime.images, fetch_remote=self._fetch_remote)
+        images = await collect_images(
+            request,
+            self.runtime.images,
+            fetch_remote=self._fetch_remote,
+            limits=self.runtime.gateway.media,
+        )
         body = build_body(
             request,
             request.model,
