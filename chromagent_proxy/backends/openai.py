@@ -20,6 +20,8 @@ from ..sse import SSEDecoder, framed
 from ..upstream import (
     DEFAULT_BODY_LIMIT,
     STREAM_ERRORS,
+    body_chunks,
+    error_in_ok_body,
     open_response,
     read_capped,
     stream_error,
@@ -99,7 +101,11 @@ class OpenAIBackend(BackendProvider):
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
-            return await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+            data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+        err = error_in_ok_body(config.id, data)
+        if err is not None:
+            raise err
+        return data
 
     async def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
@@ -110,10 +116,10 @@ class OpenAIBackend(BackendProvider):
             body = await self._inline_images(request, body, config.id)
         decoder = SSEDecoder()
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
-            # resp.content directly, not through upstream.iter_body: one async generator
+            # body_chunks directly, not through upstream.iter_body: one async generator
             # less held per open stream (bench/README.md, memory per stream).
             try:
-                async for data in resp.content.iter_any():
+                async for data in body_chunks(resp, config.id):
                     # Events that arrived in one read leave in one write (sse.Framed); a usage
                     # event goes alone and unframed so the metrics layer can read its counts.
                     batch: list[bytes] = []
