@@ -17,10 +17,10 @@ from aiohttp import web
 
 from chromagent_proxy.upstream import DECOMPRESSED_LIMIT
 from tests.support.gateway import run_gateway, sdk
-from tests.support.upstream import FakeUpstream, stream_reply
+from tests.support.upstream import FakeUpstream, Handler, stream_reply
 
 MSG: Any = [{"role": "user", "content": "hi"}]
-ANSWER = {
+ANSWER: dict[str, Any] = {
     "id": "c1",
     "object": "chat.completion",
     "created": 1,
@@ -51,7 +51,7 @@ def compress(data: bytes, encoding: str) -> bytes:
     return c.compress(data) + c.flush()
 
 
-def compressed(body: bytes, encoding: str, content_type: str) -> Any:
+def compressed(body: bytes, encoding: str, content_type: str) -> Handler:
     wire = "deflate" if encoding == "raw-deflate" else encoding
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -181,7 +181,7 @@ async def test_relay_200_with_an_error_body_is_an_error(upstream: FakeUpstream) 
 
 
 async def test_an_answer_mentioning_error_is_still_an_answer(upstream: FakeUpstream) -> None:
-    body = {**ANSWER, "error": None, "choices": [{**ANSWER["choices"][0]}]}  # type: ignore[list-item]
+    body: dict[str, Any] = {**ANSWER, "error": None, "choices": [{**ANSWER["choices"][0]}]}
     body["choices"][0]["message"] = {"role": "assistant", "content": 'say "error"'}
 
     async def reply(request: web.Request) -> web.StreamResponse:
