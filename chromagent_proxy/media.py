@@ -173,20 +173,22 @@ async def collect_images(
     are left out for the translator to pass on as URLs."""
     images: dict[str, Image] = {}
     remote: dict[str, str] = {}
+    # Every part counts, repeats too: each one is a copy in the upstream body.
     budget = ImageBudget(limits.max_total_bytes)
-    counted: set[str] = set()
+    repeats: dict[str, list[str]] = {}  # remote URL -> params of its later parts
     for url, param in image_parts(req, limits.max_images_per_request):
         scheme = url[:8].lower()
         if scheme.startswith("data:"):
-            if url not in counted:
-                counted.add(url)
-                # Checked by its decoded size before decoding anything.
-                budget.take(_data_url_size(url), param)
-                if decode_data:
-                    images[url] = parse_data_url(url, param, limits.max_bytes)
+            # Checked by its decoded size before decoding anything.
+            budget.take(_data_url_size(url), param)
+            if decode_data and url not in images:
+                images[url] = parse_data_url(url, param, limits.max_bytes)
         elif scheme.startswith(("http://", "https://")):
             if fetch_remote:
-                remote.setdefault(url, param)
+                if url in remote:
+                    repeats.setdefault(url, []).append(param)
+                else:
+                    remote[url] = param
         else:
             raise InvalidRequest("image URL must be a data: URL or an http(s) URL", param=param)
     if remote:
@@ -214,4 +216,6 @@ async def collect_images(
             raise
         for url, (data, media_type) in zip(remote, results, strict=True):
             images[url] = Image(data, media_type)
+            for param in repeats.get(url, ()):
+                budget.take(len(data), param)
     return images

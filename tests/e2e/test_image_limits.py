@@ -148,6 +148,12 @@ async def test_total_image_bytes_cap_counts_data_urls_and_fetched_images(
             )
             assert err["code"] == "images_too_large", path
             assert err["param"] == "messages[0].content[3].image_url"
+        # One URL three times is fetched once but sent upstream three times: it counts thrice.
+        fetched = len(images.requests)
+        err = await bad_request(client, image_msg(*[images.url("/big.png")] * 3))
+        assert err["code"] == "images_too_large"
+        assert err["param"] == "messages[0].content[3].image_url"
+        assert len(images.requests) == fetched + 1
     assert len(upstream.received) == 1
 
 
