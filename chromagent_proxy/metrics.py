@@ -19,10 +19,11 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +37,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
-# Distinct model label values kept; further models are counted as "other" so a
-# client sending random model names cannot grow the series without bound.
+# Model label values: configured names (modelMapping keys) always; names matching a
+# routing rule's model glob while fewer than MAX_MODELS are kept; anything else a client
+# makes up is "other", so random model names can neither grow the series nor crowd out
+# the real ones.
 MAX_MODELS = 200
 FLUSH_INTERVAL_S = 1.0
 # Set by the --workers supervisor: the directory the workers share snapshots through.
@@ -82,6 +85,8 @@ class Metrics:
         # Backend id → 1 while this process routes around it (cooling down); set by the server.
         self.cooling: Callable[[], dict[str, int]] | None = None
         self._models: set[str] = set()
+        self._known: frozenset[str] = frozenset()
+        self._patterns: tuple[re.Pattern[str], ...] = ()
         self._status_text = {s: str(s) for s in range(100, 600)}
         self.snapshot_dir = snapshot_dir
         self._dirty = False
@@ -89,12 +94,21 @@ class Metrics:
 
     # -- request path -------------------------------------------------------------------
 
+    def label_models(self, known: Iterable[str], patterns: Iterable[re.Pattern[str]]) -> None:
+        """The configured model names, and routing-rule globs, that get their own label."""
+        self._known = frozenset(known)
+        self._patterns = tuple(patterns)
+
     def model_label(self, model: str) -> str:
-        if model in self._models:
+        if model in self._known or model in self._models:
             return model
         if not model:
             return "none"
-        if len(self._models) >= MAX_MODELS or len(model) > 100:
+        if (
+            len(self._models) >= MAX_MODELS
+            or len(model) > 100
+            or not any(p.match(model) for p in self._patterns)
+        ):
             return "other"
         self._models.add(model)
         return model

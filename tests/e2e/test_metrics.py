@@ -242,18 +242,35 @@ async def test_metrics_match_the_traffic(upstream: FakeUpstream) -> None:
     assert as_json["chromagent_active_streams"]["samples"][0]["value"] == 0
 
 
-async def test_model_label_values_are_bounded() -> None:
-    cfg = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
+async def test_model_label_values_are_bounded_to_configured_names() -> None:
+    cfg = {
+        "backends": [{"id": "m", "type": "mock", "modelMapping": {"gpt-4o": "x"}}],
+        "defaultBackend": "m",
+        "routingRules": [{"condition": "model: claude-*", "backendId": "m"}],
+    }
     async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
-        for i in range(230):  # the default backend passes any model name through
-            body = {"model": f"random-{i}", "messages": [{"role": "user", "content": "x"}]}
+
+        async def send(model: str) -> None:
+            body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
             async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
                 assert r.status == 200
+
+        # 230 made-up names first (the default backend passes any name through): they
+        # must not take the label slots the configured names need.
+        for i in range(230):
+            await send(f"random-{i}")
+        await send("gpt-4o")
+        for i in range(210):  # names a rule's glob matches: kept up to the cap
+            await send(f"claude-{i}")
         async with s.get(f"{gw.url}/metrics") as r:
             m = scrape(await r.text())
     models = {lab["model"] for lab, _ in m["chromagent_requests_total"]}
-    assert len(models) == 201 and "other" in models
-    assert value(m, "chromagent_requests_total") == 230
+    assert "gpt-4o" in models and "other" in models
+    assert not any(name.startswith("random-") for name in models)
+    assert len([n for n in models if n.startswith("claude-")]) == 200
+    assert value(m, "chromagent_requests_total") == 230 + 1 + 210
+    others = sum(v for lab, v in m["chromagent_requests_total"] if lab["model"] == "other")
+    assert others == 230 + 10
 
 
 def test_usage_is_read_from_every_result_shape() -> None:

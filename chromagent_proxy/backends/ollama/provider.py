@@ -83,7 +83,9 @@ class OllamaBackend(BackendProvider):
         self, request: ChatCompletionRequest, config: BackendConfig, *, stream: bool
     ) -> bytes:
         assert self.runtime is not None
-        images = await collect_images(request, self.runtime.images)
+        images = await collect_images(
+            request, self.runtime.images, limits=self.runtime.gateway.media
+        )
         body = build_body(
             request,
             request.model,
