@@ -24,6 +24,7 @@ from .errors import (
     GatewayError,
     InvalidRequest,
     MethodNotAllowed,
+    ModelNotFound,
     NotFound,
     RequestTooLarge,
     UpstreamError,
@@ -109,7 +110,11 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
                 f"{state.config.max_body_bytes} bytes (maxBodyBytes)"
             ) from None
         req = parse_request(body)
-        plan = state.router.plan(req)
+        try:
+            plan = state.router.plan(req)
+        except ModelNotFound:
+            # Listed models are served: ask the backends' (cached) listings before refusing.
+            plan = state.router.plan(req, await state.discovered_models())
         stream = bool(req.stream)
         include_usage = bool(stream and req.stream_options and req.stream_options.include_usage)
         last_error: GatewayError | None = None
@@ -205,9 +210,8 @@ async def list_models(request: web.Request) -> web.Response:
         return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
     state = request.app[STATE]
     models = dict(state.router.models())
-    for backend_id, names in (await state.extra_models()).items():
-        for name in names:
-            models.setdefault(name, backend_id)
+    for name, backend_id in (await state.discovered_models()).items():
+        models.setdefault(name, backend_id)
     data: list[dict[str, Any]] = [
         {"id": m, "object": "model", "created": 0, "owned_by": b} for m, b in models.items()
     ]
