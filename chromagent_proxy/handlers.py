@@ -204,22 +204,59 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         )
 
 
-async def list_models(request: web.Request) -> web.Response:
-    rid = _request_id(request)
-    if request.method != "GET":
-        return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+async def _served_models(request: web.Request) -> dict[str, str]:
+    """Model → owning backend id: the configured names, then what backends discovered."""
     state = request.app[STATE]
     models = dict(state.router.models())
     for name, backend_id in (await state.discovered_models()).items():
         models.setdefault(name, backend_id)
-    data: list[dict[str, Any]] = [
-        {"id": m, "object": "model", "created": 0, "owned_by": b} for m, b in models.items()
-    ]
+    return models
+
+
+def _model_object(model: str, backend_id: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": backend_id}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    rid = _request_id(request)
+    if request.method not in _READ:
+        return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+    data = [_model_object(m, b) for m, b in (await _served_models(request)).items()]
     return web.Response(
         body=codec.dumps({"object": "list", "data": data}),
         content_type=_JSON,
         headers={"x-request-id": rid},
     )
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``, what the SDKs' ``models.retrieve()`` calls."""
+    rid = _request_id(request)
+    if request.method not in _READ:
+        return error_response(MethodNotAllowed("Use GET for /v1/models/{model}"), rid)
+    model = request.match_info["model"]
+    backend_id = (await _served_models(request)).get(model)
+    if backend_id is None:
+        return error_response(
+            ModelNotFound(
+                f"The model '{model}' is not served by this gateway; "
+                "GET /v1/models lists the models it serves.",
+                param="model",
+            ),
+            rid,
+        )
+    return web.Response(
+        body=codec.dumps(_model_object(model, backend_id)),
+        content_type=_JSON,
+        headers={"x-request-id": rid},
+    )
+
+
+async def root(request: web.Request) -> web.Response:
+    """``GET /`` (and ``HEAD /``, which some clients, e.g. Claude Code, probe): 200 and where
+    the API is, rather than a 404 that reads as "no gateway here"."""
+    body = {"name": "chromagent_proxy", "version": __version__, "api": "/v1", "health": "/health"}
+    return web.Response(body=codec.dumps(body), content_type=_JSON)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -244,10 +281,12 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-API_PATHS = ["/v1/chat/completions", "/chat/completions", "/v1/models"]
+API_PATHS = ["/v1/chat/completions", "/chat/completions", "/v1/models", "/v1/models/{model:.+}"]
+# Every route that answers GET answers HEAD the same way, without the body (aiohttp drops it).
+_READ = ("GET", "HEAD")
 # With CORS on, explicit methods instead of "*": aiohttp-cors adds the OPTIONS route itself and
 # refuses resources that have a "*" route. The handlers still answer 405 for a wrong method.
-_CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def add_routes(
@@ -259,16 +298,18 @@ def add_routes(
     """``wrap`` (edge.Edge.wrap) adds rate limit, API keys, metrics and access log to /v1."""
     chat: Handler = chat_completions
     models: Handler = list_models
+    model: Handler = retrieve_model
     if wrap is not None:
-        chat, models = wrap(chat), wrap(models)
-    for path, handler in zip(API_PATHS, (chat, chat, models), strict=True):
+        chat, models, model = wrap(chat), wrap(models), wrap(model)
+    for path, handler in zip(API_PATHS, (chat, chat, models, model), strict=True):
         if cors:
             resource = app.router.add_resource(path)
             for method in _CORS_METHODS:
                 resource.add_route(method, handler)
         else:
             app.router.add_route("*", path, handler)
-    app.router.add_route("GET", "/health", health)
+    app.router.add_get("/", root)  # add_get also answers HEAD
+    app.router.add_get("/health", health)
     if metrics is not None:
-        app.router.add_route("GET", "/metrics", metrics)
+        app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -107,6 +107,8 @@ async def stream_response(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
+                # nginx (and proxies that honour it) would otherwise buffer the stream.
+                "X-Accel-Buffering": "no",
                 **response_headers(rid, backend.id, attempts),
             }
         )
