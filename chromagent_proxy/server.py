@@ -225,6 +225,14 @@ class GatewayServer:
             f"{b.id} ({b.config.type}{'' if b.config.enabled else ', disabled'})"
             for b in self.backends.values()
         )
+        host = self.config.host
+        if host in ("0.0.0.0", "::"):
+            # Bound to every interface: say so, and how to reach it from this machine.
+            shown = f"http://{'[::]' if host == '::' else host}:{self.port}"
+            return (
+                f"chromagent_proxy listening on {shown} with backends: {names or 'none'} "
+                f"(all interfaces; from this machine: {self.url})"
+            )
         return f"chromagent_proxy listening on {self.url} with backends: {names or 'none'}"
 
 

@@ -52,5 +52,13 @@ class GatewayState:
             self._models_cache = (time.monotonic(), found)
             return found
 
+    async def discovered_models(self) -> dict[str, str]:
+        """Discovered model → the first backend listing it (as /v1/models shows it)."""
+        out: dict[str, str] = {}
+        for backend_id, names in (await self.extra_models()).items():
+            for name in names:
+                out.setdefault(name, backend_id)
+        return out
+
 
 STATE = web.AppKey("chromagent_state", GatewayState)
