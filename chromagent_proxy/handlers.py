@@ -28,6 +28,7 @@ from .errors import (
     RequestTooLarge,
     UpstreamError,
 )
+from .health_view import backends_health
 from .schema.openai import ChatCompletionRequest, validation_param
 from .state import STATE
 from .streaming import response_headers, stream_response
@@ -225,6 +226,7 @@ async def health(request: web.Request) -> web.Response:
         "status": status,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "version": __version__,
+        "configVersion": state.version,
     }
     return web.Response(
         status=503 if state.draining else 200, body=codec.dumps(body), content_type=_JSON
@@ -265,6 +267,10 @@ def add_routes(
         else:
             app.router.add_route("*", path, handler)
     app.router.add_route("GET", "/health", health)
+    # Behind the API keys (when set): it names backends and their failures.
+    app.router.add_route(
+        "GET", "/health/backends", wrap(backends_health) if wrap else backends_health
+    )
     if metrics is not None:
         app.router.add_route("GET", "/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)

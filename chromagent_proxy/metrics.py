@@ -74,6 +74,10 @@ class Metrics:
         self.auth_failures = 0
         self.failovers = 0
         self.active_streams = 0
+        # Replicas that agree (breaker_redis.py, reload.py): gauges of this process.
+        self.config_version = ""
+        self.breaker_redis_up: int | None = None  # None: backend health is not shared
+        self.breaker_redis_outages = 0
         self._models: set[str] = set()
         self._status_text = {s: str(s) for s in range(100, 600)}
         self.snapshot_dir = snapshot_dir
@@ -145,6 +149,9 @@ class Metrics:
             "auth_failures": self.auth_failures,
             "failovers": self.failovers,
             "active_streams": self.active_streams,
+            "config_version": self.config_version,
+            "breaker_redis_up": self.breaker_redis_up,
+            "breaker_redis_outages": self.breaker_redis_outages,
         }
 
     def _path(self) -> Path | None:
@@ -235,6 +242,8 @@ class Metrics:
                     continue  # a file being replaced right now; the next scrape sees it
                 if not _alive(int(snap.get("pid", 0))):
                     snap["active_streams"] = 0
+                    snap["config_version"] = ""
+                    snap["breaker_redis_up"] = None
                 snaps.append(snap)
         return merge(snaps)
 
@@ -292,8 +301,19 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         "auth_failures": 0,
         "failovers": 0,
         "active_streams": 0,
+        "config_versions": set(),
+        "breaker_redis_up": None,
+        "breaker_redis_outages": 0,
     }
     for snap in snaps:
+        if snap.get("config_version"):
+            out["config_versions"].add(snap["config_version"])
+        up = snap.get("breaker_redis_up")
+        if up is not None:
+            # Workers each talk to Redis: the fleet view is up only if every live worker is.
+            prev = out["breaker_redis_up"]
+            out["breaker_redis_up"] = int(up) if prev is None else min(prev, int(up))
+        out["breaker_redis_outages"] += int(snap.get("breaker_redis_outages", 0))
         for name in ("requests", "tokens", "upstream_errors"):
             table = out[name]
             for row in snap.get(name, ()):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from collections.abc import Mapping
@@ -13,12 +14,14 @@ from aiohttp import web
 
 from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
+from .breaker_redis import SharedHealth
 from .config import GatewayConfig, build_config, validate
 from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
 from .headerguard import guard_headers
+from .reload import config_version
 from .routing import Backend, Router
 from .rules import compile_rules
 from .state import STATE, GatewayState
@@ -55,6 +58,21 @@ class GatewayServer:
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
         self.edge.instrument(self.backends)
+        # Backend health shared with every replica through Redis (failover.redisUrl).
+        redis_url = self.config.health_redis_url
+        self.shared = (
+            SharedHealth(
+                redis_url,
+                sync_interval_s=self.config.failover.sync_interval_ms / 1000,
+                # Long enough for a probe's verdict (its first byte) before others retry.
+                probe_hold_s=self.config.first_byte_timeout_s + 1.0,
+                metrics=self.edge.metrics,
+            )
+            if redis_url
+            else None
+        )
+        self._retired: list[Backend] = []
+        self._retire_tasks: set[asyncio.Task[None]] = set()
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -73,6 +91,10 @@ class GatewayServer:
         router = Router(cfg, self.backends)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
         self.state.on_upstream_error = self.edge.upstream_error
+        self.state.version = self.edge.metrics.config_version = config_version(cfg)
+        if self.shared is not None:
+            self.state.shared = self.shared
+            self.shared.bind(router)
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)
@@ -94,19 +116,45 @@ class GatewayServer:
             # leak between users), and skip the jar's per-request work.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        if self._images is not None:
+            await self._images.start()
+        runtime = self.runtime(cfg)
+        for b in self.backends.values():
+            await b.provider.start(runtime)
+
+    def runtime(self, cfg: GatewayConfig) -> BackendRuntime:
+        """What providers get at start: the one shared session and ``cfg``'s timeouts."""
+        assert self._session is not None
         t = cfg.timeouts
         timeout = aiohttp.ClientTimeout(
             total=t.total_ms / 1000 if t.total_ms else None,
             sock_connect=t.connect_ms / 1000,
             sock_read=t.idle_ms / 1000,
         )
-        if self._images is not None:
-            await self._images.start()
-        runtime = BackendRuntime(
+        return BackendRuntime(
             self._session, cfg, timeout, cfg.first_byte_timeout_s, images=self._images
         )
-        for b in self.backends.values():
-            await b.provider.start(runtime)
+
+    def retire(self, backends: list[Backend], grace: float) -> None:
+        """Backends a hot reload replaced: closed after ``grace`` (or at stop)."""
+        self._retired.extend(backends)
+
+        async def later() -> None:
+            await asyncio.sleep(grace)
+            for b in backends:
+                if b in self._retired:
+                    self._retired.remove(b)
+                    await self._close_backend(b)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._retire_tasks.add(task)
+        task.add_done_callback(self._retire_tasks.discard)
+
+    async def _close_backend(self, b: Backend) -> None:
+        try:
+            await b.provider.close()
+        except Exception:
+            log.exception("closing backend %s failed", b.id)
 
     async def start(self) -> None:
         app = self.build_app()
@@ -136,6 +184,8 @@ class GatewayServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
+        if self.shared is not None:
+            self.shared.start()
 
     async def stop(self) -> None:
         if self.state is not None:
@@ -148,11 +198,13 @@ class GatewayServer:
             await self._runner.cleanup()
             self._runner = None
         await self.edge.close()
-        for b in self.backends.values():
-            try:
-                await b.provider.close()
-            except Exception:
-                log.exception("closing backend %s failed", b.id)
+        if self.shared is not None:
+            await self.shared.close()
+        for task in list(self._retire_tasks):
+            task.cancel()
+        for b in [*self.backends.values(), *self._retired]:
+            await self._close_backend(b)
+        self._retired.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .breaker_redis import SharedHealth
 from .config import GatewayConfig
 from .errors import GatewayError
 from .routing import Backend, Router
@@ -26,6 +27,11 @@ class GatewayState:
     router: Router
     first_byte_timeout: float
     draining: bool = False
+    # The config version (reload.config_version); config, backends and router are swapped
+    # together, with no await in between, by a hot reload (reload.py).
+    version: str = ""
+    # Backend health shared through Redis (failover.redisUrl), or None.
+    shared: SharedHealth | None = None
     # Told of upstream failures the handler itself detects (its first-chunk timeout),
     # which the backend wrappers in instrument.py cannot see; set by the edge.
     on_upstream_error: Callable[[str, GatewayError], None] | None = None
