@@ -237,7 +237,7 @@ class SharedHealth:
             return
         async with self._redis.pipeline(transaction=False) as pipe:
             for backend_id in router.health:
-                self._read(keys=self._keys(backend_id), args=[backend_id, ""], client=pipe)
+                await self._read(keys=self._keys(backend_id), args=[backend_id, ""], client=pipe)
             results = await pipe.execute()
         for raw in results:
             self.apply(orjson.loads(raw))
