@@ -41,6 +41,7 @@ _JSON = "application/json"
 
 
 _RID_PREFIX = os.urandom(8).hex()
+_PID = os.getpid()
 _RID_COUNTER = itertools.count(1)
 
 
@@ -227,6 +228,7 @@ async def health(request: web.Request) -> web.Response:
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "version": __version__,
         "configVersion": state.version,
+        "pid": _PID,  # which worker answered (--workers): versions can be checked per worker
     }
     return web.Response(
         status=503 if state.draining else 200, body=codec.dumps(body), content_type=_JSON
