@@ -14,10 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.routing_support import answer, backend, body, sse
+from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.reload import apply as reload_apply
+from chromagent_proxy.server import make_config
+from tests.e2e.routing_support import answer, backend, body, error_reply, hits, sse
 from tests.support.cli_process import CliProcess, launch, start_gateway
+from tests.support.gateway import run_gateway
 from tests.support.upstream import FakeUpstream, stream_reply
 
 WAIT_S = 15.0
@@ -216,3 +221,77 @@ async def test_config_watch_reloads_a_changed_file(upstream: FakeUpstream, tmp_p
     finally:
         gw.signal()
         assert await gw.wait_exit() == 0
+
+
+SLOW = {
+    "id": "x",
+    "object": "chat.completion",
+    "created": 1,
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "slow"}, "finish_reason": "stop"}
+    ],
+}
+
+
+async def test_reload_keeps_health_and_unchanged_providers_and_refuses_bad_rules(
+    upstream: FakeUpstream,
+) -> None:
+    gate = asyncio.Event()
+    # Answers only once the gate opens: a request in flight across the reload.
+    held = stream_reply(
+        json.dumps(SLOW).encode(), gate=gate, gate_after=0, content_type="application/json"
+    )
+    cold = error_reply(429, {"Retry-After": "60"})
+    cfg: dict[str, Any] = {
+        "backends": [
+            backend(upstream, "slow", held, modelMapping={"m": "m"}),
+            backend(upstream, "cold", cold, modelMapping={"c": "c"}),
+        ],
+    }
+    async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+        state = gw.state
+        assert state is not None
+        async with s.post(f"{gw.url}/v1/chat/completions", json=body("c")) as r:
+            assert r.status == 429
+        assert state.router.health["cold"].until > 0
+        cold_provider = gw.backends["cold"].provider
+        inflight = asyncio.create_task(s.post(f"{gw.url}/v1/chat/completions", json=body()))
+
+        async def arrived() -> bool:
+            return hits(upstream, "slow") == 1
+
+        await until(arrived, "a request in flight on backend slow")
+
+        # A rule naming a backend that does not exist: refused, nothing changes.
+        first = state.version
+        bad = {**cfg, "routingRules": [{"condition": "model: m", "backendId": "ghost"}]}
+        with pytest.raises(ConfigError, match="ghost"):
+            await reload_apply(gw, make_config({**bad, "host": "127.0.0.1"}, gw.registry))
+        assert state.version == first and set(gw.backends) == {"slow", "cold"}
+
+        fresh = backend(upstream, "fresh", modelMapping={"m": "m"})
+        new_cfg = {**cfg, "host": "127.0.0.1", "port": 0, "backends": [fresh, cfg["backends"][1]]}
+        version = await reload_apply(gw, make_config(new_cfg, gw.registry))
+        assert state.version == version != first
+        assert gw.backends["cold"].provider is cold_provider  # unchanged: kept, not rebuilt
+        assert state.router.health["cold"].until > 0  # still cooling after the reload
+        async with s.post(f"{gw.url}/v1/chat/completions", json=body()) as r:
+            assert r.status == 200 and r.headers["x-chromagent-backend"] == "fresh"
+        gate.set()
+        async with await inflight as r:  # planned before the swap: finishes on the old backend
+            assert r.status == 200 and r.headers["x-chromagent-backend"] == "slow"
+            assert (await r.json())["choices"][0]["message"]["content"] == "slow"
+        # The kept provider is instrumented once: one request counted once in /metrics.
+        async with s.post(f"{gw.url}/v1/chat/completions", json=body("c")) as r:
+            assert r.status == 429  # cooling, but the only backend for c: tried anyway
+        async with s.get(f"{gw.url}/metrics") as r:
+            text = await r.text()
+        counted = [
+            smp.value
+            for fam in text_string_to_metric_families(text)
+            if fam.name == "chromagent_upstream_errors"
+            for smp in fam.samples
+            if smp.labels.get("backend") == "cold" and smp.name.endswith("_total")
+        ]
+        assert counted == [2.0]

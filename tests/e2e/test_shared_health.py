@@ -273,3 +273,84 @@ async def test_health_backends_view_needs_the_api_key(upstream: FakeUpstream) ->
             "cooldowns": 0,
             "lastError": "5xx",
         }
+
+
+async def test_failures_on_different_replicas_add_up_to_the_threshold(
+    upstream: FakeUpstream, redis: RedisServer, tmp_path: Path
+) -> None:
+    a = Switch(error_reply(500))
+    cfg = {
+        "backends": [
+            backend(upstream, "a", a, modelMapping={"m": "m"}),
+            backend(upstream, "b", modelMapping={"m": "m"}),
+        ],
+        "failover": {"redisUrl": redis.url, "failureThreshold": 3},
+    }
+    procs = await start_four(tmp_path, cfg)
+    urls = [p.url for p in procs]
+    try:
+        async with aiohttp.ClientSession() as s:
+
+            async def states(key: str) -> list[Any]:
+                views = await asyncio.gather(*(view(s, u) for u in urls))
+                return [row(v, "a")[key] for v in views]
+
+            async def connected() -> bool:
+                views = await asyncio.gather(*(view(s, u) for u in urls))
+                return all(v["shared"] == "redis" for v in views)
+
+            await until(connected, "every replica connected to Redis")
+            # One failure on each of three replicas: none reaches 3 alone, together they do.
+            for i in range(2):
+                assert await post(s, urls[i]) == (200, "b")
+                want = i + 1
+
+                async def counted(want: int = want) -> bool:
+                    return await states("failures") == [want] * 4
+
+                await until(counted, f"{want} failure(s) shared")
+            assert await states("state") == ["healthy"] * 4
+            assert await post(s, urls[2]) == (200, "b")
+
+            async def all_cooling() -> bool:
+                return await states("state") == ["cooling"] * 4
+
+            await until(all_cooling, "the third failure cools a everywhere")
+            assert len(set(await states("coolingUntil"))) == 1
+            before = hits(upstream, "a")
+            results = await asyncio.gather(*(post(s, urls[i % 4]) for i in range(20)))
+            assert all(r == (200, "b") for r in results)
+            assert hits(upstream, "a") == before
+    finally:
+        await stop_all(procs)
+
+
+async def test_redis_unreachable_at_start_means_local_breakers_and_a_metric(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    from tests.support.redis import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+    cfg = {
+        "backends": [
+            backend(
+                upstream, "a", error_reply(429, {"Retry-After": "30"}), modelMapping={"m": "m"}
+            ),
+            backend(upstream, "b", modelMapping={"m": "m"}),
+        ],
+        "failover": {"redisUrl": dead},
+    }
+    async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+
+        async def fell_back() -> bool:
+            return bool((await view(s, gw.url))["shared"] == "local (Redis down)")
+
+        await until(fell_back, "the gateway notices Redis is down")
+        for _ in range(4):
+            assert await post(s, gw.url) == (200, "b")
+        assert hits(upstream, "a") == 1  # the local breaker cooled a at once
+        assert row(await view(s, gw.url), "a")["state"] == "cooling"
+        async with s.get(f"{gw.url}/metrics") as r:
+            text = await r.text()
+        assert "chromagent_breaker_redis_up 0.0" in text
+        assert "chromagent_breaker_redis_outages_total 1.0" in text
