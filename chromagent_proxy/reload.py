@@ -85,7 +85,9 @@ async def apply(server: GatewayServer, new: GatewayConfig) -> str:
             if same_runtime and prev is not None and prev.config == b:
                 backends[b.id] = prev
             else:
-                backends[b.id] = Backend(b, server.registry.create(b))
+                # Creating a provider may read files (credentials): off the event loop.
+                provider = await asyncio.to_thread(server.registry.create, b)
+                backends[b.id] = Backend(b, provider)
                 fresh.append(backends[b.id])
         runtime = server.runtime(new)
         for started in fresh:
