@@ -14,6 +14,8 @@ Health is a small circuit breaker per backend: retryable failures count up;
 ``failover.failureThreshold`` in a row, or an upstream ``Retry-After``, cool the
 backend down; after the cooldown the next request is a single half-open probe
 whose outcome closes the circuit or cools it down again for twice as long.
+With ``failover.redisUrl`` these changes are also told to ``Router.shared``
+(breaker_redis.py), which shares them with every replica in the background.
 Everything here is synchronous: on one event loop a plan is computed and the
 rotation advanced with no await in between, so concurrent requests never share
 a turn.
