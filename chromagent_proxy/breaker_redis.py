@@ -265,6 +265,9 @@ class SharedHealth:
                 self._mark_up()
                 next_pull = self.clock() + self.sync_interval
                 while True:
+                    if not self.up:
+                        # A command failed meanwhile (its _down logged it): re-sync from scratch.
+                        raise ConnectionError("a shared-health command failed")
                     timeout = max(0.0, min(next_pull - self.clock(), 0.5))
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=timeout)
                     if msg is not None and msg.get("type") == "message":
