@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from tests.e2e.routing_support import answer, backend, body, error_reply, hits
-from tests.support.cli_process import CliProcess, start_gateway
+from tests.support.cli_process import CliProcess, launch
 from tests.support.gateway import run_gateway
 from tests.support.redis import RedisServer
 from tests.support.upstream import FakeUpstream, Handler
@@ -80,7 +80,15 @@ async def start_four(tmp_path: Path, cfg: dict[str, Any]) -> list[CliProcess]:
     path = tmp_path / "gw.json"
     path.write_text(json.dumps(cfg))
     args = ["--config", str(path), "--port", "0", "--log-level", "warning"]
-    return list(await asyncio.gather(*(start_gateway(args, tmp_path, f"gw{i}") for i in range(4))))
+    procs = [launch(args, tmp_path, f"gw{i}") for i in range(4)]
+    try:
+        for p in procs:
+            p.url = (await p.wait_for(r"listening on (http://\S+)", stream="out")).group(1)
+    except BaseException:
+        for p in procs:  # none left running if one fails to start
+            await p.close()
+        raise
+    return procs
 
 
 async def stop_all(procs: list[CliProcess]) -> None:
