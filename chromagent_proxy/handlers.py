@@ -28,6 +28,7 @@ from .errors import (
     NotFound,
     RequestTooLarge,
 )
+from .health_view import backends_health
 from .serving import serve
 from .state import STATE
 
@@ -37,6 +38,7 @@ _JSON = "application/json"
 
 
 _RID_PREFIX = os.urandom(8).hex()
+_PID = os.getpid()
 _RID_COUNTER = itertools.count(1)
 
 
@@ -183,6 +185,8 @@ async def health(request: web.Request) -> web.Response:
         "status": status,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "version": __version__,
+        "configVersion": state.version,
+        "pid": _PID,  # which worker answered (--workers): versions can be checked per worker
     }
     return web.Response(
         status=503 if state.draining else 200, body=codec.dumps(body), content_type=_JSON
@@ -269,6 +273,8 @@ def add_routes(
             app.router.add_route("*", path, handler, expect_handler=expect_continue)
     app.router.add_get("/", root)  # add_get also answers HEAD
     app.router.add_get("/health", health)
+    # Behind the API keys (when set): it names backends and their failures.
+    app.router.add_get("/health/backends", wrap(backends_health) if wrap else backends_health)
     if metrics is not None:
         app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)
