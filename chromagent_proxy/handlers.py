@@ -19,6 +19,7 @@ from aiohttp import web
 
 from . import __version__, codec
 from .dialects.chat.dialect import CHAT
+from .dialects.embeddings.dialect import EMBEDDINGS
 from .dialects.responses.dialect import input_items, retrieve
 from .errors import (
     GatewayError,
@@ -65,6 +66,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if request.method != "POST":
         return error_response(MethodNotAllowed("Use POST for /v1/chat/completions"), rid)
     return await serve(request, CHAT, rid)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    if request.method != "POST":
+        return error_response(MethodNotAllowed("Use POST for /v1/embeddings"), rid)
+    return await serve(request, EMBEDDINGS, rid)
 
 
 async def responses_create(request: web.Request) -> web.StreamResponse:
@@ -235,6 +243,8 @@ API_PATHS = [
     "/v1/models/{model:.+}",
     "/v1/responses",
     "/responses",
+    "/v1/embeddings",
+    "/embeddings",
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
 ]
@@ -259,6 +269,8 @@ def add_routes(
         retrieve_model,
         responses_create,
         responses_create,
+        embeddings,
+        embeddings,
         response_by_id,
         response_input_items,
     ]
