@@ -89,7 +89,7 @@ async def test_malformed_requests_get_json_400_and_one_warning_line(
             for _ in range(20):
                 reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
                 writer.write(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                     b"Content-Length: nope\r\n\r\n"
                 )
                 status, body = await asyncio.wait_for(read_response(reader), 5)
@@ -114,7 +114,7 @@ async def test_expect_100_continue_with_an_oversized_body_is_413_not_100() -> No
     async with run_gateway({**MOCK, "maxBodyBytes": 1000}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
         )
         status, body = await asyncio.wait_for(read_response(reader), 5)
