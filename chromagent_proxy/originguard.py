@@ -46,19 +46,30 @@ def _host_name(value: str) -> str:
 
 
 class OriginGuard:
-    __slots__ = ("_any_origin", "_hosts", "_origins")
+    __slots__ = ("_any_origin", "_hosts", "_hosts_seen", "_origins")
 
     def __init__(self, config: GatewayConfig) -> None:
         self._hosts: frozenset[str] | None = None
         if is_loopback(config.host):
             bound = config.host.lower()
             self._hosts = LOOPBACK_NAMES | {bound, f"[{bound.strip('[]')}]"}
+        self._hosts_seen: dict[str, bool] = {}
         cors = config.cors
         listed = (
             [] if cors is None else [cors.origin] if isinstance(cors.origin, str) else cors.origin
         )
         self._any_origin = "*" in listed
         self._origins = frozenset(o.rstrip("/").lower() for o in listed if o != "*")
+
+    def _host_ok(self, host: str) -> bool:
+        # Clients send the same few Host values: remember the verdicts (bounded).
+        ok = self._hosts_seen.get(host)
+        if ok is None:
+            assert self._hosts is not None
+            ok = _host_name(host) in self._hosts
+            if len(self._hosts_seen) < 256:
+                self._hosts_seen[host] = ok
+        return ok
 
     def origin_allowed(self, origin: str, host: str | None) -> bool:
         origin = origin.strip().rstrip("/").lower()
@@ -75,7 +86,7 @@ class OriginGuard:
         """A 403 for a request from a foreign web page, or None."""
         headers = request.headers
         host = headers.get("Host")
-        if self._hosts is not None and host is not None and _host_name(host) not in self._hosts:
+        if self._hosts is not None and host is not None and not self._host_ok(host):
             return GatewayError(
                 "The Host header names a host this gateway does not serve; it listens on "
                 "loopback and accepts localhost, 127.0.0.1 and [::1] only (DNS rebinding guard)",
@@ -83,16 +94,19 @@ class OriginGuard:
                 type="invalid_request_error",
                 code="host_not_allowed",
             )
-        if request.method == "POST":
-            origin = headers.get("Origin")
-            if origin is not None and not self.origin_allowed(origin, host):
-                return GatewayError(
-                    "Requests from this web origin are not allowed; add it to cors.origin to "
-                    "let browser pages on it call the gateway",
-                    status=403,
-                    type="invalid_request_error",
-                    code="origin_not_allowed",
-                )
+        origin = headers.get("Origin")
+        if (
+            origin is not None
+            and request.method == "POST"
+            and not self.origin_allowed(origin, host)
+        ):
+            return GatewayError(
+                "Requests from this web origin are not allowed; add it to cors.origin to "
+                "let browser pages on it call the gateway",
+                status=403,
+                type="invalid_request_error",
+                code="origin_not_allowed",
+            )
         return None
 
     def strip_null_origin(self, response: web.StreamResponse) -> None:
