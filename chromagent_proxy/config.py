@@ -45,6 +45,9 @@ class BackendConfig(_Base):
     inline_images: bool = False
     default_max_tokens: int | None = None
     reply: str | None = None
+    # anthropic / vertex-anthropic: anthropic-beta values forwarded on the native Messages
+    # path (None: all on anthropic, a known-safe list on vertex-anthropic; ["*"]: all).
+    anthropic_betas: list[str] | None = None
 
 
 class RoutingRule(_Base):
