@@ -48,7 +48,7 @@ def check_grammar(events: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Validate message_start block* message_delta message_stop and fold the message."""
     names = [n for n, _ in events]
     assert names[0] == "message_start" and names[-2:] == ["message_delta", "message_stop"]
-    msg = events[0][1]["message"]
+    msg: dict[str, Any] = events[0][1]["message"]
     assert msg["content"] == [] and msg["stop_reason"] is None
     for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
         assert isinstance(msg["usage"][key], int)
