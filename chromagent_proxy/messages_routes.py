@@ -1,0 +1,166 @@
+"""The Anthropic Messages endpoints besides ``POST /v1/messages`` itself (which the one
+serving loop, serving.py, runs with the MessagesDialect): ``POST /v1/messages/count_tokens``
+and the Anthropic-shaped model list. ``add_messages_routes`` registers them (handlers.py's
+``add_routes`` calls it before its catch-all)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any
+
+from aiohttp import web
+
+from .backends.base import RequestContext, set_context
+from .dialects.base import Inbound
+from .dialects.messages import MessagesDialect
+from .dialects.messages import count as counting
+from .dialects.messages import models as model_list
+from .dialects.messages.relay import MessagesNative
+from .errors import GatewayError, MethodNotAllowed, RequestTooLarge
+from .routing import Attempt
+from .state import STATE
+
+log = logging.getLogger("chromagent_proxy")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_JSON = "application/json"
+COUNT_PATH = "/v1/messages/count_tokens"
+
+
+def error_response(dialect: MessagesDialect, err: GatewayError, rid: str) -> web.Response:
+    status, body, headers = dialect.error_body(err)
+    return web.Response(
+        status=status,
+        body=body,
+        content_type=_JSON,
+        headers={"x-request-id": rid, "request-id": rid, **headers},
+    )
+
+
+def _plan(request: web.Request, inbound: Inbound) -> list[Attempt]:
+    # The router plans from model / stream / tools / images (rules.needs_of).
+    router: Any = request.app[STATE].router
+    shim = SimpleNamespace(
+        model=inbound.model,
+        stream=inbound.stream,
+        tools=[1] if inbound.tools else None,
+        messages=[SimpleNamespace(content=[SimpleNamespace(type="image_url")])]
+        if inbound.images
+        else [],
+    )
+    plan: list[Attempt] = router.plan(shim)
+    return plan
+
+
+async def _read(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[STATE].config.max_body_bytes
+        raise RequestTooLarge(
+            f"The request body is larger than the gateway's limit of {limit} bytes (maxBodyBytes)"
+        ) from None
+
+
+def count_tokens_handler(dialect: MessagesDialect, cache: counting.CountCache) -> Handler:
+    async def count_tokens(request: web.Request) -> web.StreamResponse:
+        from .handlers import _request_id
+
+        rid = _request_id(request)
+        try:
+            if request.method != "POST":
+                raise MethodNotAllowed(f"Use POST for {COUNT_PATH}")
+            body = await _read(request)
+            inbound = dialect.parse(body, request.headers, request.query)
+            plan = _plan(request, inbound)
+            last: GatewayError | None = None
+            for n, attempt in enumerate(plan, 1):
+                backend = attempt.backend
+                key = cache.key(backend.id, attempt.upstream_model, body)
+                hit = cache.get(key)
+                if hit is None:
+                    try:
+                        hit = await _count(dialect, inbound, attempt, rid)
+                    except GatewayError as exc:
+                        if exc.retryable and n < len(plan):
+                            last = exc
+                            continue
+                        raise
+                    cache.put(key, hit)
+                return web.Response(
+                    body=hit,
+                    content_type=_JSON,
+                    headers={
+                        "x-request-id": rid,
+                        "request-id": rid,
+                        "x-chromagent-backend": backend.id,
+                    },
+                )
+            assert last is not None
+            raise last
+        except GatewayError as err:
+            return error_response(dialect, err, rid)
+
+    return count_tokens
+
+
+async def _count(dialect: MessagesDialect, inbound: Inbound, attempt: Attempt, rid: str) -> bytes:
+    provider = attempt.backend.provider
+    parsed = inbound.native
+    if dialect.relays(provider) and isinstance(provider, MessagesNative):
+        return await provider.count_messages_tokens(
+            inbound.body, parsed.headers, attempt.upstream_model
+        )
+    if isinstance(provider, counting.TokenCounter):
+        req = dialect.to_ir(inbound, provider.dialect)
+        req.model = attempt.upstream_model
+        ctx = RequestContext(rid, inbound.body, inbound.model, req.model, attempt.backend.id)
+        set_context(ctx)
+        return counting.answer(await provider.count_tokens(req, ctx))
+    return counting.answer(counting.estimate(parsed.request))
+
+
+async def served_models(request: web.Request) -> list[str]:
+    state = request.app[STATE]
+    models = dict(state.router.models())
+    for backend_id, names in (await state.extra_models()).items():
+        for name in names:
+            models.setdefault(name, backend_id)
+    return list(models)
+
+
+async def anthropic_models(request: web.Request) -> web.Response:
+    """GET /v1/models for a request that carries anthropic-version / x-api-key."""
+    from .handlers import _request_id
+
+    rid = _request_id(request)
+    try:
+        body = model_list.list_body(await served_models(request), request.query)
+    except GatewayError as err:
+        return error_response(MessagesDialect(), err, rid)
+    return web.Response(body=body, content_type=_JSON, headers={"x-request-id": rid})
+
+
+def add_messages_routes(
+    app: web.Application,
+    dialect: MessagesDialect,
+    messages: Handler,
+    wrap: Callable[[Handler], Handler] | None = None,
+    cors_methods: tuple[str, ...] | None = None,
+) -> list[str]:
+    """Register /v1/messages (``messages``: the serving loop bound to ``dialect``) and
+    /v1/messages/count_tokens; returns the paths (for CORS)."""
+    count: Handler = count_tokens_handler(dialect, counting.CountCache())
+    if wrap is not None:
+        messages, count = wrap(messages), wrap(count)
+    paths = ["/v1/messages", COUNT_PATH]
+    for path, handler in zip(paths, (messages, count), strict=True):
+        if cors_methods:
+            resource = app.router.add_resource(path)
+            for method in cors_methods:
+                resource.add_route(method, handler)
+        else:
+            app.router.add_route("*", path, handler)
+    return paths
