@@ -104,11 +104,16 @@ async def headers_for(
         version = client.get("anthropic-version")
         if version:
             headers["anthropic-version"] = version
-    beta = beta_header(provider, client.get("anthropic-beta")) if betas else None
-    if beta:
-        headers["anthropic-beta"] = beta
-    else:
+    if not betas:
         headers.pop("anthropic-beta", None)
+        return headers
+    # The backend's own additionalHeaders betas first, then the client's that pass the filter.
+    values = [v.strip() for v in headers.get("anthropic-beta", "").split(",") if v.strip()]
+    for v in (beta_header(provider, client.get("anthropic-beta")) or "").split(","):
+        if v and v not in values:
+            values.append(v)
+    if values:
+        headers["anthropic-beta"] = ",".join(values)
     return headers
 
 
