@@ -106,10 +106,14 @@ class Edge:
         return next((h for h in hops if h), peer)[:64]
 
     def _key_index(self, request: web.Request) -> int:
+        # Authorization: Bearer (OpenAI SDKs, ANTHROPIC_AUTH_TOKEN) or x-api-key (Anthropic SDKs).
         auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() != "bearer ":
-            return -1
-        token = auth[7:].strip().encode()
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip().encode()
+        else:
+            token = request.headers.get("x-api-key", "").strip().encode()
+            if not token:
+                return -1
         found = -1
         # Every key is compared (constant time each), so timing says nothing about which matched.
         for i, key in enumerate(self._keys):
@@ -132,8 +136,8 @@ class Edge:
                 self.metrics.auth_failures += 1
                 return error_response(
                     AuthenticationFailed(
-                        "Missing or invalid API key: send 'Authorization: Bearer <key>' with "
-                        "one of the gateway's apiKeys.",
+                        "Missing or invalid API key: send 'Authorization: Bearer <key>' (or "
+                        "'x-api-key: <key>') with one of the gateway's apiKeys.",
                         headers={"WWW-Authenticate": "Bearer"},
                     ),
                     _request_id(request),

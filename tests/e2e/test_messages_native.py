@@ -383,3 +383,23 @@ async def test_gateway_errors_in_anthropic_shape(upstream: FakeUpstream) -> None
         assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
         assert "messages.0.role" in bad.value.body["error"]["message"]  # type: ignore[index]
     assert upstream.received == []
+
+
+async def test_gateway_api_key_as_x_api_key_or_bearer(upstream: FakeUpstream) -> None:
+    reply = cc.message([{"type": "text", "text": "ok"}], "end_turn", model=AMODEL, usage=USAGE)
+    upstream.route("/v1/messages", json_reply(reply))
+    cfg = anthropic_cfg(upstream) | {"apiKeys": ["gw-secret"]}
+    msgs: Any = [{"role": "user", "content": "x"}]
+    async with run_gateway(cfg) as gw:
+        ok = await client(gw, api_key="gw-secret").messages.create(
+            model=MODEL, max_tokens=5, messages=msgs
+        )
+        assert ok.content[0].text == "ok"  # type: ignore[union-attr]
+        bearer = anthropic.AsyncAnthropic(base_url=gw.url, auth_token="gw-secret", max_retries=0)
+        await bearer.messages.create(model=MODEL, max_tokens=5, messages=msgs)
+        with pytest.raises(anthropic.AuthenticationError):
+            await client(gw, api_key="wrong").messages.create(
+                model=MODEL, max_tokens=5, messages=msgs
+            )
+    assert len(upstream.received) == 2
+    assert all(r.headers["x-api-key"] == "sk-ant-upstream" for r in upstream.received)
