@@ -188,7 +188,7 @@ async def test_claude_code_tool_loop_twice_through_vertex(upstream: FakeUpstream
             body = cc.request(MODEL, messages)
             async with c.beta.messages.stream(
                 **{k: v for k, v in body.items() if k != "stream"}
-            ) as stream:  # type: ignore[arg-type]
+            ) as stream:
                 final = await stream.get_final_message()
             finals.append(final)
             if final.stop_reason != "tool_use":
