@@ -379,7 +379,7 @@ async def test_gateway_errors_in_anthropic_shape(upstream: FakeUpstream) -> None
         with pytest.raises(anthropic.BadRequestError) as bad:
             await c.messages.create(
                 model=MODEL, max_tokens=5, messages=[{"role": "system", "content": "x"}]
-            )  # type: ignore[list-item]
+            )
         assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
         assert "messages.0.role" in bad.value.body["error"]["message"]  # type: ignore[index]
     assert upstream.received == []
