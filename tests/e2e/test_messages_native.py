@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.support import claude_code as cc
+from tests.support.anthropic_sdk import anthropic_client, close_anthropic_clients  # noqa: F401
 from tests.support.gateway import run_gateway
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply
 
@@ -64,10 +65,7 @@ def vertex_cfg(up: FakeUpstream, **backend: Any) -> dict[str, Any]:
     }
 
 
-def client(gw: Any, **kw: Any) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(
-        base_url=gw.url, api_key=kw.pop("api_key", "client-key"), max_retries=0, **kw
-    )
+client = anthropic_client
 
 
 THINK = {
@@ -395,7 +393,7 @@ async def test_gateway_api_key_as_x_api_key_or_bearer(upstream: FakeUpstream) ->
             model=MODEL, max_tokens=5, messages=msgs
         )
         assert ok.content[0].text == "ok"  # type: ignore[union-attr]
-        bearer = anthropic.AsyncAnthropic(base_url=gw.url, auth_token="gw-secret", max_retries=0)
+        bearer = anthropic_client(gw, api_key=None, auth_token="gw-secret")
         await bearer.messages.create(model=MODEL, max_tokens=5, messages=msgs)
         with pytest.raises(anthropic.AuthenticationError):
             await client(gw, api_key="wrong").messages.create(
