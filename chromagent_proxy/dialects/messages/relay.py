@@ -22,6 +22,7 @@ from ...core import ir
 from ...errors import UpstreamProtocolError
 from ...schema.anthropic import Message, StreamEvent
 from ...schema.anthropic import Usage as WireUsage
+from ...sse import MAX_LINE_BYTES
 from ...upstream import DEFAULT_BODY_LIMIT, STREAM_ERRORS, read_capped, stream_error
 
 
@@ -45,6 +46,7 @@ class MessagesNative(Protocol):
 
 
 _event = codec.decoder(StreamEvent).decode
+MAX_EVENT_BYTES = MAX_LINE_BYTES
 _message = codec.decoder(Message).decode
 
 
@@ -139,6 +141,11 @@ async def relay_stream(
                     data = tail + data
                 cut = data.rfind(b"\n\n")
                 if cut < 0:
+                    if len(data) > MAX_EVENT_BYTES:
+                        raise UpstreamProtocolError(
+                            f"backend '{backend_id}' sent a stream event over "
+                            f"{MAX_EVENT_BYTES} bytes"
+                        )
                     tail = data
                     continue
                 whole, tail = data[: cut + 2], data[cut + 2 :]
