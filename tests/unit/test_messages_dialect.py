@@ -470,3 +470,32 @@ def test_count_cache_expires_and_is_bounded() -> None:
     stale = CountCache(ttl=-1)
     stale.put(keys[0], b"x")
     assert stale.get(keys[0]) is None
+
+
+def test_origin_less_thought_then_signed_call_is_one_thinking_block() -> None:
+    """Gemini's thought text parts carry no signature (so no origin); the function call
+    part after them does. One thinking block carries the call's state."""
+    d = MessagesDialect(Signer(b"k"))
+    batches: list[list[ir.Event]] = [
+        [ir.ThinkingDelta("pondering")],
+        [
+            ir.ToolCallStart(0, "c1", "Read", signature="sigG", origin="gemini"),
+            ir.ToolCallDelta(0, '{"file_path":"a"}'),
+        ],
+        [ir.Finish("stop")],
+    ]
+    msg = check_grammar(sse(encode_stream(d, batches)))
+    assert [b["type"] for b in msg["content"]] == ["thinking", "tool_use"]
+    answer = Answer()
+    for b in batches:
+        answer.add(b)
+    inbound = d.parse(
+        b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"x"}]}', {}, {}
+    )
+    whole = json.loads(d.complete(inbound, answer, "r", "m"))
+    assert [b["type"] for b in whole["content"]] == ["thinking", "tool_use"]
+    for content in (msg["content"], whole["content"]):
+        req = next_turn(d, content)
+        thinking, call = req.messages[1].parts
+        assert isinstance(thinking, ir.Thinking) and thinking.origin == "gemini"
+        assert isinstance(call, ir.ToolCall) and (call.signature, call.origin) == ("sigG", "gemini")

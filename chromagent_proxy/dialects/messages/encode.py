@@ -134,7 +134,7 @@ class StreamEncoder:
 
     def _thinking(self, out: list[bytes], ev: ir.ThinkingDelta) -> None:
         origin = ev.origin or "unknown"
-        if self._open != "thinking" or (ev.origin and ev.origin != self._origin):
+        if self._open != "thinking" or not self._adopt(origin):
             self._start(out, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
             self._origin = origin
             self._sealed = None if origin == "anthropic" else Sealed(origin)
@@ -146,10 +146,21 @@ class StreamEncoder:
             else:
                 self._sealed.signature = ev.signature
 
+    def _adopt(self, origin: str) -> bool:
+        """May the open thinking block carry state of ``origin``? Thought text often comes
+        without an origin (only the part with the signature names it): an "unknown" block
+        takes the first origin that arrives."""
+        if origin == self._origin or origin == "unknown":
+            return True
+        if self._origin == "unknown" and self._sealed is not None and origin != "anthropic":
+            self._origin = self._sealed.origin = origin
+            return True
+        return False
+
     def _tool_start(self, out: list[bytes], ev: ir.ToolCallStart) -> None:
         if ev.signature and ev.origin != "anthropic":
             origin = ev.origin or "unknown"
-            if self._open != "thinking" or self._sealed is None or self._origin != origin:
+            if self._open != "thinking" or self._sealed is None or not self._adopt(origin):
                 self._start(out, {"type": "thinking", "thinking": "", "signature": ""}, "thinking")
                 self._origin = origin
                 self._sealed = Sealed(origin)
@@ -244,9 +255,11 @@ def message(answer: Answer, id: str, model: str, signer: Signer) -> dict[str, An
         else:
             call = c.calls[i]
             if call.signature and call.origin != "anthropic":
-                last = len(content) - 1
-                prev = sealed.get(last)
-                if prev is None or prev.origin != (call.origin or "unknown"):
+                origin = call.origin or "unknown"
+                prev = sealed.get(len(content) - 1)
+                if prev is not None and prev.origin == "unknown":
+                    prev.origin = origin  # thought text without an origin, then the signed call
+                if prev is None or prev.origin != origin:
                     thinking_block("", call.origin, None)
                     prev = sealed[len(content) - 1]
                 prev.calls[call.id] = call.signature
