@@ -48,6 +48,19 @@ class BackendConfig(_Base):
     # anthropic / vertex-anthropic: anthropic-beta values forwarded on the native Messages
     # path (None: all on anthropic, a known-safe list on vertex-anthropic; ["*"]: all).
     anthropic_betas: list[str] | None = None
+    # openai backends: relay /v1/responses to {baseUrl}/responses as bytes (OpenAI itself,
+    # or a server that implements the Responses API) instead of translating it.
+    native_responses: bool = False
+
+
+class ResponsesConfig(_Base):
+    """The Responses API (/v1/responses): stored responses and hosted tools."""
+
+    store: Literal["memory", "redis", "off"] = "memory"
+    redis_url: str | None = None  # default: rateLimit.redisUrl
+    max_stored: int = 10_000
+    ttl_ms: int = 3_600_000
+    hosted_tools: Literal["drop", "refuse"] = "drop"
 
 
 class RoutingRule(_Base):
@@ -123,6 +136,10 @@ class GatewayConfig(_Base):
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
     # Longest a client may take to send a request head (slowloris guard, headerguard.py).
     header_timeout_ms: int = 10_000
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    # Key material for reasoning state the gateway seals into what clients send back
+    # (core/seal.py). Unset: a random secret per process (set it for workers/replicas).
+    state_secret: str | None = None
 
     @property
     def first_byte_timeout_s(self) -> float:
@@ -142,6 +159,7 @@ _ENV_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
     "GATEWAY_RATE_LIMIT_WINDOW_MS": (("rateLimit", "windowMs"), "int"),
     "GATEWAY_RATE_LIMIT_MAX": (("rateLimit", "max"), "int"),
     "GATEWAY_REDIS_URL": (("rateLimit", "redisUrl"), "str"),
+    "GATEWAY_STATE_SECRET": (("stateSecret",), "str"),
     "GATEWAY_TIMEOUT": (("timeout",), "int"),
     "GATEWAY_LOG_LEVEL": (("logLevel",), "str"),
     "GATEWAY_LOG_FORMAT": (("logFormat",), "str"),

@@ -14,6 +14,9 @@ from aiohttp import web
 from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
 from .config import GatewayConfig, build_config, validate
+from .core.seal import Sealer
+from .dialects.responses.dialect import ResponsesDialect
+from .dialects.responses.store import MemoryStore, RedisStore, ResponseStore
 from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
@@ -54,7 +57,6 @@ class GatewayServer:
         compile_rules(self.config)  # a bad routing rule stops start-up here
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
-        self.edge.instrument(self.backends)
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -72,7 +74,7 @@ class GatewayServer:
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
-        self.state.on_upstream_error = self.edge.upstream_error
+        self.state.responses = make_responses_dialect(cfg)
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)
@@ -158,6 +160,10 @@ class GatewayServer:
             self._session = None
         if self._images is not None:
             await self._images.close()
+        if self.state is not None and self.state.responses is not None:
+            store = self.state.responses.store
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> GatewayServer:
         await self.start()
@@ -177,3 +183,19 @@ class GatewayServer:
             for b in self.backends.values()
         )
         return f"chromagent_proxy listening on {self.url} with backends: {names or 'none'}"
+
+
+def make_responses_dialect(cfg: GatewayConfig) -> ResponsesDialect:
+    """The Responses dialect with its sealer (stateSecret) and response store."""
+    rc = cfg.responses
+    store: ResponseStore | None = None
+    if rc.store == "memory":
+        store = MemoryStore(rc.max_stored, rc.ttl_ms / 1000)
+    elif rc.store == "redis":
+        url = rc.redis_url or (cfg.rate_limit.redis_url if cfg.rate_limit else None)
+        if not url:
+            raise ConfigError(
+                'config $.responses.store: "redis" needs responses.redisUrl (or rateLimit.redisUrl)'
+            )
+        store = RedisStore(url, rc.ttl_ms / 1000)
+    return ResponsesDialect(Sealer(cfg.state_secret), store, rc.hosted_tools == "refuse")
