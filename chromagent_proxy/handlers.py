@@ -19,8 +19,11 @@ from aiohttp import web
 
 from . import __version__, codec
 from .dialects.chat.dialect import CHAT
+from .dialects.messages.models import wants_anthropic_shape
 from .dialects.responses.dialect import input_items, retrieve
 from .errors import GatewayError, MethodNotAllowed, NotFound
+from .messages_routes import PATHS as MESSAGES_PATHS
+from .messages_routes import add_messages_routes, anthropic_models
 from .serving import serve
 from .state import STATE
 
@@ -118,6 +121,8 @@ async def list_models(request: web.Request) -> web.Response:
     rid = _request_id(request)
     if request.method != "GET":
         return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+    if wants_anthropic_shape(request.headers):
+        return await anthropic_models(request)  # Claude Code's gateway model discovery
     state = request.app[STATE]
     models = dict(state.router.models())
     for backend_id, names in (await state.extra_models()).items():
@@ -155,7 +160,7 @@ async def not_found(request: web.Request) -> web.Response:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-API_PATHS = [
+_PATHS = [
     "/v1/chat/completions",
     "/chat/completions",
     "/v1/models",
@@ -164,6 +169,7 @@ API_PATHS = [
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
 ]
+API_PATHS = [*_PATHS, *MESSAGES_PATHS]  # CORS covers all of them
 # With CORS on, explicit methods instead of "*": aiohttp-cors adds the OPTIONS route itself and
 # refuses resources that have a "*" route. The handlers still answer 405 for a wrong method.
 _CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
@@ -187,13 +193,15 @@ def add_routes(
     ]
     if wrap is not None:
         handlers = [wrap(h) for h in handlers]
-    for path, handler in zip(API_PATHS, handlers, strict=True):
+    for path, handler in zip(_PATHS, handlers, strict=True):
         if cors:
             resource = app.router.add_resource(path)
             for method in _CORS_METHODS:
                 resource.add_route(method, handler)
         else:
             app.router.add_route("*", path, handler)
+    # Anthropic Messages API: /v1/messages, /v1/messages/count_tokens (messages_routes.py).
+    add_messages_routes(app, wrap, _CORS_METHODS if cors else None)
     app.router.add_route("GET", "/health", health)
     if metrics is not None:
         app.router.add_route("GET", "/metrics", metrics)

@@ -1,18 +1,17 @@
-"""The Anthropic Messages endpoints besides ``POST /v1/messages`` itself (which the one
-serving loop, serving.py, runs with the MessagesDialect): ``POST /v1/messages/count_tokens``
-and the Anthropic-shaped model list. ``add_messages_routes`` registers them (handlers.py's
+"""The Anthropic Messages endpoints: ``POST /v1/messages`` (the one serving loop,
+serving.py, with the MessagesDialect), ``POST /v1/messages/count_tokens`` and the
+Anthropic-shaped model list. ``add_messages_routes`` registers them (handlers.py's
 ``add_routes`` calls it before its catch-all)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from types import SimpleNamespace
-from typing import Any
 
 from aiohttp import web
 
 from .backends.base import RequestContext, set_context
+from .core.seal import Sealer
 from .dialects.base import Inbound
 from .dialects.messages import MessagesDialect
 from .dialects.messages import count as counting
@@ -20,6 +19,8 @@ from .dialects.messages import models as model_list
 from .dialects.messages.relay import MessagesNative
 from .errors import GatewayError, MethodNotAllowed, RequestTooLarge
 from .routing import Attempt
+from .rules import Needs
+from .serving import serve
 from .state import STATE
 
 log = logging.getLogger("chromagent_proxy")
@@ -27,6 +28,11 @@ log = logging.getLogger("chromagent_proxy")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _JSON = "application/json"
 COUNT_PATH = "/v1/messages/count_tokens"
+
+
+MESSAGES = web.AppKey("chromagent_messages", MessagesDialect)
+MESSAGES_PATH = "/v1/messages"
+PATHS = [MESSAGES_PATH, COUNT_PATH]
 
 
 def error_response(dialect: MessagesDialect, err: GatewayError, rid: str) -> web.Response:
@@ -40,18 +46,9 @@ def error_response(dialect: MessagesDialect, err: GatewayError, rid: str) -> web
 
 
 def _plan(request: web.Request, inbound: Inbound) -> list[Attempt]:
-    # The router plans from model / stream / tools / images (rules.needs_of).
-    router: Any = request.app[STATE].router
-    shim = SimpleNamespace(
-        model=inbound.model,
-        stream=inbound.stream,
-        tools=[1] if inbound.tools else None,
-        messages=[SimpleNamespace(content=[SimpleNamespace(type="image_url")])]
-        if inbound.images
-        else [],
+    return request.app[STATE].router.plan_for(
+        inbound.model, Needs(inbound.stream, inbound.tools, inbound.images)
     )
-    plan: list[Attempt] = router.plan(shim)
-    return plan
 
 
 async def _read(request: web.Request) -> bytes:
@@ -139,28 +136,39 @@ async def anthropic_models(request: web.Request) -> web.Response:
     try:
         body = model_list.list_body(await served_models(request), request.query)
     except GatewayError as err:
-        return error_response(MessagesDialect(), err, rid)
+        return error_response(request.app[MESSAGES], err, rid)
     return web.Response(body=body, content_type=_JSON, headers={"x-request-id": rid})
+
+
+async def messages_create(request: web.Request) -> web.StreamResponse:
+    """POST /v1/messages (``?beta=true`` too): the one serving loop with the Messages dialect."""
+    from .handlers import _request_id
+
+    rid = _request_id(request)
+    dialect = request.app[MESSAGES]
+    if request.method != "POST":
+        return error_response(dialect, MethodNotAllowed(f"Use POST for {MESSAGES_PATH}"), rid)
+    return await serve(request, dialect, rid)
 
 
 def add_messages_routes(
     app: web.Application,
-    dialect: MessagesDialect,
-    messages: Handler,
     wrap: Callable[[Handler], Handler] | None = None,
     cors_methods: tuple[str, ...] | None = None,
-) -> list[str]:
-    """Register /v1/messages (``messages``: the serving loop bound to ``dialect``) and
-    /v1/messages/count_tokens; returns the paths (for CORS)."""
-    count: Handler = count_tokens_handler(dialect, counting.CountCache())
+) -> None:
+    """Register ``PATHS`` (before the catch-all); the dialect seals with ``stateSecret``."""
+    dialect = MessagesDialect(Sealer(app[STATE].config.state_secret))
+    app[MESSAGES] = dialect
+    handlers: list[Handler] = [
+        messages_create,
+        count_tokens_handler(dialect, counting.CountCache()),
+    ]
     if wrap is not None:
-        messages, count = wrap(messages), wrap(count)
-    paths = ["/v1/messages", COUNT_PATH]
-    for path, handler in zip(paths, (messages, count), strict=True):
+        handlers = [wrap(h) for h in handlers]
+    for path, handler in zip(PATHS, handlers, strict=True):
         if cors_methods:
             resource = app.router.add_resource(path)
             for method in cors_methods:
                 resource.add_route(method, handler)
         else:
             app.router.add_route("*", path, handler)
-    return paths

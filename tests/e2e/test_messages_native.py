@@ -267,7 +267,7 @@ async def test_gateway_made_thinking_is_not_sent_to_anthropic(upstream: FakeUpst
                 {
                     "type": "thinking",
                     "thinking": "from gemini",
-                    "signature": "cgw1.eyJvIjoiZ2VtaW5pIn0.AAAA",
+                    "signature": "cgs1_" + "B" * 60,
                 },
                 {"type": "text", "text": "hello"},
             ],

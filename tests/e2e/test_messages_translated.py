@@ -105,7 +105,7 @@ async def test_tool_loop_restores_backend_state(registry: DefaultBackendRegistry
         assert [b.type for b in first.content] == ["thinking", "tool_use"]
         thinking: Any = first.content[0]
         call: Any = first.content[1]
-        assert thinking.thinking == "Listing first." and thinking.signature.startswith("cgw1.")
+        assert thinking.thinking == "Listing first." and thinking.signature.startswith("cgs1_")
         assert call.input == {"command": "ls", "description": "List files"}  # never {}
         assert first.stop_reason == "tool_use"
         assert first.usage.input_tokens == 250 and first.usage.output_tokens == 42
@@ -146,7 +146,7 @@ async def test_tool_loop_restores_backend_state(registry: DefaultBackendRegistry
 
 
 async def test_forged_signature_is_dropped(registry: DefaultBackendRegistry) -> None:
-    forged = "cgw1.eyJvIjoic2NyaXB0ZWQiLCJzIjoiZXZpbCJ9.AAAAAAAAAAAAAAAAAAAAAA"
+    forged = "cgs1_" + "A" * 60
     messages = [
         {"role": "user", "content": "hi"},
         {

@@ -109,9 +109,7 @@ async def upstream() -> Any:
     up.route("/v1/chat/completions", stream_reply(OPENAI, split=40))
     up.route("/v1beta/models/gem:streamGenerateContent", stream_reply(GEMINI, split=40))
     up.route("/v1/messages", stream_reply(ANTHROPIC, split=40))
-    up.route(
-        "/api/chat", stream_reply(OLLAMA, content_type="application/x-ndjson", split=40)
-    )
+    up.route("/api/chat", stream_reply(OLLAMA, content_type="application/x-ndjson", split=40))
     yield up
     await up.close()
 

@@ -11,6 +11,7 @@ import pytest
 from chromagent_proxy.core import ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.dialects.messages import MessagesDialect
+from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.dialects.messages.signing import Sealed, Signer
 from chromagent_proxy.errors import (
     AuthenticationFailed,
@@ -127,12 +128,12 @@ def encode_stream(dialect: MessagesDialect, batches: list[list[ir.Event]]) -> by
 
 
 def test_stream_grammar_thinking_tool_calls_usage() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     msg = check_grammar(sse(encode_stream(d, gemini_turn())))
     kinds = [b["type"] for b in msg["content"]]
     assert kinds == ["thinking", "tool_use", "tool_use"]
     assert msg["content"][0]["thinking"] == "Let me look at the files."
-    assert msg["content"][0]["signature"].startswith("cgw1.")
+    assert msg["content"][0]["signature"].startswith("cgs1_")
     assert msg["content"][1]["input"] == {"command": "ls -la", "description": "List files"}
     assert msg["content"][2]["input"] == {"file_path": "/tmp/x"}
     assert msg["stop_reason"] == "tool_use"
@@ -146,7 +147,7 @@ def test_stream_grammar_thinking_tool_calls_usage() -> None:
 
 
 def test_text_only_and_stop_reasons() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     for reason, expected in [
         ("stop", "end_turn"),
         ("length", "max_tokens"),
@@ -166,13 +167,13 @@ def test_text_only_and_stop_reasons() -> None:
 
 
 def test_empty_stream_is_still_a_valid_message() -> None:
-    msg = check_grammar(sse(encode_stream(MessagesDialect(Signer(b"k")), [])))
+    msg = check_grammar(sse(encode_stream(MessagesDialect(Sealer("k")), [])))
     assert msg["content"] == [] and msg["stop_reason"] == "end_turn"
 
 
 def test_input_usage_in_message_start_when_known() -> None:
     batches: list[list[ir.Event]] = [[ir.Usage(input=7, cache_write=3), ir.TextDelta("x")]]
-    events = sse(encode_stream(MessagesDialect(Signer(b"k")), batches))
+    events = sse(encode_stream(MessagesDialect(Sealer("k")), batches))
     usage = events[0][1]["message"]["usage"]
     assert usage["input_tokens"] == 7 and usage["cache_creation_input_tokens"] == 3
 
@@ -185,7 +186,7 @@ def test_anthropic_signature_passes_unsealed() -> None:
         ],
         [ir.TextDelta("ok"), ir.Finish("stop")],
     ]
-    msg = check_grammar(sse(encode_stream(MessagesDialect(Signer(b"k")), batches)))
+    msg = check_grammar(sse(encode_stream(MessagesDialect(Sealer("k")), batches)))
     assert msg["content"][0] == {"type": "thinking", "thinking": "hmm", "signature": "EqAnth"}
 
 
@@ -216,7 +217,7 @@ def next_turn(dialect: MessagesDialect, assistant: list[dict[str, Any]]) -> ir.R
 
 
 def test_gemini_state_round_trips_through_the_signature() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     msg = check_grammar(sse(encode_stream(d, gemini_turn())))
     req = next_turn(d, msg["content"])
     parts = req.messages[1].parts
@@ -233,7 +234,7 @@ def test_gemini_state_round_trips_through_the_signature() -> None:
 
 
 def test_signed_call_without_thinking_gets_a_carrier_block() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     batches: list[list[ir.Event]] = [
         [
             ir.ToolCallStart(0, "c1", "Read", signature="sigA", origin="gemini"),
@@ -250,8 +251,8 @@ def test_signed_call_without_thinking_gets_a_carrier_block() -> None:
 
 
 def test_forged_and_foreign_signatures() -> None:
-    d = MessagesDialect(Signer(b"k"))
-    other = Signer(b"another gateway").seal(Sealed("gemini", "stolen", {"t1": "x"}))
+    d = MessagesDialect(Sealer("k"))
+    other = Signer(Sealer("another gateway")).seal(Sealed("gemini", "stolen", {"t1": "x"}))
     req = next_turn(
         d,
         [
@@ -268,7 +269,7 @@ def test_forged_and_foreign_signatures() -> None:
 
 
 def test_non_stream_message_json() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     answer = Answer()
     for batch in gemini_turn():
         answer.add(batch)
@@ -329,7 +330,7 @@ CLAUDE_CODE_LIKE = {
 
 
 def test_decode_claude_code_shape() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     inbound = d.parse(json.dumps(CLAUDE_CODE_LIKE).encode(), {}, {"beta": "true"})
     assert inbound.stream and inbound.tools and inbound.images
     assert inbound.session_id == "sess-42"
@@ -371,13 +372,13 @@ def test_decode_claude_code_shape() -> None:
 )
 def test_bad_bodies_name_the_field(body: bytes, param: str | None) -> None:
     with pytest.raises(InvalidRequest) as info:
-        MessagesDialect(Signer(b"k")).parse(body, {}, {})
+        MessagesDialect(Sealer("k")).parse(body, {}, {})
     if param is not None:
         assert info.value.param == param
 
 
 def test_server_tools_and_unknown_blocks_are_refused_on_translating_backends() -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     body = {**CLAUDE_CODE_LIKE, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}
     with pytest.raises(InvalidRequest, match="web_search") as info:
         d.to_ir(d.parse(json.dumps(body).encode(), {}, {}), "gemini")
@@ -412,13 +413,13 @@ def test_server_tools_and_unknown_blocks_are_refused_on_translating_backends() -
     ],
 )
 def test_error_envelope(err: GatewayError, status: int, etype: str) -> None:
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     got_status, body, headers = d.error_body(err)
     assert got_status == status
     assert json.loads(body) == {"type": "error", "error": {"type": etype, "message": err.message}}
     if status == 429:
         assert headers["Retry-After"] == "7"
-    framed = d.stream_error(err)
+    framed = d.stream_error(err, None)
     assert framed.startswith(b"event: error\ndata: ") and framed.endswith(b"\n\n")
     assert json.loads(framed.split(b"data: ", 1)[1])["error"]["type"] == etype
 
@@ -429,7 +430,7 @@ def test_context_overflow_is_worded_like_anthropic() -> None:
         400,
         "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
     )
-    _, body, _ = MessagesDialect(Signer(b"k")).error_body(err)
+    _, body, _ = MessagesDialect(Sealer("k")).error_body(err)
     assert (
         json.loads(body)["error"]["message"]
         == "prompt is too long: 1200000 tokens > 1048576 maximum"
@@ -475,7 +476,7 @@ def test_count_cache_expires_and_is_bounded() -> None:
 def test_origin_less_thought_then_signed_call_is_one_thinking_block() -> None:
     """Gemini's thought text parts carry no signature (so no origin); the function call
     part after them does. One thinking block carries the call's state."""
-    d = MessagesDialect(Signer(b"k"))
+    d = MessagesDialect(Sealer("k"))
     batches: list[list[ir.Event]] = [
         [ir.ThinkingDelta("pondering")],
         [

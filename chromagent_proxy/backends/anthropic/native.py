@@ -3,7 +3,7 @@ upstream with only what must change (DESIGN.md §9 "same dialect, no IR").
 
 - ``model`` becomes the upstream name (routing's modelMapping); on Vertex it leaves the
   body (it is in the URL) and ``anthropic_version: vertex-2023-10-16`` joins it;
-- thinking blocks whose signature the gateway made (``cgw1.`` prefix, for a turn another
+- thinking blocks whose signature the gateway made (``cgs1_`` prefix, for a turn another
   backend answered) are removed: Anthropic rejects signatures it did not issue;
 - every other byte is the client's (cache_control, signed thinking, fields the gateway does
   not know). The body is only re-encoded when one of the above applies.
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .provider import AnthropicBackend
 
 VERTEX_VERSION = "vertex-2023-10-16"
-GATEWAY_SIGNATURE = b'"cgw1.'
+GATEWAY_SIGNATURE = b'"cgs1_'
 # Betas Claude on Vertex accepts (documented in the README); others are dropped.
 VERTEX_BETAS = frozenset(
     {
@@ -75,7 +75,7 @@ def _strip_gateway_thinking(data: dict[str, Any]) -> None:
                 if not (
                     isinstance(b, dict)
                     and b.get("type") == "thinking"
-                    and str(b.get("signature") or "").startswith("cgw1.")
+                    and str(b.get("signature") or "").startswith("cgs1_")
                 )
             ]
 

@@ -23,7 +23,7 @@ from ... import codec
 from ...core import ir
 from ...errors import InvalidRequest, UnsupportedFeature
 from .schema import KNOWN_FIELDS, Block, MessagesRequest
-from .signing import Sealed, Signer
+from .signing import Sealed, Signer, is_gateway_made
 
 _decode = codec.decoder(MessagesRequest).decode
 _ROLES = ("user", "assistant")
@@ -228,7 +228,7 @@ def _parts(
                 origin_of_calls = sealed.origin
                 if b.thinking or sealed.signature:
                     out.append(ir.Thinking(b.thinking or "", sealed.signature, sealed.origin))
-            elif b.signature and not b.signature.startswith("cgw1."):
+            elif b.signature and not is_gateway_made(b.signature):
                 out.append(ir.Thinking(b.thinking or "", b.signature, "anthropic"))
             elif b.thinking:
                 out.append(ir.Thinking(b.thinking))  # forged or unsigned: text only

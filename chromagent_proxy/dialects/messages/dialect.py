@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 from ... import codec
 from ...core import ir
 from ...core.accumulate import Answer
+from ...core.seal import Sealer
 from ...errors import GatewayError, UpstreamError, UpstreamProtocolError
 from ..base import Dialect, EventEncoder, Inbound, RelayPart
 from . import decode, encode, errors, relay
@@ -39,8 +40,8 @@ def message_id(rid: str) -> str:
 class MessagesDialect(Dialect):
     name: ClassVar[str] = "messages"
 
-    def __init__(self, signer: Signer | None = None) -> None:
-        self.signer = signer or Signer()
+    def __init__(self, sealer: Sealer | None = None) -> None:
+        self.signer = Signer(sealer)
 
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
         req = decode.parse_body(body)
@@ -79,7 +80,9 @@ class MessagesDialect(Dialect):
     def error_body(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
         return errors.error_body(err)
 
-    def stream_error(self, err: GatewayError) -> bytes:
+    def stream_error(self, err: GatewayError, encoder: EventEncoder | None) -> bytes:
+        # Nothing else after the error event (no block stop, message_delta or message_stop):
+        # the client must not take a cut answer for a finished one.
         return errors.stream_error(err)
 
     def relays(self, provider: BackendProvider) -> bool:

@@ -3,40 +3,23 @@ signatures, on thinking and on function calls) survives a round trip through a M
 client.
 
 A Messages client keeps a ``thinking`` block's ``signature`` opaque and sends it back
-byte for byte next turn (Claude Code does). The gateway puts its own sealed value there:
+byte for byte next turn (Claude Code does). The gateway puts its own sealed value there
+(core/seal.py: AES-GCM under ``stateSecret``, purpose ``messages.thinking``):
 
-    cgw1.<base64url(JSON payload)>.<base64url(HMAC-SHA256(key, "cgw1." + payload)[:16])>
+    cgs1_<sealed {"o": origin, "s": thinking signature or null, "c": [[tool call id, signature], …]}>
 
-payload = ``{"o": origin, "s": thinking signature or null, "c": [[tool call id, signature], …]}``.
-
-The key is ``GATEWAY_SIGNING_KEY`` (any string; set the same value on every worker and
-every gateway of a fleet) or, without it, 32 random bytes made at start — then signatures
-do not survive a restart and are not shared between workers (the backend then runs without
-its restored state). A sealed value that fails the MAC (forged, or from another gateway) is
-dropped, never forwarded; a signature without the prefix is Anthropic's own.
+A value that does not open (forged, altered, or sealed by a gateway with another
+``stateSecret``) is dropped, never forwarded; a signature without the prefix is
+Anthropic's own.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import os
 from dataclasses import dataclass, field
 
-from ... import codec
+from ...core.seal import PREFIX, Sealer
 
-PREFIX = "cgw1."
-ENV = "GATEWAY_SIGNING_KEY"
-_MAC_BYTES = 16
-
-
-def _b64(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+PURPOSE = "messages.thinking"
 
 
 @dataclass(slots=True)
@@ -49,34 +32,18 @@ class Sealed:
 
 
 class Signer:
-    def __init__(self, key: bytes | None = None) -> None:
-        if key is None:
-            env = os.environ.get(ENV)
-            key = env.encode() if env else os.urandom(32)
-        self._key = key
-
-    def _mac(self, payload: str) -> str:
-        digest = hmac.new(self._key, (PREFIX + payload).encode(), hashlib.sha256).digest()
-        return _b64(digest[:_MAC_BYTES])
+    def __init__(self, sealer: Sealer | None = None) -> None:
+        self._sealer = sealer or Sealer()
 
     def seal(self, sealed: Sealed) -> str:
         body: dict[str, object] = {"o": sealed.origin, "s": sealed.signature}
         if sealed.calls:
             body["c"] = [[k, v] for k, v in sealed.calls.items()]
-        payload = _b64(codec.dumps(body))
-        return f"{PREFIX}{payload}.{self._mac(payload)}"
+        return self._sealer.seal(body, PURPOSE)
 
     def open(self, signature: str) -> Sealed | None:
         """The payload of a gateway-made signature, or None when it is not genuine."""
-        if not signature.startswith(PREFIX):
-            return None
-        payload, dot, mac = signature[len(PREFIX) :].partition(".")
-        if not dot or not hmac.compare_digest(mac, self._mac(payload)):
-            return None
-        try:
-            data = codec.loads(_unb64(payload))
-        except (ValueError, TypeError):
-            return None
+        data = self._sealer.open(signature, PURPOSE)
         if not isinstance(data, dict) or not isinstance(data.get("o"), str):
             return None
         sig = data.get("s")
