@@ -10,8 +10,8 @@ import pytest
 
 from chromagent_proxy.core import ir
 from chromagent_proxy.core.accumulate import Answer
-from chromagent_proxy.dialects.messages import MessagesDialect
 from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.dialects.messages import MessagesDialect
 from chromagent_proxy.dialects.messages.signing import Sealed, Signer
 from chromagent_proxy.errors import (
     AuthenticationFailed,
