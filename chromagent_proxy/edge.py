@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -28,6 +28,7 @@ from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
     ConfigError,
+    GatewayError,
     RateLimited,
     ServiceUnavailable,
 )
@@ -40,6 +41,7 @@ from .ratelimit import Decision, build_limiter
 log = logging.getLogger("chromagent_proxy")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorRender = Callable[[GatewayError, str, Mapping[str, str] | None], web.Response]
 perf = time.perf_counter
 
 
@@ -119,45 +121,51 @@ class Edge:
                 found = i
         return found
 
-    async def _admit(self, request: web.Request, rec: Record) -> web.Response | None:
-        """None to go on, or the 429 / 401 / 503 response."""
+    async def _admit(
+        self, request: web.Request, rec: Record, render: ErrorRender
+    ) -> web.Response | None:
+        """None to go on, or the 429 / 401 / 503 response (in the dialect ``render`` speaks)."""
         limiter = self.limiter
         if limiter is not None:
             rec.ip = ip = self.client_ip(request)
             d = await limiter.hit("ip:" + ip)
-            refused = self._apply(rec, d)
+            refused = self._apply(rec, d, render)
             if refused is not None:
                 return refused(request)
         if self._keys:
             idx = self._key_index(request)
             if idx < 0:
                 self.metrics.auth_failures += 1
-                return error_response(
+                return render(
                     AuthenticationFailed(
                         "Missing or invalid API key: send 'Authorization: Bearer <key>' (or "
                         "'x-api-key: <key>') with one of the gateway's apiKeys.",
                         headers={"WWW-Authenticate": "Bearer"},
                     ),
                     _request_id(request),
+                    None,
                 )
             if limiter is not None and self.per_key_max:
                 d = await limiter.hit("key:" + self._key_ids[idx], self.per_key_max)
-                refused = self._apply(rec, d)
+                refused = self._apply(rec, d, render)
                 if refused is not None:
                     return refused(request)
         return None
 
-    def _apply(self, rec: Record, d: Decision) -> Callable[[web.Request], web.Response] | None:
+    def _apply(
+        self, rec: Record, d: Decision, render: ErrorRender
+    ) -> Callable[[web.Request], web.Response] | None:
         if d.unavailable:
             if self.fail_open:
                 return None
-            return lambda request: error_response(
+            return lambda request: render(
                 ServiceUnavailable(
                     "The rate limiter's Redis is unreachable and rateLimit.failOpen is false; "
                     "try again shortly.",
                     headers={"Retry-After": "1"},
                 ),
                 _request_id(request),
+                None,
             )
         # The tighter of the IP and key budgets is what the client sees.
         if rec.rl is None or not d.allowed or d.remaining < rec.rl.remaining:
@@ -165,7 +173,7 @@ class Edge:
         if d.allowed:
             return None
         self.metrics.rate_limited += 1
-        return lambda request: error_response(
+        return lambda request: render(
             RateLimited(
                 f"Rate limit reached: {d.limit} requests per window; retry after "
                 f"{d.retry_after_s} s.",
@@ -177,7 +185,8 @@ class Edge:
 
     # -- the request path --------------------------------------------------------------
 
-    def wrap(self, handler: Handler) -> Handler:
+    def wrap(self, handler: Handler, render: ErrorRender = error_response) -> Handler:
+        """``render``: how the edge's own 401 / 429 / 503 look (the route's dialect)."""
         guard = self.limiter is not None or bool(self._keys)
 
         async def guarded(request: web.Request) -> web.StreamResponse:
@@ -188,7 +197,7 @@ class Edge:
             status = 500
             try:
                 if guard:
-                    resp = await self._admit(request, rec)  # a 429 / 401 / 503, or None
+                    resp = await self._admit(request, rec, render)  # a 429 / 401 / 503, or None
                 if resp is None:
                     resp = await handler(request)
                 if not resp.prepared:
@@ -260,6 +269,7 @@ class Edge:
                     "tokens_in": rec.tokens_in,
                     "tokens_out": rec.tokens_out,
                     "attempts": rec.attempts,
+                    "session_id": rec.session,  # Claude Code's session (never a metric label)
                 }
             )
 

@@ -6,7 +6,7 @@ Anthropic-shaped model list. ``add_messages_routes`` registers them (handlers.py
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -20,6 +20,7 @@ from .dialects.messages.relay import MessagesNative
 from .errors import GatewayError, MethodNotAllowed, RequestTooLarge
 from .routing import Attempt
 from .rules import Needs
+from .serving import error_response as serving_error_response
 from .serving import serve
 from .state import STATE
 
@@ -153,7 +154,7 @@ async def messages_create(request: web.Request) -> web.StreamResponse:
 
 def add_messages_routes(
     app: web.Application,
-    wrap: Callable[[Handler], Handler] | None = None,
+    wrap: Callable[..., Handler] | None = None,
     cors_methods: tuple[str, ...] | None = None,
 ) -> None:
     """Register ``PATHS`` (before the catch-all); the dialect seals with ``stateSecret``."""
@@ -164,7 +165,11 @@ def add_messages_routes(
         count_tokens_handler(dialect, counting.CountCache()),
     ]
     if wrap is not None:
-        handlers = [wrap(h) for h in handlers]
+        # The edge's own 401 / 429 / 503 in Anthropic's shape too (edge.Edge.wrap's render).
+        def render(err: GatewayError, rid: str, extra: Mapping[str, str] | None) -> web.Response:
+            return serving_error_response(dialect, err, rid, extra)
+
+        handlers = [wrap(h, render) for h in handlers]
     for path, handler in zip(PATHS, handlers, strict=True):
         if cors_methods:
             resource = app.router.add_resource(path)

@@ -401,3 +401,28 @@ async def test_gateway_api_key_as_x_api_key_or_bearer(upstream: FakeUpstream) ->
             )
     assert len(upstream.received) == 2
     assert all(r.headers["x-api-key"] == "sk-ant-upstream" for r in upstream.received)
+
+
+async def test_edge_errors_in_anthropic_shape(upstream: FakeUpstream) -> None:
+    """The gateway's own 401 (API key) and 429 (rate limit) on /v1/messages."""
+    reply = cc.message([{"type": "text", "text": "ok"}], "end_turn", model=AMODEL, usage=USAGE)
+    upstream.route("/v1/messages", json_reply(reply))
+    cfg = anthropic_cfg(upstream) | {
+        "apiKeys": ["gw-secret"],
+        "rateLimit": {"windowMs": 60000, "max": 2},
+    }
+    msgs: Any = [{"role": "user", "content": "x"}]
+    async with run_gateway(cfg) as gw:
+        with pytest.raises(anthropic.AuthenticationError) as auth:
+            await client(gw, api_key="wrong").messages.create(
+                model=MODEL, max_tokens=5, messages=msgs
+            )
+        body: Any = auth.value.body
+        assert body["type"] == "error" and body["error"]["type"] == "authentication_error"
+        c = client(gw, api_key="gw-secret")
+        with pytest.raises(anthropic.RateLimitError) as limited:
+            for _ in range(3):
+                await c.messages.create(model=MODEL, max_tokens=5, messages=msgs)
+        body = limited.value.body
+        assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
+        assert int(limited.value.response.headers["retry-after"]) >= 1
