@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 import aiohttp
@@ -426,3 +427,47 @@ async def test_edge_errors_in_anthropic_shape(upstream: FakeUpstream) -> None:
         body = limited.value.body
         assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error"
         assert int(limited.value.response.headers["retry-after"]) >= 1
+
+
+async def test_failover_and_token_metrics(upstream: FakeUpstream) -> None:
+    """A 529 from the first Claude backend fails over to the second before any byte; the
+    tokens of native streams are counted (read from message_start / message_delta)."""
+    second = await FakeUpstream().start()
+    try:
+        overloaded = {"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}
+        upstream.route("/v1/messages", json_reply(overloaded, status=529))
+        answer = cc.sse(
+            [{"type": "text", "text": "from the second"}], "end_turn", model=AMODEL, usage=USAGE
+        )
+        second.route("/v1/messages", stream_reply(answer, split=40))
+        both = {"modelMapping": {MODEL: AMODEL}, "apiKey": "k", "type": "anthropic"}
+        cfg = {
+            "backends": [
+                {"id": "a1", "baseUrl": upstream.url, **both},
+                {"id": "a2", "baseUrl": second.url, **both},
+            ]
+        }
+        async with run_gateway(cfg) as gw:
+            c = client(gw)
+            async with c.messages.stream(
+                model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "x"}]
+            ) as stream:
+                final = await stream.get_final_message()
+                headers = stream.response.headers
+            assert final.content[0].text == "from the second"  # type: ignore[union-attr]
+            assert headers["x-chromagent-backend"] == "a2"
+            assert headers["x-chromagent-attempts"] == "2"
+            async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/metrics") as r:
+                text = await r.text()
+    finally:
+        await second.close()
+    tokens = {
+        (m.group(1), m.group(2)): float(m.group(3))
+        for m in re.finditer(
+            r'^chromagent_tokens_total\{[^}]*backend="([^"]+)"[^}]*direction="([^"]+)"[^}]*\} (\S+)',
+            text,
+            re.M,
+        )
+    }
+    assert tokens[("a2", "in")] == 2100 + 500 + 20000
+    assert tokens[("a2", "out")] == 80
