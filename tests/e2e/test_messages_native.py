@@ -471,3 +471,47 @@ async def test_failover_and_token_metrics(upstream: FakeUpstream) -> None:
     }
     assert tokens[("a2", "in")] == 2100 + 500 + 20000
     assert tokens[("a2", "out")] == 80
+
+
+async def test_vertex_stale_token_refreshed_once(upstream: FakeUpstream) -> None:
+    statuses = iter([401, 200, 401, 401])
+    ok = cc.message([{"type": "text", "text": "fresh"}], "end_turn", model=VMODEL, usage=USAGE)
+    unauth = {"error": {"code": 401, "message": "bad token", "status": "UNAUTHENTICATED"}}
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        if next(statuses) == 401:
+            return web.json_response(unauth, status=401)
+        return web.json_response(ok)
+
+    class FakeAuth:
+        refreshable = True
+
+        def __init__(self) -> None:
+            self.n = 0
+            self.invalidated: list[str | None] = []
+
+        async def headers(self) -> dict[str, str]:
+            self.n += 1
+            return {"Authorization": f"Bearer token-{self.n}"}
+
+        async def invalidate(self, token: str | None = None) -> None:
+            self.invalidated.append(token)
+
+    upstream.route(f"{VBASE}{VMODEL}:rawPredict", handler)
+    msgs: Any = [{"role": "user", "content": "x"}]
+    async with run_gateway(vertex_cfg(upstream)) as gw:
+        auth = FakeAuth()
+        gw.backends["vx"].provider.auth = auth  # type: ignore[attr-defined]
+        c = client(gw)
+        msg = await c.messages.create(model=MODEL, max_tokens=5, messages=msgs)
+        assert msg.content[0].text == "fresh"  # type: ignore[union-attr]
+        assert auth.invalidated == ["Bearer token-1"]
+        with pytest.raises(anthropic.InternalServerError) as failed:
+            await c.messages.create(model=MODEL, max_tokens=5, messages=msgs)
+    assert "credentials" in failed.value.body["error"]["message"]  # type: ignore[index]
+    assert [r.headers["Authorization"] for r in upstream.received] == [
+        "Bearer token-1",
+        "Bearer token-2",
+        "Bearer token-3",
+        "Bearer token-4",
+    ]

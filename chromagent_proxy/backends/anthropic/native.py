@@ -22,10 +22,12 @@ from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+from multidict import CIMultiDictProxy
 
 from ... import codec
+from ...errors import GatewayError, UpstreamHTTPError
 from ...upstream import ERROR_BODY_LIMIT, open_response, read_capped
-from .errors import UpstreamUnauthorized, http_error
+from .errors import http_error
 
 if TYPE_CHECKING:
     from .provider import AnthropicBackend
@@ -99,7 +101,11 @@ def rewrite_body(provider: AnthropicBackend, body: bytes, client_model: str, mod
 async def headers_for(
     provider: AnthropicBackend, client: Mapping[str, str], *, betas: bool = True
 ) -> dict[str, str]:
-    headers = dict(await provider._request_headers())
+    """The backend's headers and credentials, the client's anthropic-version (not on
+    Vertex: the body carries it) and the client's betas that pass the filter."""
+    headers = dict(provider._headers)
+    if provider.auth is not None:
+        headers.update(await provider.auth.headers())
     if not provider.vertex:
         version = client.get("anthropic-version")
         if version:
@@ -117,6 +123,21 @@ async def headers_for(
     return headers
 
 
+class _Unauthorized(UpstreamHTTPError):
+    """An upstream 401 on the native path: a cached Google token may be stale."""
+
+    def __init__(self, mapped: GatewayError) -> None:
+        super().__init__(mapped.message, status=mapped.status, type=mapped.type, code=mapped.code)
+        self.mapped = mapped
+
+
+def _parser(
+    backend_id: str, status: int, body: bytes, headers: CIMultiDictProxy[str]
+) -> GatewayError:
+    err = http_error(backend_id, status, body, headers)
+    return _Unauthorized(err) if status == 401 else err
+
+
 async def open_native(
     provider: AnthropicBackend,
     stack: AsyncExitStack,
@@ -127,22 +148,25 @@ async def open_native(
     betas: bool = True,
 ) -> aiohttp.ClientResponse:
     """POST and wait for a 2xx head (errors become GatewayErrors, Anthropic's envelope
-    read); a stale Google token is refreshed once, like the translated path does."""
+    read); a stale Google token is refreshed once and the request sent again."""
     assert provider.runtime is not None and provider.config is not None
-    bid = provider.config.id
+    runtime, bid = provider.runtime, provider.config.id
     headers = await headers_for(provider, client, betas=betas)
     try:
         return await stack.enter_async_context(
-            open_response(provider.runtime, bid, url, headers, body, error_parser=http_error)
+            open_response(runtime, bid, url, headers, body, error_parser=_parser)
         )
-    except UpstreamUnauthorized:
+    except _Unauthorized as exc:
         if provider.auth is None or not provider.auth.refreshable:
-            raise
+            raise exc.mapped from None
         await provider.auth.invalidate(headers.get("Authorization"))
     headers = await headers_for(provider, client, betas=betas)
-    return await stack.enter_async_context(
-        open_response(provider.runtime, bid, url, headers, body, error_parser=http_error)
-    )
+    try:
+        return await stack.enter_async_context(
+            open_response(runtime, bid, url, headers, body, error_parser=_parser)
+        )
+    except _Unauthorized as exc:
+        raise exc.mapped from None
 
 
 def count_url(provider: AnthropicBackend) -> str:
