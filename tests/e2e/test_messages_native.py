@@ -515,3 +515,30 @@ async def test_vertex_stale_token_refreshed_once(upstream: FakeUpstream) -> None
         "Bearer token-3",
         "Bearer token-4",
     ]
+
+
+async def test_cut_upstream_stream_ends_with_an_error_event(upstream: FakeUpstream) -> None:
+    """The upstream closes mid-event: the client gets only whole events, then event: error
+    (never a half event, never a made-up message_stop)."""
+    full = cc.sse(
+        [{"type": "text", "text": "partial answer"}], "end_turn", model=AMODEL, usage=USAGE
+    )
+    cut = full.index(b"event: content_block_delta") + 30
+    upstream.route("/v1/messages", stream_reply([full[:cut]]))
+    body = {
+        "model": MODEL,
+        "max_tokens": 5,
+        "stream": True,
+        "messages": [{"role": "user", "content": "x"}],
+    }
+    async with run_gateway(anthropic_cfg(upstream)) as gw:
+        async with aiohttp.ClientSession() as s:
+            async with s.post(f"{gw.url}/v1/messages", json=body) as resp:
+                assert resp.status == 200
+                got = await resp.read()
+    events = [e for e in got.split(b"\n\n") if e]
+    assert got.startswith(full[: full.index(b"event: content_block_delta")])
+    assert events[-1].startswith(b"event: error\ndata: ")
+    assert json.loads(events[-1].split(b"data: ", 1)[1])["type"] == "error"
+    assert b"event: message_stop" not in got
+    assert all(e.startswith(b"event: ") for e in events)

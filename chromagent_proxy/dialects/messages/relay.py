@@ -132,6 +132,7 @@ async def relay_stream(
 ) -> AsyncIterator[bytes | ir.Usage]:
     reader = UsageReader()
     reported = False
+    ended = False  # message_stop or an error event went through
     tail = b""
     async with AsyncExitStack() as stack:
         resp = await provider.open_messages(stack, body, headers, client_model, model, True)
@@ -149,6 +150,8 @@ async def relay_stream(
                     tail = data
                     continue
                 whole, tail = data[: cut + 2], data[cut + 2 :]
+                if not ended and (b"event: message_stop" in whole or b"event: error" in whole):
+                    ended = True
                 yield whole
                 if (b'"message_start"' in whole or b'"message_delta"' in whole) and reader.scan(
                     whole
@@ -157,7 +160,11 @@ async def relay_stream(
                     yield reader.usage()
         except STREAM_ERRORS as exc:
             raise stream_error(backend_id, exc) from None
-    if tail.strip():
-        yield tail
     if not reported and reader.seen:
         yield reader.usage()
+    if not ended:
+        # Cut off (mid-event, or before message_stop): the client must not take it for a
+        # finished answer; the serving loop ends the stream with an error event.
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' closed the stream before message_stop", retryable=True
+        )
