@@ -9,6 +9,8 @@ from typing import Any
 import anthropic
 import pytest
 
+from tests.support.upstream import FakeUpstream
+
 _open: list[anthropic.AsyncAnthropic] = []
 
 
@@ -24,3 +26,50 @@ async def close_anthropic_clients() -> AsyncIterator[None]:
     yield
     while _open:
         await _open.pop().close()
+
+
+# Claude backends for the Messages tests: client model name → Anthropic / Vertex model ids.
+MODEL = "claude-sonnet-4-5"
+AMODEL = "claude-sonnet-4-5-20250929"
+VMODEL = "claude-sonnet-4-5@20250929"
+VBASE = "/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/"
+USAGE = {
+    "input_tokens": 2100,
+    "cache_creation_input_tokens": 500,
+    "cache_read_input_tokens": 20000,
+    "output_tokens": 80,
+}
+
+
+def anthropic_cfg(up: FakeUpstream, **backend: Any) -> dict[str, Any]:
+    return {
+        "backends": [
+            {
+                "id": "anth",
+                "type": "anthropic",
+                "baseUrl": up.url,
+                "apiKey": "sk-ant-upstream",
+                "modelMapping": {MODEL: AMODEL},
+                **backend,
+            }
+        ],
+        "defaultBackend": "anth",
+    }
+
+
+def vertex_cfg(up: FakeUpstream, **backend: Any) -> dict[str, Any]:
+    return {
+        "backends": [
+            {
+                "id": "vx",
+                "type": "vertex-anthropic",
+                "baseUrl": f"{up.url}/v1",
+                "projectId": "proj-1",
+                "location": "us-east5",
+                "apiKey": "ya29.pasted-token",
+                "modelMapping": {MODEL: VMODEL},
+                **backend,
+            }
+        ],
+        "defaultBackend": "vx",
+    }
