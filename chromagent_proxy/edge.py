@@ -18,12 +18,14 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
 from .accesslog import AccessLog, iso_time
+from .backends.registry import genai_provider_name
 from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
@@ -32,11 +34,13 @@ from .errors import (
     RateLimited,
     ServiceUnavailable,
 )
+from .genai import OPERATIONS, request_error_type
 from .handlers import _request_id, error_response
 from .instrument import RECORD, Record
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
 from .ratelimit import Decision, build_limiter
+from .routing import Router
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -95,10 +99,12 @@ class Edge:
         peer = request.remote or ""
         if not self._trusted_nets or not self._is_trusted(peer):
             return peer
-        xff = request.headers.get("X-Forwarded-For")
-        if not xff:
+        # A proxy may add its own header line instead of appending to the client's: all
+        # lines, in order, form one list (RFC 9110 §5.3), else the client's line would win.
+        lines = request.headers.getall("X-Forwarded-For", ())
+        if not lines:
             return peer
-        hops = [h.strip() for h in xff.split(",")]
+        hops = [h.strip() for h in ",".join(lines).split(",")]
         # Right to left: each trusted proxy appended the address it saw.
         for hop in reversed(hops):
             if hop and not self._is_trusted(hop):
@@ -193,6 +199,7 @@ class Edge:
             rec = Record(perf(), self.metrics, self.streams)
             request[RECORD] = rec
             self.inflight += 1
+            self.metrics.inflight += 1
             resp: web.StreamResponse | None = None
             status = 500
             try:
@@ -214,6 +221,7 @@ class Edge:
                 raise
             finally:
                 self.inflight -= 1
+                self.metrics.inflight -= 1
                 if self._idle_event is not None and self.inflight == 0:
                     self._idle_event.set()
                 self._finish(request, rec, resp.status if resp is not None else status, resp)
@@ -249,6 +257,17 @@ class Edge:
             rec.tokens_in,
             rec.tokens_out,
         )
+        operation = OPERATIONS.get(request.path) or ("chat" if rec.attempts else None)
+        if operation is not None:
+            m.genai.observe(
+                operation,
+                backend,
+                model,
+                request_error_type(status, rec.error_type),
+                end - rec.start,
+                ttft,
+                (rec.tokens_in, rec.tokens_out, rec.cache_read, rec.cache_write, rec.reasoning),
+            )
         if self.access.enabled:
             rid = (resp.headers.get("x-request-id") if resp is not None else None) or (
                 request.headers.get("x-request-id") or ""
@@ -280,6 +299,15 @@ class Edge:
             response.headers.update(rec.rl.headers())
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def watch(self, router: Router) -> None:
+        """Label metrics with each backend's GenAI provider name, and report which backends
+        ``router`` routes around right now (chromagent_backend_cooling)."""
+        self.metrics.genai.providers = {
+            b.id: genai_provider_name(b.config.type) for b in router.backends.values()
+        }
+        health, clock = router.health, router.clock
+        self.metrics.cooling = lambda: {bid: int(h.until > clock()) for bid, h in health.items()}
 
     def start(self) -> None:
         self.metrics.start()
@@ -371,7 +399,8 @@ def setup_cors(app: web.Application, config: GatewayConfig, api_paths: list[str]
         max_age=cors.max_age,
     )
     setup = aiohttp_cors.setup(app, defaults={o: options for o in origins})
+    # A route pattern ("/v1/models/{model:.+}") as aiohttp names the resource ("/v1/models/{model}").
+    wanted = {re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path) for path in api_paths}
     for resource in list(app.router.resources()):
-        info = resource.get_info()
-        if info.get("path") in api_paths:
+        if resource.canonical in wanted:
             setup.add(resource)

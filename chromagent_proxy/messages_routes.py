@@ -120,22 +120,10 @@ async def _count(dialect: MessagesDialect, inbound: Inbound, attempt: Attempt, r
     return counting.answer(counting.estimate(parsed.request))
 
 
-async def served_models(request: web.Request) -> list[str]:
-    state = request.app[STATE]
-    models = dict(state.router.models())
-    for backend_id, names in (await state.extra_models()).items():
-        for name in names:
-            models.setdefault(name, backend_id)
-    return list(models)
-
-
-async def anthropic_models(request: web.Request) -> web.Response:
+def anthropic_models(request: web.Request, models: list[str], rid: str) -> web.Response:
     """GET /v1/models for a request that carries anthropic-version / x-api-key."""
-    from .handlers import _request_id
-
-    rid = _request_id(request)
     try:
-        body = model_list.list_body(await served_models(request), request.query)
+        body = model_list.list_body(models, request.query)
     except GatewayError as err:
         return error_response(request.app[MESSAGES], err, rid)
     return web.Response(body=body, content_type=_JSON, headers={"x-request-id": rid})
@@ -156,6 +144,7 @@ def add_messages_routes(
     app: web.Application,
     wrap: Callable[..., Handler] | None = None,
     cors_methods: tuple[str, ...] | None = None,
+    expect_handler: Callable[[web.Request], Awaitable[web.StreamResponse | None]] | None = None,
 ) -> None:
     """Register ``PATHS`` (before the catch-all); the dialect seals with ``stateSecret``."""
     dialect = MessagesDialect(Sealer(app[STATE].config.state_secret))
@@ -174,6 +163,6 @@ def add_messages_routes(
         if cors_methods:
             resource = app.router.add_resource(path)
             for method in cors_methods:
-                resource.add_route(method, handler)
+                resource.add_route(method, handler, expect_handler=expect_handler)
         else:
-            app.router.add_route("*", path, handler)
+            app.router.add_route("*", path, handler, expect_handler=expect_handler)

@@ -24,6 +24,7 @@ from ..schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionR
 
 if TYPE_CHECKING:
     from ..config import BackendConfig, GatewayConfig
+    from ..media import ImageBudget
 
 CompletionResult = ChatCompletion | Mapping[str, Any] | bytes
 StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
@@ -32,7 +33,11 @@ StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
 class ImageFetcher(Protocol):
     """Fetches a remote image for a backend that needs inline bytes (see media.py)."""
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]: ...
+    async def fetch(
+        self, url: str, param: str, budget: ImageBudget | None = None
+    ) -> tuple[bytes, str]:
+        """(bytes, media type); every byte read is taken from ``budget`` (the request's)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -139,3 +144,13 @@ class BackendProvider:
     ) -> AsyncIterator[list[ir.Event]]:
         """The answer as lists of IR events, one list per upstream read (backends/shell.py)."""
         raise NotImplementedError
+
+    # -- embeddings (/v1/embeddings)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        """Embed ``request.inputs`` in order; backends without embeddings keep this."""
+        raise UnsupportedFeature(
+            f"backend '{ctx.backend_id}' has no embeddings; model '{ctx.client_model}' cannot "
+            "be used with /v1/embeddings",
+            param="model",
+        )

@@ -198,7 +198,7 @@ class _UsageOnly(BackendProvider):
     async def chat_completion(self, request: ChatCompletionRequest, config: BackendConfig) -> Any:
         raise NotImplementedError
 
-    async def chat_completion_stream(  # type: ignore[override]
+    async def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> Any:
         yield ChatCompletionChunk("c", 1, request.model, [ChunkChoice(0, Delta(content="hi"))])
