@@ -263,3 +263,23 @@ async def test_count_tokens_native_and_cached(upstream: FakeUpstream) -> None:
     assert sent.path == f"{VBASE}count-tokens:rawPredict"
     assert sent.json["model"] == VMODEL and sent.json["anthropic_version"] == "vertex-2023-10-16"
     assert "anthropic-beta" not in sent.headers  # Vertex's count endpoint refuses betas
+
+
+async def test_model_discovery_and_head_probe(upstream: FakeUpstream) -> None:
+    """Claude Code's start-up probe (HEAD /) and its gateway model discovery
+    (GET /v1/models with anthropic-version): Anthropic's list shape, paged like the SDK."""
+    cfg = anthropic_cfg(upstream, modelMapping={MODEL: AMODEL, "claude-haiku-4-5": AMODEL})
+    async with run_gateway(cfg) as gw:
+        c = client(gw)
+        page = await c.models.list(limit=1)
+        assert [m.id for m in page.data] == [MODEL] and page.has_more
+        everything = [m.id async for m in c.models.list(limit=1)]
+        assert everything == [MODEL, "claude-haiku-4-5"]
+        one = await c.models.retrieve("claude-haiku-4-5")
+        assert one.id == "claude-haiku-4-5" and one.type == "model"
+        async with aiohttp.ClientSession() as s:
+            async with s.head(f"{gw.url}/") as r:
+                assert r.status == 200
+            async with s.get(f"{gw.url}/v1/models") as r:  # an OpenAI client: OpenAI's shape
+                assert (await r.json())["object"] == "list"
+    assert upstream.received == []
