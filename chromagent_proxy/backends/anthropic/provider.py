@@ -15,7 +15,7 @@ response.py). They differ in URL, credentials and images:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import ClassVar, Protocol
 from urllib.parse import quote
@@ -33,6 +33,7 @@ from ...sse import SSEDecoder
 from ...upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
 from ..base import BackendProvider, CompletionResult, StreamPart, current_context
 from ..vertex import location_of, vertex_base_url
+from . import native
 from .errors import UpstreamUnauthorized, http_error, ok_body_error
 from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
 from .response import decode_message, to_chat_completion
@@ -56,6 +57,7 @@ class TokenSource(Protocol):
 class AnthropicBackend(BackendProvider):
     type: ClassVar[str] = "anthropic"
     vertex: ClassVar[bool] = False
+    native_dialects: ClassVar[frozenset[str]] = frozenset({"messages"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -196,6 +198,26 @@ class AnthropicBackend(BackendProvider):
                     yield chunk
         for chunk in finish(state):
             yield chunk
+
+    # -- the native Messages path (native.py; dialects/messages/relay.py calls these)
+
+    async def open_messages(
+        self,
+        stack: AsyncExitStack,
+        body: bytes,
+        client_headers: Mapping[str, str],
+        client_model: str,
+        model: str,
+        stream: bool,
+    ) -> aiohttp.ClientResponse:
+        url = self._url_for(model, stream)
+        body = native.rewrite_body(self, body, client_model, model)
+        return await native.open_native(self, stack, url, body, client_headers)
+
+    async def count_messages_tokens(
+        self, body: bytes, client_headers: Mapping[str, str], model: str
+    ) -> bytes:
+        return await native.count_tokens(self, body, client_headers, model)
 
 
 class VertexAnthropicBackend(AnthropicBackend):
