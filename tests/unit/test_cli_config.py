@@ -17,7 +17,9 @@ from chromagent_proxy.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -46,12 +48,42 @@ def with_(**kw: Any) -> dict[str, Any]:
 CASES: list[tuple[str, Any, dict[str, str], list[str], str]] = [
     ("malformed json", '{"port": 3000,\n  "host": }', {}, [], "line 2 column"),
     ("unknown key", with_(prot=1), {}, [], "unknown field `prot`"),
-    ("unknown backend key", {"backends": [{"id": "m", "type": "mock", "apikey": "x"}]}, {}, [], "$.backends[0]"),
+    (
+        "unknown backend key",
+        {"backends": [{"id": "m", "type": "mock", "apikey": "x"}]},
+        {},
+        [],
+        "$.backends[0]",
+    ),
     ("wrong type", with_(port="80"), {}, [], "$.port"),
-    ("duplicate id", {"backends": [{"id": "m", "type": "mock"}, {"id": "m", "type": "mock"}]}, {}, [], "duplicate backend id 'm'"),
-    ("default names no backend", {**BASE, "defaultBackend": "nope"}, {}, [], "'nope' names no backend"),
-    ("unknown type", {"backends": [{"id": "m", "type": "gpt-magic"}]}, {}, [], "unknown backend type 'gpt-magic' (known types:"),
-    ("unset var", {"backends": [{"id": "m", "type": "openai", "apiKey": "${NOPE_NOT_SET_KEY}"}]}, {}, [], "${NOPE_NOT_SET_KEY} is not set"),
+    (
+        "duplicate id",
+        {"backends": [{"id": "m", "type": "mock"}, {"id": "m", "type": "mock"}]},
+        {},
+        [],
+        "duplicate backend id 'm'",
+    ),
+    (
+        "default names no backend",
+        {**BASE, "defaultBackend": "nope"},
+        {},
+        [],
+        "'nope' names no backend",
+    ),
+    (
+        "unknown type",
+        {"backends": [{"id": "m", "type": "gpt-magic"}]},
+        {},
+        [],
+        "unknown backend type 'gpt-magic' (known types:",
+    ),
+    (
+        "unset var",
+        {"backends": [{"id": "m", "type": "openai", "apiKey": "${NOPE_NOT_SET_KEY}"}]},
+        {},
+        [],
+        "${NOPE_NOT_SET_KEY} is not set",
+    ),
     ("port out of range", with_(port=70000), {}, [], "$.port: 70000 is out of range"),
     ("env port not int", BASE, {"GATEWAY_PORT": "abc"}, [], "GATEWAY_PORT: expected an integer"),
     ("flag port not int", BASE, {}, ["--port", "x"], "argument --port/-p: invalid int value"),
@@ -60,7 +92,9 @@ CASES: list[tuple[str, Any, dict[str, str], list[str], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("name", "cfg", "env", "flags", "expect"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "cfg", "env", "flags", "expect"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bad_config_exits_2_with_one_line(
     tmp_path: Path, name: str, cfg: Any, env: dict[str, str], flags: list[str], expect: str
 ) -> None:
@@ -110,7 +144,11 @@ def test_env_overlay_for_every_documented_variable() -> None:
 
 def test_secret_interpolation() -> None:
     cfg = build_config(
-        {"backends": [{"id": "o", "type": "openai", "apiKey": "${K}", "baseUrl": "http://${H}/v1"}]},
+        {
+            "backends": [
+                {"id": "o", "type": "openai", "apiKey": "${K}", "baseUrl": "http://${H}/v1"}
+            ]
+        },
         env={"K": "sk-1", "H": "up:1"},
     )
     assert cfg.backends[0].api_key == "sk-1"
