@@ -12,12 +12,12 @@ import json
 from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 
-from chromagent_proxy.backends.anthropic.response import decode_message, to_chat_completion
+from chromagent_proxy.backends.anthropic.stream import answer, decode_message
 from tests.golden.test_anthropic_golden import MESSAGES, STREAMS, replay
 from tests.support.gateway import run_gateway
+from tests.support.translate import chat_completion
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply
 
 MODEL = "claude-sonnet-4-5@20250929"
@@ -91,10 +91,8 @@ async def test_vertex_message(upstream: FakeUpstream, name: str, body: bytes) ->
         )
     assert status == 200
     got = json.loads(raw)
-    want = msgspec.to_builtins(
-        to_chat_completion(
-            decode_message(body), id="chatcmpl-golden", created=got["created"], model=MODEL
-        )
+    want = chat_completion(
+        answer(decode_message(body)), id="chatcmpl-golden", created=got["created"], model=MODEL
     )
     assert got == want
     assert upstream.received[0].path == f"{PATH}:rawPredict"

@@ -64,9 +64,11 @@ def chat_chunks(batches: list[list[ir.Event]], include_usage: bool = True) -> li
     return [codec.loads(ev.data) for ev in SSEDecoder().feed(body)]
 
 
-def chat_completion(events: list[ir.Event]) -> dict[str, Any]:
+def chat_completion(
+    events: list[ir.Event], id: str = "chatcmpl-x", created: int = 1, model: str = "m"
+) -> dict[str, Any]:
     """What a Chat Completions client receives for a whole answer."""
     answer = Answer()
     answer.add(events)
-    out: dict[str, Any] = codec.loads(codec.encode(completion(answer, "chatcmpl-x", 1, "m")))
+    out: dict[str, Any] = codec.loads(codec.encode(completion(answer, id, created, model)))
     return out

@@ -21,6 +21,8 @@ from .ids import split_tool_call_id
 
 _EFFORTS = frozenset(get_args(ir.ReasoningEffort))
 _POLICY_FIELDS = tuple(policy.TABLE)
+# Values that ask for nothing (clients such as LangChain send them by default): not refused.
+_NEUTRAL: dict[str, object] = {"presence_penalty": 0, "frequency_penalty": 0}
 
 # Leading bytes of the image formats providers accept.
 _SIGNATURES = (
@@ -36,7 +38,7 @@ def present_fields(req: ChatCompletionRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _POLICY_FIELDS:
         value = getattr(req, name, None)
-        if value is not None and value is not False:
+        if value is not None and value is not False and _NEUTRAL.get(name, ...) != value:
             out[name] = value
     return out
 
