@@ -59,7 +59,8 @@ STREAMS = [(n, b) for n, b in STREAMS if (n, b) not in ERROR_STREAMS]
 
 
 def expected(objs: list[dict[str, Any]], key: str) -> dict[str, Any]:
-    text, calls, finish, usage = "", {}, None, None
+    text, finish, usage = "", None, None
+    calls: dict[int, dict[str, Any]] = {}
     for obj in objs:
         usage = obj.get("usage") or usage
         for ch in obj.get("choices") or []:
@@ -78,7 +79,7 @@ def expected(objs: list[dict[str, Any]], key: str) -> dict[str, Any]:
     return {
         "text": text,
         "calls": [calls[k] for k in sorted(calls)],
-        "finish": {"function_call": "tool_calls"}.get(finish, finish),
+        "finish": "tool_calls" if finish == "function_call" else finish,
         "usage": ir.Usage(
             input=u.get("prompt_tokens", 0) - cached,
             output=u.get("completion_tokens", 0) - reasoning,
