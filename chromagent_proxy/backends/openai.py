@@ -113,7 +113,7 @@ class OpenAIBackend(BackendProvider):
             body = await self._inline_images(request, body)
         decoder = SSEDecoder()
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
-            # resp.content directly, not through upstream.iter_body: one async generator
+            # resp.content directly, not through a generator wrapper: one async generator
             # less held per open stream (bench/README.md, memory per stream).
             try:
                 async for data in resp.content.iter_any():
