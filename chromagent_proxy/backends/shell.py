@@ -75,8 +75,14 @@ async def stream_events(
             if trailing_error is not None:
                 tail = data[-_TAIL:] if len(data) >= _TAIL else (tail + data)[-_TAIL:]
             out: list[ir.Event] = []
-            for payload in _payloads(decoder, data):
-                out += step(state, _decode(decode, payload, backend_id))
+            try:
+                for payload in _payloads(decoder, data):
+                    out += step(state, _decode(decode, payload, backend_id))
+            except GatewayError:
+                # Events before the failing one (same read) still reach the client first.
+                if out:
+                    yield out
+                raise
             if out:
                 yield out
     except STREAM_ERRORS as exc:
