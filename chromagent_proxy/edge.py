@@ -5,9 +5,9 @@
 path gains one coroutine frame and a handful of attribute operations; nothing
 runs for a feature that is off (no ``rateLimit``: no limiter call; no
 ``apiKeys``: no header read). Per-attempt facts (backend, model, time spent
-waiting on the backend, tokens, errors, attempts) come from thin wrappers put
-around each backend's ``chat_completion``/``chat_completion_stream`` (instrument.py) at
-start-up, so the failover loop in handlers.py needs no hooks.
+waiting on the backend, tokens, errors, attempts) are reported by the request path
+(serving.py) to the request's ``Record``, which this module creates and hands over on
+the request (``request[RECORD]``).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -28,16 +28,14 @@ from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
     ConfigError,
-    GatewayError,
     RateLimited,
     ServiceUnavailable,
 )
 from .handlers import _request_id, error_response
-from .instrument import RECORD, Record, count_upstream_error, instrument
+from .instrument import RECORD, Record
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
 from .ratelimit import Decision, build_limiter
-from .routing import Backend
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -95,10 +93,12 @@ class Edge:
         peer = request.remote or ""
         if not self._trusted_nets or not self._is_trusted(peer):
             return peer
-        xff = request.headers.get("X-Forwarded-For")
-        if not xff:
+        # A proxy may add its own header line instead of appending to the client's: all
+        # lines, in order, form one list (RFC 9110 §5.3), else the client's line would win.
+        lines = request.headers.getall("X-Forwarded-For", ())
+        if not lines:
             return peer
-        hops = [h.strip() for h in xff.split(",")]
+        hops = [h.strip() for h in ",".join(lines).split(",")]
         # Right to left: each trusted proxy appended the address it saw.
         for hop in reversed(hops):
             if hop and not self._is_trusted(hop):
@@ -179,8 +179,8 @@ class Edge:
         guard = self.limiter is not None or bool(self._keys)
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            rec = Record(perf())
-            token = RECORD.set(rec)
+            rec = Record(perf(), self.metrics, self.streams)
+            request[RECORD] = rec
             self.inflight += 1
             resp: web.StreamResponse | None = None
             status = 500
@@ -205,7 +205,6 @@ class Edge:
                 self.inflight -= 1
                 if self._idle_event is not None and self.inflight == 0:
                     self._idle_event.set()
-                RECORD.reset(token)
                 self._finish(request, rec, resp.status if resp is not None else status, resp)
 
         return guarded
@@ -264,18 +263,11 @@ class Edge:
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Stream responses are prepared inside the handler: add the rate-limit headers there."""
-        rec = RECORD.get()
+        rec = request.get(RECORD)
         if rec is not None and rec.rl is not None and "x-ratelimit-limit" not in response.headers:
             response.headers.update(rec.rl.headers())
 
     # -- lifecycle ---------------------------------------------------------------------
-
-    def instrument(self, backends: Mapping[str, Backend]) -> None:
-        instrument(backends, self.metrics, self.streams)
-
-    def upstream_error(self, backend_id: str, exc: GatewayError) -> None:
-        """Count an upstream failure the handler detected itself (first-chunk timeout)."""
-        count_upstream_error(self.metrics, backend_id, exc)
 
     def start(self) -> None:
         self.metrics.start()

@@ -53,6 +53,8 @@ class RequestContext:
     client_model: str
     upstream_model: str
     backend_id: str
+    # True for every stream: report usage in a final chunk (empty ``choices``). The gateway
+    # counts it, and forwards it only to clients that sent stream_options.include_usage.
     include_usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 

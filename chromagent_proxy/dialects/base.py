@@ -34,6 +34,8 @@ class Inbound:
     native: Any
     include_usage: bool = False  # chat: stream_options.include_usage (others: always usage)
     session_id: str | None = None  # for the access log (never a metric label)
+    headers: dict[str, str] | None = None  # extra response headers the dialect decided on
+    state: Any = None  # the dialect's own per-request state (e.g. the finished response)
 
 
 class EventEncoder(Protocol):
@@ -76,8 +78,15 @@ class Dialect(ABC):
         """(status, JSON body, extra headers) of an error answered before any byte."""
 
     @abstractmethod
-    def stream_error(self, err: GatewayError) -> bytes:
-        """The framed event that ends a stream that failed after its first byte."""
+    def stream_error(self, err: GatewayError, encoder: EventEncoder | None) -> bytes:
+        """The framed event(s) that end a stream that failed after its first byte
+        (``encoder``: the stream's encoder on the IR path, None on a relay)."""
+
+    async def resolve(self, inbound: Inbound) -> None:
+        """After parse, before routing: load what the request refers to (stored state)."""
+
+    async def completed(self, inbound: Inbound) -> None:
+        """After a successful answer was sent (e.g. store it)."""
 
     def relays(self, provider: BackendProvider) -> bool:
         return self.name in provider.native_dialects
@@ -87,6 +96,12 @@ class Dialect(ABC):
     ) -> tuple[bytes, ir.Usage | None]:
         """Same-dialect backend, non-stream: the upstream's answer bytes and its usage."""
         raise NotImplementedError
+
+    def relayed(self, part: Any, want_usage: bool) -> tuple[bytes, ir.Usage | None]:
+        """What to write for one relayed stream part, and the usage it carries."""
+        if type(part) is ir.Usage:
+            return b"", part
+        return part, None
 
     def relay_stream(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext

@@ -257,7 +257,7 @@ async def test_model_label_values_are_bounded() -> None:
 
 
 def test_usage_is_read_from_every_result_shape() -> None:
-    from chromagent_proxy.instrument import _usage
+    from chromagent_proxy.dialects.chat.dialect import _usage_of as _usage
     from chromagent_proxy.schema.openai import ChatCompletionChunk, Usage
 
     nested = b'{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":3}}}'

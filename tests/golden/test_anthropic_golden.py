@@ -25,8 +25,8 @@ from chromagent_proxy.backends.anthropic.stream import (
 )
 from chromagent_proxy.core import ir
 from chromagent_proxy.dialects.chat.decode import to_ir
+from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import UpstreamError
-from chromagent_proxy.handlers import parse_request
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks, provider_files
 from tests.support.translate import chat_chunks, chat_completion, drive, flat, usage_of
 

@@ -10,8 +10,8 @@ import pytest
 
 from chromagent_proxy.backends.anthropic.request import build_body
 from chromagent_proxy.dialects.chat.decode import to_ir
+from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.handlers import parse_request
 from chromagent_proxy.media_ir import inline_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
