@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import orjson
@@ -106,6 +106,10 @@ class MediaConfig(_Base):
     connect_timeout_ms: int = 3_000
     total_timeout_ms: int = 15_000
     max_redirects: int = 3
+    # Per request (media.py): image parts, image bytes in all, downloads at a time.
+    max_images_per_request: Annotated[int, msgspec.Meta(ge=1)] = 100
+    max_total_bytes: Annotated[int, msgspec.Meta(ge=1)] = 50 * 1024 * 1024
+    fetch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 4
 
 
 LogLevel = Literal["debug", "info", "warning", "error"]

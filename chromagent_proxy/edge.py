@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .accesslog import AccessLog, iso_time
+from .backends.registry import genai_provider_name
 from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
@@ -31,11 +32,13 @@ from .errors import (
     RateLimited,
     ServiceUnavailable,
 )
+from .genai import OPERATIONS, request_error_type
 from .handlers import _request_id, error_response
 from .instrument import RECORD, Record
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
 from .ratelimit import Decision, build_limiter
+from .routing import Router
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -182,6 +185,7 @@ class Edge:
             rec = Record(perf(), self.metrics, self.streams)
             request[RECORD] = rec
             self.inflight += 1
+            self.metrics.inflight += 1
             resp: web.StreamResponse | None = None
             status = 500
             try:
@@ -203,6 +207,7 @@ class Edge:
                 raise
             finally:
                 self.inflight -= 1
+                self.metrics.inflight -= 1
                 if self._idle_event is not None and self.inflight == 0:
                     self._idle_event.set()
                 self._finish(request, rec, resp.status if resp is not None else status, resp)
@@ -238,6 +243,17 @@ class Edge:
             rec.tokens_in,
             rec.tokens_out,
         )
+        operation = OPERATIONS.get(request.path) or ("chat" if rec.attempts else None)
+        if operation is not None:
+            m.genai.observe(
+                operation,
+                backend,
+                model,
+                request_error_type(status, rec.error_type),
+                end - rec.start,
+                ttft,
+                (rec.tokens_in, rec.tokens_out, rec.cache_read, rec.cache_write, rec.reasoning),
+            )
         if self.access.enabled:
             rid = (resp.headers.get("x-request-id") if resp is not None else None) or (
                 request.headers.get("x-request-id") or ""
@@ -268,6 +284,15 @@ class Edge:
             response.headers.update(rec.rl.headers())
 
     # -- lifecycle ---------------------------------------------------------------------
+
+    def watch(self, router: Router) -> None:
+        """Label metrics with each backend's GenAI provider name, and report which backends
+        ``router`` routes around right now (chromagent_backend_cooling)."""
+        self.metrics.genai.providers = {
+            b.id: genai_provider_name(b.config.type) for b in router.backends.values()
+        }
+        health, clock = router.health, router.clock
+        self.metrics.cooling = lambda: {bid: int(h.until > clock()) for bid, h in health.items()}
 
     def start(self) -> None:
         self.metrics.start()

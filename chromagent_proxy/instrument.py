@@ -23,6 +23,7 @@ from .errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from .genai import FROM_UPSTREAM_CLASS
 from .metrics import Metrics
 from .ratelimit import Decision
 
@@ -38,6 +39,7 @@ class Record:
         "backend",
         "cache_read",
         "cache_write",
+        "error_type",
         "first_at",
         "ip",
         "killed",
@@ -74,6 +76,7 @@ class Record:
         self.cache_read = 0
         self.cache_write = 0
         self.reasoning = 0
+        self.error_type = ""  # genai.ERROR_TYPES key of the last attempt's failure, if any
         self.ip: str | None = None
         self.rl: Decision | None = None
         self.session: str | None = None
@@ -84,6 +87,7 @@ class Record:
         self.attempts += 1
         self.backend = backend_id
         self.model = model
+        self.error_type = ""  # an earlier attempt's failure is not this one's
 
     def stream_opened(self) -> None:
         """A stream attempt began: drain() may end it past shutdownTimeoutMs."""
@@ -113,7 +117,9 @@ class Record:
 
     def upstream_failed(self, backend_id: str, exc: BaseException) -> None:
         if self.metrics is not None:
-            count_upstream_error(self.metrics, backend_id, exc)
+            klass = count_upstream_error(self.metrics, backend_id, exc)
+            if klass is not None:
+                self.error_type = FROM_UPSTREAM_CLASS[klass]
 
 
 # The Record of a request is stored on the aiohttp request under this key by the edge.
@@ -139,8 +145,10 @@ def classify(exc: BaseException) -> str | None:
     return "other"
 
 
-def count_upstream_error(metrics: Metrics, backend_id: str, exc: BaseException) -> None:
-    """Count ``exc`` under its upstream error class; errors that are not the upstream's don't count."""
+def count_upstream_error(metrics: Metrics, backend_id: str, exc: BaseException) -> str | None:
+    """Count ``exc`` under its upstream error class (returned); errors that are not the
+    upstream's don't count (None)."""
     klass = classify(exc)
     if klass is not None:
         metrics.upstream_error(backend_id, klass)
+    return klass

@@ -84,9 +84,14 @@ class GatewayServer:
         self.backends = {b.id: Backend(b, self.registry.create(b)) for b in self.config.backends}
         # The guarded image fetcher (None when media.remoteFetch is off); checks media.allowCidrs now.
         self._images = make_fetcher(self.config.media)
-        compile_rules(self.config)  # a bad routing rule stops start-up here
+        rules = compile_rules(self.config)  # a bad routing rule stops start-up here
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
+        # Metric labels: configured model names, and names matching a rule's model glob.
+        self.edge.metrics.label_models(
+            (m for b in self.config.backends for m in b.model_mapping),
+            (cond.model for cond, _ in rules if cond.model is not None),
+        )
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -103,6 +108,7 @@ class GatewayServer:
         cfg = self.config
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
+        self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
         self.state.responses = make_responses_dialect(cfg)
         app[STATE] = self.state

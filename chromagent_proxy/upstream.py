@@ -2,6 +2,12 @@
 
 Every backend sends through ``open_response`` so connect failures, timeouts
 and HTTP errors become the same ``GatewayError`` classes everywhere.
+
+Compressed answers (gzip, deflate) are inflated here, not by aiohttp: a few KB
+of gzip can expand to gigabytes, and aiohttp inflates in a loop that does not
+give the event loop back while its buffer drains. ``body_chunks`` inflates in
+64 KB steps, gives the loop back every MB, and refuses to expand one answer
+past ``DECOMPRESSED_LIMIT``.
 """
 
 from __future__ import annotations
@@ -10,12 +16,13 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Callable, Mapping
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import codec
@@ -32,6 +39,13 @@ log = logging.getLogger("chromagent_proxy")
 
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
+# Most bytes one compressed answer (stream or not) may inflate to.
+DECOMPRESSED_LIMIT = DEFAULT_BODY_LIMIT
+# What upstreams are offered: only what body_chunks can inflate step by step.
+ACCEPT_ENCODING = "gzip, deflate"
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_INFLATE_STEP = 64 * 1024
+_YIELD_EVERY = 1024 * 1024
 
 ErrorParser = Callable[[str, int, bytes, "CIMultiDictProxy[str]"], GatewayError]
 
@@ -72,6 +86,23 @@ def openai_error(
     )
 
 
+def error_in_ok_body(backend_id: str, body: bytes) -> GatewayError | None:
+    """An OpenAI-style ``{"error": ...}`` body without ``choices`` sent with HTTP 200 (some
+    compatible servers and proxies do): the error it is, mapped like an HTTP error."""
+    if b'"error"' not in body or b'"choices"' in body:
+        return None  # the fast path: an ordinary answer
+    try:
+        data: Any = codec.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "error" not in data or "choices" in data:
+        return None
+    err = data["error"]
+    code = err.get("code") if isinstance(err, dict) else None
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    return openai_error(backend_id, status, body, CIMultiDictProxy(CIMultiDict()))
+
+
 def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
     try:
         data: Any = codec.loads(body)
@@ -96,12 +127,61 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
     )
 
 
+def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
+    """The body as it arrives, inflated when the upstream compressed it."""
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return resp.content.iter_any()
+    return _inflate(resp, backend_id, encoding)
+
+
+async def _inflate(
+    resp: aiohttp.ClientResponse, backend_id: str, encoding: str
+) -> AsyncIterator[bytes]:
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' answered with Content-Encoding {encoding[:40]!r}, "
+            f"which the gateway does not accept (it asks for {ACCEPT_ENCODING})"
+        )
+    inflater: Any = None
+    total = since_yield = 0
+    async for data in resp.content.iter_any():
+        if inflater is None:
+            # "deflate" should be zlib-wrapped (RFC 9110); some servers send it raw.
+            raw = wbits == 15 and bool(data) and data[0] & 0x0F != 8
+            inflater = zlib.decompressobj(-15 if raw else wbits)
+        pending = data
+        while pending and not inflater.eof:
+            try:
+                out = inflater.decompress(pending, _INFLATE_STEP)
+            except zlib.error:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a corrupt {encoding} body"
+                ) from None
+            pending = inflater.unconsumed_tail
+            total += len(out)
+            if total > DECOMPRESSED_LIMIT:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a {encoding} body that inflates to more "
+                    f"than {DECOMPRESSED_LIMIT} bytes"
+                )
+            if out:
+                yield out
+            since_yield += len(out)
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)  # inflating is CPU only: let other requests run
+    if inflater is not None and not inflater.eof:
+        raise UpstreamProtocolError(f"backend '{backend_id}' ended a {encoding} body early")
+
+
 async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str) -> bytes:
     """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
     parts: list[bytes] = []
     size = 0
     try:
-        async for data in resp.content.iter_any():
+        async for data in body_chunks(resp, backend_id):
             size += len(data)
             if size > limit:
                 raise UpstreamProtocolError(
@@ -120,8 +200,8 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str)
 
 
 # What reading a streamed body raises, and what it becomes (``stream_error``): readers
-# iterate ``resp.content.iter_any()`` themselves, no async generator wrapped around it
-# (one less held per open stream); the session's sock_read timeout is the idle gap.
+# iterate ``body_chunks`` themselves, no async generator wrapped around it (one less held
+# per open stream); the session's sock_read timeout is the idle gap.
 STREAM_ERRORS = (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError)
 
 
@@ -183,10 +263,11 @@ class open_response:  # lower case: it was a function, callers write `async with
                 resp = await runtime.session.post(
                     url,
                     data=self._body,
-                    headers=self._headers,
+                    headers={**self._headers, "Accept-Encoding": ACCEPT_ENCODING},
                     timeout=runtime.timeout,
                     # A redirect would re-send the provider key and the prompt to another host.
                     allow_redirects=False,
+                    auto_decompress=False,  # body_chunks inflates, bounded
                 )
         except aiohttp.ConnectionTimeoutError:
             # Also a TimeoutError: name the phase that ran out (timeouts.connectMs).

@@ -24,6 +24,7 @@ from ..schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionR
 
 if TYPE_CHECKING:
     from ..config import BackendConfig, GatewayConfig
+    from ..media import ImageBudget
 
 CompletionResult = ChatCompletion | Mapping[str, Any] | bytes
 StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
@@ -32,7 +33,11 @@ StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
 class ImageFetcher(Protocol):
     """Fetches a remote image for a backend that needs inline bytes (see media.py)."""
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]: ...
+    async def fetch(
+        self, url: str, param: str, budget: ImageBudget | None = None
+    ) -> tuple[bytes, str]:
+        """(bytes, media type); every byte read is taken from ``budget`` (the request's)."""
+        ...
 
 
 @dataclass(slots=True)

@@ -17,13 +17,15 @@ from .. import codec
 from ..config import BackendConfig
 from ..core import ir
 from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
-from ..media import Image, collect_images
+from ..media import Image, check_inline_parts, collect_images
 from ..media_ir import inline_images
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder, framed
 from ..upstream import (
     DEFAULT_BODY_LIMIT,
     STREAM_ERRORS,
+    body_chunks,
+    error_in_ok_body,
     open_response,
     read_capped,
     stream_error,
@@ -82,11 +84,17 @@ class OpenAIBackend(BackendProvider):
             data["stream_options"] = {"include_usage": True}
         return codec.dumps(data)
 
-    async def _inline_images(self, request: ChatCompletionRequest, body: bytes) -> bytes:
+    async def _inline_images(
+        self, request: ChatCompletionRequest, body: bytes, backend_id: str
+    ) -> bytes:
         """``inlineImages``: fetch http(s) image URLs through the guarded fetcher and send them
-        as data: URLs, so a self-hosted upstream (vLLM...) never fetches a user URL itself."""
+        as data: URLs, so a self-hosted upstream (vLLM...) never fetches a user URL itself;
+        part types that may carry other URLs (video_url, file...) are refused."""
         assert self.runtime is not None
-        images = await collect_images(request, self.runtime.images)
+        check_inline_parts(request, backend_id)
+        images = await collect_images(
+            request, self.runtime.images, decode_data=False, limits=self.runtime.gateway.media
+        )
         remote: dict[str, Image] = {u: img for u, img in images.items() if u[:5].lower() != "data:"}
         if not remote:
             return body
@@ -129,9 +137,13 @@ class OpenAIBackend(BackendProvider):
         assert self.runtime is not None
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
-            body = await self._inline_images(request, body)
+            body = await self._inline_images(request, body, config.id)
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
-            return await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+            data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+        err = error_in_ok_body(config.id, data)
+        if err is not None:
+            raise err
+        return data
 
     async def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
@@ -139,13 +151,13 @@ class OpenAIBackend(BackendProvider):
         assert self.runtime is not None
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
-            body = await self._inline_images(request, body)
+            body = await self._inline_images(request, body, config.id)
         decoder = SSEDecoder()
         async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
-            # resp.content directly, not through a generator wrapper: one async generator
+            # body_chunks directly, not through a generator wrapper: one async generator
             # less held per open stream (bench/README.md, memory per stream).
             try:
-                async for data in resp.content.iter_any():
+                async for data in body_chunks(resp, config.id):
                     # Events that arrived in one read leave in one write (sse.Framed); a usage
                     # event goes alone and unframed so the metrics layer can read its counts.
                     batch: list[bytes] = []
@@ -181,14 +193,22 @@ class OpenAIBackend(BackendProvider):
         self, request: ir.Request, ctx: RequestContext, *, stream: bool
     ) -> open_response:
         assert self.runtime is not None and self.config is not None
-        if self.config.inline_images:  # a self-hosted upstream never fetches a user URL
-            await inline_images(request, self.runtime.images)
+        # inlineImages: a self-hosted upstream never fetches a user URL itself.
+        await inline_images(
+            request,
+            self.runtime.images,
+            self.runtime.gateway.media,
+            fetch_remote=self.config.inline_images,
+        )
         body = codec.dumps(openai_chat.build(request, stream=stream))
         return open_response(self.runtime, ctx.backend_id, self._url, self._headers, body)
 
     async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
         async with await self._open(request, ctx, stream=False) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, ctx.backend_id)
+        err = error_in_ok_body(ctx.backend_id, data)
+        if err is not None:
+            raise err
         return openai_chat.answer(data, ctx.backend_id)
 
     async def generate_stream(

@@ -283,7 +283,7 @@ class FakeFetcher:
     def __init__(self) -> None:
         self.urls: list[str] = []
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+    async def fetch(self, url: str, param: str, budget: Any = None) -> tuple[bytes, str]:
         self.urls.append(url)
         return PNG, "image/png"
 

@@ -174,7 +174,7 @@ def test_overloaded_is_503_retryable_whatever_the_status() -> None:
 def test_401_non_json_body() -> None:
     err = http_error("b", 401, b"<html>denied</html>", headers())
     assert err.status == 502 and err.code == "upstream_auth_failed" and not err.retryable
-    assert "denied" in err.message
+    assert "denied" not in err.message and "status 401" in err.message  # never relayed
 
 
 @pytest.mark.parametrize(

@@ -47,7 +47,7 @@ class StubFetcher:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+    async def fetch(self, url: str, param: str, budget: Any = None) -> tuple[bytes, str]:
         self.calls.append((url, param))
         return JPEG, "image/jpeg"
 

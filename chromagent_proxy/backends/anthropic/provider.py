@@ -29,7 +29,7 @@ from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
 from ..vertex import TokenSource, model_prefix, post, retrying_parser
 from . import stream
-from .errors import http_error
+from .errors import http_error, ok_body_error
 from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
@@ -90,8 +90,12 @@ class AnthropicBackend(BackendProvider):
 
     async def _post(self, request: ir.Request, ctx: RequestContext, *, stream: bool) -> post:
         assert self.runtime is not None
-        if self._fetch_remote:
-            await inline_images(request, self.runtime.images)
+        await inline_images(
+            request,
+            self.runtime.images,
+            self.runtime.gateway.media,
+            fetch_remote=self._fetch_remote,
+        )
         body = build_body(
             request, stream=stream, default_max_tokens=self._max_tokens, vertex=self.vertex
         )
@@ -109,6 +113,8 @@ class AnthropicBackend(BackendProvider):
             raise UpstreamProtocolError(
                 f"backend '{ctx.backend_id}' sent a response that is not a Messages object: {exc}"
             ) from None
+        if msg.type == "error":  # an error envelope with HTTP 200: not an empty answer
+            raise ok_body_error(ctx.backend_id, data, resp.headers)
         return stream.answer(msg, response_tool(request))
 
     async def generate_stream(

@@ -99,7 +99,7 @@ class GeminiBackend(BackendProvider):
 
     async def _post(self, request: ir.Request, ctx: RequestContext, *, stream: bool) -> post:
         assert self.runtime is not None and self.config is not None
-        await inline_images(request, self.runtime.images)
+        await inline_images(request, self.runtime.images, self.runtime.gateway.media)
         body = build_body(
             request,
             default_max_tokens=self.config.default_max_tokens,

@@ -14,7 +14,7 @@ from typing import Any
 from ... import codec
 from ...core import ir
 from ...errors import InvalidRequest, UnsupportedFeature
-from .schema_clean import is_empty_object, to_gemini_schema
+from .schema_clean import Budget, SchemaTooLarge, is_empty_object, to_gemini_schema
 
 ORIGIN = "gemini"
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
@@ -141,7 +141,19 @@ def build_contents(
     return system, contents
 
 
-def _tools(req: ir.Request) -> list[dict[str, Any]]:
+def _schema(schema: dict[str, Any], budget: Budget, what: str, param: str) -> dict[str, Any]:
+    try:
+        return to_gemini_schema(schema, budget)
+    except SchemaTooLarge as exc:
+        raise InvalidRequest(
+            f"{what} is too large for Gemini: with $ref inlined, the request's schemas expand "
+            f"to more than {exc.limit} nodes; use fewer $ref reuses or a simpler schema",
+            param=param,
+            code="schema_too_large",
+        ) from None
+
+
+def _tools(req: ir.Request, budget: Budget) -> list[dict[str, Any]]:
     decls = []
     for i, tool in enumerate(req.tools or ()):
         if not _FUNCTION_NAME.match(tool.name):
@@ -155,7 +167,12 @@ def _tools(req: ir.Request) -> list[dict[str, Any]]:
             decl["description"] = tool.description
         if not is_empty_object(tool.parameters):
             assert tool.parameters is not None
-            decl["parameters"] = to_gemini_schema(tool.parameters)
+            decl["parameters"] = _schema(
+                tool.parameters,
+                budget,
+                f"the parameters schema of tool {tool.name!r}",
+                f"tools[{i}].function.parameters",
+            )
         decls.append(decl)
     return [{"functionDeclarations": decls}] if decls else []
 
@@ -197,7 +214,7 @@ def _thinking(reasoning: ir.Reasoning, model: str) -> dict[str, Any]:
 
 
 def _generation_config(
-    req: ir.Request, default_max_tokens: int | None, include_thoughts: bool
+    req: ir.Request, default_max_tokens: int | None, include_thoughts: bool, budget: Budget
 ) -> dict[str, Any]:
     s = req.settings
     gc: dict[str, Any] = {}
@@ -228,7 +245,12 @@ def _generation_config(
     if fmt is not None and fmt.type != "text":
         gc["responseMimeType"] = "application/json"
         if fmt.type == "json_schema" and fmt.schema:
-            gc["responseSchema"] = to_gemini_schema(fmt.schema)
+            gc["responseSchema"] = _schema(
+                fmt.schema,
+                budget,
+                "the response_format schema",
+                "response_format.json_schema.schema",
+            )
     thinking = _thinking(s.reasoning, req.model) if s.reasoning is not None else {}
     if include_thoughts and thinking.get("thinkingBudget") != 0:
         thinking["includeThoughts"] = True
@@ -249,13 +271,14 @@ def build_body(
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
-    tools = _tools(req)
+    budget = Budget()  # one for all of this request's schemas
+    tools = _tools(req, budget)
     if tools:
         body["tools"] = tools
     tool_config = _tool_config(req)
     if tool_config:
         body["toolConfig"] = tool_config
-    gc = _generation_config(req, default_max_tokens, include_thoughts)
+    gc = _generation_config(req, default_max_tokens, include_thoughts, budget)
     if gc:
         body["generationConfig"] = gc
     if safety_settings:

@@ -84,7 +84,7 @@ class OllamaBackend(BackendProvider):
     ) -> open_response:
         """POST the body to /api/chat (``async with`` it for the response)."""
         assert self.runtime is not None and self.config is not None
-        await inline_images(request, self.runtime.images)
+        await inline_images(request, self.runtime.images, self.runtime.gateway.media)
         config = self.config
         body = build_body(
             request,

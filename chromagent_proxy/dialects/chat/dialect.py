@@ -130,8 +130,7 @@ class ChatDialect(Dialect):
                 f"backend '{ctx.backend_id}' returned a result that is not JSON: {exc}",
                 retryable=False,
             ) from None
-        counts = _usage_of(result)
-        return payload, ir.Usage(counts[0], counts[1]) if counts is not None else None
+        return payload, _usage_of(result)
 
     def relay_stream(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
@@ -149,13 +148,11 @@ class ChatDialect(Dialect):
         if tp is bytes:
             if b'"prompt_tokens"' not in part:
                 return frame(part), None
-            counts = _usage_of(part)
-            usage = ir.Usage(counts[0], counts[1]) if counts is not None else None
+            usage = _usage_of(part)
             if not want_usage and _NO_CHOICES.search(part) is not None:
                 return b"", usage
             return frame(part), usage
-        counts = _usage_of(part)
-        usage = ir.Usage(counts[0], counts[1]) if counts is not None else None
+        usage = _usage_of(part)
         if usage is not None and not want_usage:
             choices = part.get("choices") if isinstance(part, Mapping) else part.choices
             if not choices:
@@ -167,12 +164,31 @@ class ChatDialect(Dialect):
 _NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 _COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
+_CACHED = re.compile(rb'"cached_tokens"\s*:\s*(\d+)')
+_CACHE_WRITE = re.compile(rb'"cache_creation_tokens"\s*:\s*(\d+)')
+_REASONING = re.compile(rb'"reasoning_tokens"\s*:\s*(\d+)')
 
 
-def _usage_of(result: Any) -> tuple[int, int] | None:
-    """Token counts of a Chat Completions result or chunk in any shape a backend returns."""
+def _int(m: re.Match[bytes] | None) -> int:
+    return int(m.group(1)) if m else 0
+
+
+def _split(prompt: int, completion: int, cached: int, cache_write: int, reasoning: int) -> ir.Usage:
+    """OpenAI's counts (prompt includes the cache, completion the reasoning) → disjoint ir.Usage."""
+    return ir.Usage(
+        input=max(prompt - cached - cache_write, 0),
+        output=max(completion - reasoning, 0),
+        cache_read=cached,
+        cache_write=cache_write,
+        reasoning=reasoning,
+    )
+
+
+def _usage_of(result: Any) -> ir.Usage | None:
+    """Token usage of a Chat Completions result or chunk in any shape a backend returns,
+    with the cache and reasoning details when the backend reports them."""
     if type(result) is bytes:
-        # Relayed JSON: look only at the "usage" object (at the end in practice) with two
+        # Relayed JSON: look only at the "usage" object (at the end in practice) with
         # regex searches instead of decoding the whole body.
         i = result.rfind(b'"usage"')
         if i < 0:
@@ -181,14 +197,40 @@ def _usage_of(result: Any) -> tuple[int, int] | None:
         c = _COMPLETION.search(result, i)
         if p is None and c is None:
             return None
-        return int(p.group(1)) if p else 0, int(c.group(1)) if c else 0
+        if result.find(b"_tokens_details", i) < 0:
+            return ir.Usage(input=_int(p), output=_int(c))
+        return _split(
+            _int(p),
+            _int(c),
+            _int(_CACHED.search(result, i)),
+            _int(_CACHE_WRITE.search(result, i)),
+            _int(_REASONING.search(result, i)),
+        )
     if isinstance(result, (ChatCompletion, ChatCompletionChunk)):
         u = result.usage
-        return (u.prompt_tokens, u.completion_tokens) if u is not None else None
+        if u is None:
+            return None
+        pd, cd = u.prompt_tokens_details, u.completion_tokens_details
+        return _split(
+            u.prompt_tokens,
+            u.completion_tokens,
+            pd.cached_tokens if pd is not None else 0,
+            (pd.cache_creation_tokens or 0) if pd is not None else 0,
+            cd.reasoning_tokens if cd is not None else 0,
+        )
     if isinstance(result, Mapping):
         d = result.get("usage")
         if isinstance(d, Mapping):
-            return int(d.get("prompt_tokens") or 0), int(d.get("completion_tokens") or 0)
+            pdd, cdd = d.get("prompt_tokens_details"), d.get("completion_tokens_details")
+            pdm: Mapping[str, Any] = pdd if isinstance(pdd, Mapping) else {}
+            cdm: Mapping[str, Any] = cdd if isinstance(cdd, Mapping) else {}
+            return _split(
+                int(d.get("prompt_tokens") or 0),
+                int(d.get("completion_tokens") or 0),
+                int(pdm.get("cached_tokens") or 0),
+                int(pdm.get("cache_creation_tokens") or 0),
+                int(cdm.get("reasoning_tokens") or 0),
+            )
     return None
 
 
