@@ -7,8 +7,10 @@ import base64
 
 import pytest
 
+from chromagent_proxy.config import MediaConfig
 from chromagent_proxy.core import ir
 from chromagent_proxy.errors import InvalidRequest
+from chromagent_proxy.media import ImageBudget
 from chromagent_proxy.media_ir import INLINE_ENCODE_LIMIT, inline_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -23,7 +25,9 @@ class Fetcher:
         self.running = 0
         self.most = 0
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+    async def fetch(
+        self, url: str, param: str, budget: ImageBudget | None = None
+    ) -> tuple[bytes, str]:
         self.calls.append((url, param))
         self.running += 1
         self.most = max(self.most, self.running)
@@ -71,3 +75,20 @@ async def test_remote_image_without_fetcher_names_the_part() -> None:
     with pytest.raises(InvalidRequest) as info:
         await inline_images(request(ir.Text("x"), ir.Image(url="https://x.test/a")), None)
     assert info.value.param == "messages[0].content[1].image_url"
+
+
+async def test_media_type_comes_from_the_first_bytes_after_counting() -> None:
+    png = base64.b64encode(PNG).decode()
+    img = ir.Image(media_type="image/jpeg", data=png)  # what the data URL declared
+    await inline_images(request(img), None)
+    assert img.media_type == "image/png" and img.data is png
+    with pytest.raises(InvalidRequest) as info:
+        await inline_images(request(ir.Image(data=base64.b64encode(b"GIF00a....").decode())), None)
+    assert info.value.code == "invalid_image"
+    assert info.value.param == "messages[0].content[0].image_url"
+    # The count is checked before any image is looked at (these are not even base64).
+    many = request(*[ir.Image(data="!!") for _ in range(5)])
+    with pytest.raises(InvalidRequest) as info:
+        await inline_images(many, None, MediaConfig(max_images_per_request=4))
+    assert info.value.code == "too_many_images"
+    assert info.value.param == "messages[0].content[4]"
