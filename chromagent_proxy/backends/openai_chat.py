@@ -28,7 +28,11 @@ from .shell import Translator
 
 
 def _image_url(img: ir.Image) -> dict[str, Any]:
-    url = f"data:{img.media_type};base64,{img.data}" if img.data is not None else img.url
+    url = (
+        f"data:{img.media_type or 'image/png'};base64,{img.data}"
+        if img.data is not None
+        else img.url
+    )
     ref: dict[str, Any] = {"url": url}
     if img.detail:
         ref["detail"] = img.detail
