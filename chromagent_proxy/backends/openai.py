@@ -39,7 +39,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 class OpenAIBackend(BackendProvider):
     type: ClassVar[str] = "openai"
-    native_dialects: ClassVar[frozenset[str]] = frozenset({"chat"})
+    # Chat Completions and embeddings are relayed as bytes (/v1/responses too, with
+    # nativeResponses: see dialects/responses); other dialects translate (generate).
+    native_dialects: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
     dialect: ClassVar[str] = "openai"
     translates: ClassVar[bool] = True
 

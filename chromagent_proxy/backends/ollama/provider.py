@@ -22,6 +22,7 @@ from ...schema.ollama import TagList
 from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, open_response, read_capped
 from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
+from . import embed as embedding
 from . import stream
 from .request import build_body
 
@@ -43,6 +44,7 @@ class OllamaBackend(BackendProvider):
         self.base_url = DEFAULT_BASE_URL
         self._chat_url = DEFAULT_BASE_URL + "/api/chat"
         self._tags_url = DEFAULT_BASE_URL + "/api/tags"
+        self._embed_url = DEFAULT_BASE_URL + "/api/embed"
         self._headers: dict[str, str] = {}
         self._hint = ""
 
@@ -70,6 +72,7 @@ class OllamaBackend(BackendProvider):
         self.base_url = base
         self._chat_url = base + "/api/chat"
         self._tags_url = base + "/api/tags"
+        self._embed_url = base + "/api/embed"
         headers = {"Content-Type": "application/json"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
@@ -121,6 +124,19 @@ class OllamaBackend(BackendProvider):
         async with await self._open(request, ctx, stream=True) as resp:
             async for events in stream_events(resp, ctx.backend_id, stream.TRANSLATOR, state):
                 yield events
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        assert self.runtime is not None and self.config is not None
+        return await embedding.embed(
+            self.runtime,
+            self.config.id,
+            self._embed_url,
+            self._headers,
+            request,
+            self.config.keep_alive,
+            _error_parser(request.model, self.base_url),
+            self._hint,
+        )
 
     async def list_models(self) -> list[str]:
         """The models pulled into this Ollama (``GET /api/tags``); raises when it is down."""
