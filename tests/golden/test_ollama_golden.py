@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chromagent_proxy import codec
-from chromagent_proxy.backends.ollama.provider import _error_parser
+from chromagent_proxy.backends.ollama.errors import error_parser as _error_parser
 from chromagent_proxy.backends.ollama.stream import TRANSLATOR, StreamState, answer, decode_line
 from chromagent_proxy.core import ir
 from chromagent_proxy.errors import UpstreamHTTPError

@@ -8,7 +8,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy import codec
-from chromagent_proxy.backends.ollama.provider import OllamaBackend, _error_parser
+from chromagent_proxy.backends.ollama.errors import error_parser as _error_parser
+from chromagent_proxy.backends.ollama.provider import OllamaBackend
 from chromagent_proxy.backends.ollama.stream import StreamState, answer, decode_line, step
 from chromagent_proxy.config import BackendConfig
 from chromagent_proxy.core import ir

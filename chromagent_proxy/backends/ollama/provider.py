@@ -8,22 +8,22 @@ The native API (not Ollama's /v1 layer) is used so tools, images, thinking and
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import aiohttp
-from multidict import CIMultiDictProxy
 
 from ... import codec
 from ...config import BackendConfig
 from ...core import ir
-from ...errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError, upstream_http_error
+from ...errors import UpstreamHTTPError, UpstreamProtocolError
 from ...media_ir import inline_images
 from ...schema.ollama import TagList
-from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, open_response, read_capped
+from ...upstream import DEFAULT_BODY_LIMIT, open_response, read_capped
 from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
 from . import embed as embedding
 from . import stream
+from .errors import error_parser
 from .request import build_body
 
 DEFAULT_BASE_URL = "http://localhost:11434"
@@ -102,7 +102,7 @@ class OllamaBackend(BackendProvider):
             self._chat_url,
             self._headers,
             codec.dumps(body),
-            error_parser=_error_parser(request.model, self.base_url),
+            error_parser=error_parser(request.model, self.base_url),
             hint=self._hint,
         )
 
@@ -134,7 +134,7 @@ class OllamaBackend(BackendProvider):
             self._headers,
             request,
             self.config.keep_alive,
-            _error_parser(request.model, self.base_url),
+            error_parser(request.model, self.base_url),
             self._hint,
         )
 
@@ -157,54 +157,3 @@ class OllamaBackend(BackendProvider):
                 f"backend '{self.config.id}' sent an unreadable /api/tags: {exc}"
             ) from None
         return [m.name or m.model for m in tags.models or [] if m.name or m.model]
-
-
-def _error_parser(model: str, base_url: str) -> ErrorParser:
-    """Ollama errors are ``{"error": "<text>"}``; a 404 from /api/chat means the model is not pulled."""
-
-    def parse(
-        backend_id: str, status: int, body: bytes, headers: CIMultiDictProxy[str]
-    ) -> GatewayError:
-        message = _error_text(body)
-        if status == 404:
-            if message is None:
-                # Not Ollama's JSON: something else answers at this URL.
-                return UpstreamHTTPError(
-                    f"backend '{backend_id}' has no Ollama /api/chat at {base_url} (HTTP 404); "
-                    "baseUrl must be the Ollama server root, e.g. http://localhost:11434",
-                    retryable=False,
-                )
-            return UpstreamHTTPError(
-                f"model '{model}' is not available on backend '{backend_id}' ({message}); "
-                f"pull it with `ollama pull {model}`",
-                status=404,
-                type="invalid_request_error",
-                code="model_not_found",
-                param="model",
-                retryable=False,
-            )
-        text = message if message is not None else body[:500].decode("utf-8", "replace").strip()
-        err = upstream_http_error(
-            backend_id,
-            status,
-            text or f"upstream returned HTTP {status}",
-            retry_after=headers.get("Retry-After"),
-        )
-        if status == 400 and "does not support tools" in text:
-            err.param = "tools"
-        return err
-
-    return parse
-
-
-def _error_text(body: bytes) -> str | None:
-    try:
-        data: Any = codec.loads(body)
-    except ValueError:
-        return None
-    if isinstance(data, dict) and "error" in data:
-        err = data["error"]
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-        return str(err)
-    return None

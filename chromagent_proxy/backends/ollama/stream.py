@@ -14,9 +14,10 @@ from typing import Any
 
 from ... import codec
 from ...core import ir
-from ...errors import UpstreamHTTPError, UpstreamProtocolError
+from ...errors import UpstreamProtocolError
 from ...schema.ollama import ChatResponse, OllamaToolCall
 from ..shell import Translator
+from .errors import error_of
 
 decode_line = codec.decoder(ChatResponse).decode
 
@@ -47,13 +48,6 @@ def finish_reason(done_reason: str | None, called_tools: bool) -> ir.FinishReaso
 def usage_of(resp: ChatResponse) -> ir.Usage:
     # Ollama has no prompt cache counters; eval_count includes any thinking.
     return ir.Usage(input=resp.prompt_eval_count, output=resp.eval_count)
-
-
-def error_of(backend_id: str, error: object) -> UpstreamHTTPError:
-    message = error if isinstance(error, str) else codec.dumps(error).decode()
-    return UpstreamHTTPError(
-        f"backend '{backend_id}' reported an error mid-stream: {message}", retryable=False
-    )
 
 
 @dataclass(slots=True)
