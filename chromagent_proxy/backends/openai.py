@@ -78,8 +78,11 @@ class OpenAIBackend(BackendProvider):
         if request.model == ctx.client_model and (opts is None or not add_usage):
             return _with_usage(ctx.raw_body) if add_usage else ctx.raw_body
         try:
-            data: dict[str, Any] = codec.loads(ctx.raw_body)
-        except ValueError as exc:  # e.g. a number beyond what orjson can hold (1e400)
+            data: dict[str, Any] = codec.loads_exact(ctx.raw_body)
+        except (
+            ValueError,
+            codec.DecodeError,
+        ) as exc:  # e.g. a number beyond what orjson can hold (1e400)
             raise InvalidRequest(f"The request body cannot be re-encoded: {exc}") from None
         data["model"] = request.model
         if add_usage:

@@ -230,9 +230,7 @@ def test_tool_calls_across_lines_get_distinct_indexes() -> None:
 def test_tool_support_error_fixture() -> None:
     (it,) = load(fixture_path("ollama", "langchaingo--TestToolCall.httprr"))
     assert it.status == 400
-    err = _error_parser("gemma3:1b", "http://localhost:11434")(
-        "ollama", it.status, it.body, _headers(it)
-    )
+    err = _error_parser("gemma3:1b")("ollama", it.status, it.body, _headers(it))
     assert isinstance(err, UpstreamHTTPError)
     assert err.status == 400
     assert err.type == "invalid_request_error"

@@ -70,7 +70,7 @@ def test_mid_stream_error_line_raises_after_content() -> None:
 
 def _parse(status: int, body: bytes, headers: dict[str, str] | None = None) -> GatewayError:
     h = CIMultiDictProxy(CIMultiDict(headers or {}))
-    return _error_parser("llama3.2", "http://localhost:11434")("ollama", status, body, h)
+    return _error_parser("llama3.2")("ollama", status, body, h)
 
 
 def test_error_mapping() -> None:

@@ -20,6 +20,7 @@ from ...auth.google import GoogleAuth
 from ...config import BackendConfig
 from ...core import ir
 from ...errors import InvalidRequest, UpstreamProtocolError
+from ...jsonlimits import unencodable
 from ...media_ir import inline_images
 from ...upstream import DEFAULT_BODY_LIMIT, read_capped
 from ..base import BackendProvider, RequestContext
@@ -108,8 +109,10 @@ class GeminiBackend(BackendProvider):
         )
         try:
             data = codec.dumps(body)
-        except TypeError:  # orjson's nesting limit (254), e.g. in replayed tool arguments
-            raise InvalidRequest("the request is nested too deeply for Gemini") from None
+        except TypeError:  # orjson's limits: nesting past 254, integers past 64 bits
+            raise unencodable(ctx.raw_body) or InvalidRequest(
+                "the request is nested too deeply for Gemini"
+            ) from None
         url = self.url(request.model, stream=stream)
         return post(self.runtime, ctx.backend_id, url, self._headers, data, self._auth, _PARSER)
 

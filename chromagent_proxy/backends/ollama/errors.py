@@ -19,7 +19,7 @@ def error_of(backend_id: str, error: object) -> UpstreamHTTPError:
     )
 
 
-def error_parser(model: str, base_url: str) -> ErrorParser:
+def error_parser(model: str) -> ErrorParser:
     """Ollama errors are ``{"error": "<text>"}``; a 404 from /api/chat means the model is not pulled."""
 
     def parse(
@@ -30,7 +30,7 @@ def error_parser(model: str, base_url: str) -> ErrorParser:
             if message is None:
                 # Not Ollama's JSON: something else answers at this URL.
                 return UpstreamHTTPError(
-                    f"backend '{backend_id}' has no Ollama /api/chat at {base_url} (HTTP 404); "
+                    f"backend '{backend_id}' has no Ollama /api/chat at its baseUrl (HTTP 404); "
                     "baseUrl must be the Ollama server root, e.g. http://localhost:11434",
                     retryable=False,
                 )

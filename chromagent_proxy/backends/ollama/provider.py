@@ -102,7 +102,7 @@ class OllamaBackend(BackendProvider):
             self._chat_url,
             self._headers,
             codec.dumps(body),
-            error_parser=error_parser(request.model, self.base_url),
+            error_parser=error_parser(request.model),
             hint=self._hint,
         )
 
@@ -134,7 +134,7 @@ class OllamaBackend(BackendProvider):
             self._headers,
             request,
             self.config.keep_alive,
-            error_parser(request.model, self.base_url),
+            error_parser(request.model),
             self._hint,
         )
 
