@@ -93,7 +93,9 @@ def test_console_script_takes_the_same_flags() -> None:
     script = Path(sys.executable).with_name("chromagent-gateway")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0 and proc.stdout.strip()
-    proc = subprocess.run([str(script), "--port", "nope"], capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        [str(script), "--port", "nope"], capture_output=True, text=True, timeout=20
+    )
     assert proc.returncode == 2
 
 

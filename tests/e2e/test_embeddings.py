@@ -112,9 +112,7 @@ async def test_float_and_base64_with_dimensions(upstream: FakeUpstream, model: s
         r64 = await client.embeddings.create(
             model=model, input=texts, dimensions=6, encoding_format="base64"
         )
-        decoded = [
-            array.array("f", base64.b64decode(str(d.embedding))).tolist() for d in r64.data
-        ]
+        decoded = [array.array("f", base64.b64decode(str(d.embedding))).tolist() for d in r64.data]
         assert decoded == [d.embedding for d in r.data]
         # The SDK asks for base64 by default and decodes it itself.
         plain = await client.embeddings.create(model=model, input="alpha")

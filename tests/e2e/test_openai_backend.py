@@ -48,7 +48,9 @@ async def test_non_stream_relays_recorded_answer(upstream: FakeUpstream) -> None
     assert sent.json == {"model": "gpt-5-nano", "messages": MSG}
 
 
-async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(upstream: FakeUpstream) -> None:
+async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(
+    upstream: FakeUpstream,
+) -> None:
     rec = recorded("envoy-ai-gateway--chat-basic.yaml")
     upstream.route("/v1/chat/completions", json_reply(rec.body))
     async with run_gateway(config(upstream)) as gw:
@@ -68,7 +70,8 @@ async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(upstream: F
 async def test_stream_text_with_usage_chunk(upstream: FakeUpstream) -> None:
     payloads = load_chunks(fixture_path("openai", "vercel-ai--openai-text.chunks.txt"))
     upstream.route(
-        "/v1/chat/completions", stream_reply(chunks_as_sse(payloads) + b"data: [DONE]\n\n", split=97)
+        "/v1/chat/completions",
+        stream_reply(chunks_as_sse(payloads) + b"data: [DONE]\n\n", split=97),
     )
     expected_text = "".join(
         c["choices"][0]["delta"].get("content") or ""
@@ -77,7 +80,10 @@ async def test_stream_text_with_usage_chunk(upstream: FakeUpstream) -> None:
     )
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="same", messages=MSG, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="same",
+            messages=MSG,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
         )
         chunks = [c async for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -93,8 +99,15 @@ async def test_stream_tool_calls(upstream: FakeUpstream) -> None:
     upstream.route("/v1/chat/completions", stream_reply(rec.body, split=61))
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="gpt-4o-mini", messages=MSG, stream=True,  # type: ignore[arg-type]
-            tools=[{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}],
+            model="gpt-4o-mini",
+            messages=MSG,
+            stream=True,  # type: ignore[arg-type]
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "get_capital", "parameters": {"type": "object"}},
+                }
+            ],
         )
         chunks = [c async for c in stream]
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
@@ -105,7 +118,9 @@ async def test_stream_tool_calls(upstream: FakeUpstream) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
-async def test_first_chunk_reaches_client_before_upstream_sends_second(upstream: FakeUpstream) -> None:
+async def test_first_chunk_reaches_client_before_upstream_sends_second(
+    upstream: FakeUpstream,
+) -> None:
     gate = asyncio.Event()
     first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"one"},"finish_reason":null}]}\n\n'
     second = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" two"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
@@ -137,21 +152,55 @@ async def test_mid_stream_error_event_raises_api_error(upstream: FakeUpstream) -
     ("status", "body", "headers", "exc", "client_status"),
     [
         (400, None, None, openai.BadRequestError, 400),
-        (404, {"error": {"message": "The model `x` does not exist", "type": "invalid_request_error", "code": "model_not_found"}}, None, openai.NotFoundError, 404),
-        (401, {"error": {"message": "Incorrect API key provided"}}, None, openai.InternalServerError, 502),
+        (
+            404,
+            {
+                "error": {
+                    "message": "The model `x` does not exist",
+                    "type": "invalid_request_error",
+                    "code": "model_not_found",
+                }
+            },
+            None,
+            openai.NotFoundError,
+            404,
+        ),
+        (
+            401,
+            {"error": {"message": "Incorrect API key provided"}},
+            None,
+            openai.InternalServerError,
+            502,
+        ),
         (403, {"error": {"message": "forbidden"}}, None, openai.InternalServerError, 502),
-        (429, {"error": {"message": "slow down", "type": "requests"}}, {"Retry-After": "7"}, openai.RateLimitError, 429),
+        (
+            429,
+            {"error": {"message": "slow down", "type": "requests"}},
+            {"Retry-After": "7"},
+            openai.RateLimitError,
+            429,
+        ),
         (500, {"error": {"message": "boom"}}, None, openai.InternalServerError, 502),
         (503, "<html>Service Unavailable</html>", None, openai.InternalServerError, 503),
     ],
 )
 async def test_upstream_errors_map_to_openai_errors(
-    upstream: FakeUpstream, status: int, body: Any, headers: dict[str, str] | None,
-    exc: type[openai.APIStatusError], client_status: int,
+    upstream: FakeUpstream,
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None,
+    exc: type[openai.APIStatusError],
+    client_status: int,
 ) -> None:
     if body is None:
         body = recorded("envoy-ai-gateway--chat-bad-request.yaml").body
-    raw = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else json.dumps(body).encode()
+    raw = (
+        body.encode()
+        if isinstance(body, str)
+        else body
+        if isinstance(body, bytes)
+        else json.dumps(body).encode()
+    )
     upstream.route("/v1/chat/completions", json_reply(raw, status=status, headers=headers))
     async with run_gateway(config(upstream)) as gw:
         with pytest.raises(exc) as info:
@@ -174,7 +223,10 @@ async def test_upstream_unreachable_is_502_naming_backend() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    cfg = {"backends": [{"id": "gone", "type": "openai", "baseUrl": f"http://127.0.0.1:{port}/v1"}], "defaultBackend": "gone"}
+    cfg = {
+        "backends": [{"id": "gone", "type": "openai", "baseUrl": f"http://127.0.0.1:{port}/v1"}],
+        "defaultBackend": "gone",
+    }
     async with run_gateway(cfg) as gw:
         with pytest.raises(openai.InternalServerError) as info:
             await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
@@ -213,7 +265,9 @@ async def test_idle_timeout_mid_stream_is_an_error_event(upstream: FakeUpstream)
 
 
 async def test_total_timeout_cuts_a_long_request(upstream: FakeUpstream) -> None:
-    slow = [b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'] * 50
+    slow = [
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
+    ] * 50
     upstream.route("/v1/chat/completions", stream_reply(slow, delay=0.05))
     async with run_gateway(config(upstream, timeouts={"totalMs": 400})) as gw:
         stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
@@ -224,16 +278,22 @@ async def test_total_timeout_cuts_a_long_request(upstream: FakeUpstream) -> None
 
 async def test_long_stream_is_not_cut_by_default_timeouts(upstream: FakeUpstream) -> None:
     chunk = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
-    upstream.route("/v1/chat/completions", stream_reply([chunk] * 20 + [b"data: [DONE]\n\n"], delay=0.05))
+    upstream.route(
+        "/v1/chat/completions", stream_reply([chunk] * 20 + [b"data: [DONE]\n\n"], delay=0.05)
+    )
     async with run_gateway(config(upstream, timeouts={"idleMs": 500})) as gw:
         stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
         assert len([c async for c in stream]) == 20
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_client_disconnect_closes_upstream_quickly(upstream: FakeUpstream, stream: bool) -> None:
+async def test_client_disconnect_closes_upstream_quickly(
+    upstream: FakeUpstream, stream: bool
+) -> None:
     first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
-    upstream.route("/v1/chat/completions", stream_reply([first], then_hang=True) if stream else hang())
+    upstream.route(
+        "/v1/chat/completions", stream_reply([first], then_hang=True) if stream else hang()
+    )
     async with run_gateway(config(upstream)) as gw:
         async with aiohttp.ClientSession() as s:
             body = {"model": "m", "messages": MSG, "stream": stream}
@@ -256,13 +316,28 @@ async def test_client_disconnect_closes_upstream_quickly(upstream: FakeUpstream,
             assert loop.time() - gone < 0.1
 
 
-async def _raw(gw: Any, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
-    async with aiohttp.ClientSession() as s, s.request(method, f"{gw.url}{path}", data=data, headers=headers) as r:
-        return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.json(content_type=None)
+async def _raw(
+    gw: Any,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, f"{gw.url}{path}", data=data, headers=headers) as r,
+    ):
+        return (
+            r.status,
+            {k.lower(): v for k, v in r.headers.items()},
+            await r.json(content_type=None),
+        )
 
 
 async def test_gateway_side_errors_are_openai_json(upstream: FakeUpstream) -> None:
-    upstream.route("/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body))
+    upstream.route(
+        "/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body)
+    )
     cfg = config(upstream, maxBodyBytes=2000)
     cfg["defaultBackend"] = None
     del cfg["defaultBackend"]
@@ -272,17 +347,28 @@ async def test_gateway_side_errors_are_openai_json(upstream: FakeUpstream) -> No
         status, _, body = await _raw(gw, "POST", "/v1/chat/completions", b'{"model":"gpt-4o"}')
         assert status == 400 and body["error"]["param"] == "messages"
         status, _, body = await _raw(
-            gw, "POST", "/v1/chat/completions",
-            json.dumps({"model": "gpt-4o", "messages": [MSG[0], MSG[0], {"role": "robot", "content": "x"}]}).encode(),
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(
+                {"model": "gpt-4o", "messages": [MSG[0], MSG[0], {"role": "robot", "content": "x"}]}
+            ).encode(),
         )
         assert status == 400 and body["error"]["param"] == "messages[2].role"
         status, _, body = await _raw(
-            gw, "POST", "/v1/chat/completions", json.dumps({"model": "nope", "messages": MSG}).encode()
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({"model": "nope", "messages": MSG}).encode(),
         )
         assert status == 404 and body["error"]["code"] == "model_not_found"
         status, _, body = await _raw(
-            gw, "POST", "/v1/chat/completions",
-            json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 5000}]}).encode(),
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(
+                {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 5000}]}
+            ).encode(),
         )
         assert status == 413 and body["error"]["code"] == "request_too_large"
         status, _, body = await _raw(gw, "GET", "/v1/nothing-here")
@@ -303,10 +389,14 @@ async def test_sdk_exception_types_for_gateway_errors(upstream: FakeUpstream) ->
 
 
 async def test_request_id_accepted_or_generated(upstream: FakeUpstream) -> None:
-    upstream.route("/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body))
+    upstream.route(
+        "/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body)
+    )
     async with run_gateway(config(upstream)) as gw:
         body = json.dumps({"model": "m", "messages": MSG}).encode()
-        _, headers, _ = await _raw(gw, "POST", "/v1/chat/completions", body, {"x-request-id": "abc-123"})
+        _, headers, _ = await _raw(
+            gw, "POST", "/v1/chat/completions", body, {"x-request-id": "abc-123"}
+        )
         assert headers["x-request-id"] == "abc-123"
         _, headers, _ = await _raw(gw, "POST", "/v1/chat/completions", body)
         assert len(headers["x-request-id"]) >= 16
@@ -333,7 +423,9 @@ async def test_other_requests_carry_on_while_one_stream_hangs(upstream: FakeUpst
     upstream.route("/v1/chat/completions", route)
     async with run_gateway(config(upstream)) as gw:
         client = sdk(gw)
-        slow = asyncio.create_task(client.chat.completions.create(model="slow", messages=MSG, stream=True))  # type: ignore[arg-type]
+        slow = asyncio.create_task(
+            client.chat.completions.create(model="slow", messages=MSG, stream=True)
+        )  # type: ignore[arg-type]
         results = await asyncio.gather(
             *(client.chat.completions.create(model="fast", messages=MSG) for _ in range(10))  # type: ignore[arg-type]
         )
