@@ -175,3 +175,34 @@ async def test_claude_code_tool_loop_twice_on_gemini(upstream: FakeUpstream) -> 
         if "functionResponse" in p
     ]
     assert results == ["Shell", "TaskEdit"]
+
+
+async def test_count_tokens_uses_gemini_count_tokens(upstream: FakeUpstream) -> None:
+    from tests.support.upstream import json_reply
+
+    upstream.route(f"/v1beta/models/{GMODEL}:countTokens", json_reply({"totalTokens": 5120}))
+    cfg = {
+        "backends": [
+            {
+                "id": "gem",
+                "type": "gemini",
+                "baseUrl": f"{upstream.url}/v1beta",
+                "apiKey": "g-key",
+                "modelMapping": {MODEL: GMODEL},
+            }
+        ],
+        "defaultBackend": "gem",
+    }
+    shaped: Any = {
+        "messages": [cc.first_user_turn("count this")],
+        "system": cc.system(),
+        "tools": cc.tools(),
+    }
+    async with run_gateway(cfg) as gw:
+        got = await anthropic_client(gw).messages.count_tokens(model=MODEL, **shaped)
+    assert got.input_tokens == 5120
+    sent = upstream.received[0].json["generateContentRequest"]
+    assert sent["model"] == f"models/{GMODEL}"
+    assert len(sent["tools"][0]["functionDeclarations"]) == 24
+    assert sent["systemInstruction"]["parts"]
+    assert sent["contents"][0]["parts"][-1]["text"] == "count this"
