@@ -141,7 +141,9 @@ async def test_claude_code_tool_loop_twice_on_gemini(upstream: FakeUpstream) -> 
             ]
     assert [f.stop_reason for f in finals] == ["tool_use", "tool_use", "end_turn"]
     first: Any = finals[0]
-    assert first.content[0].type == "thinking" and first.content[0].signature.startswith("cgw1.")
+    # The signature is the gateway's own sealed value, never Gemini's raw thought signature.
+    assert first.content[0].type == "thinking" and first.content[0].signature
+    assert SIG1 not in first.content[0].signature
     assert first.content[1].input == {"command": "ls", "description": "List files"}
     assert first.usage.input_tokens == 1000 and first.usage.cache_read_input_tokens == 4000
     assert first.usage.output_tokens == 50
