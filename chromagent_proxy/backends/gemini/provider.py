@@ -27,6 +27,7 @@ from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
 from ..vertex import model_prefix, post, retrying_parser
 from . import count, stream
+from . import embed as embedding
 from .errors import gemini_error, trailing_error
 from .request import build_body
 
@@ -144,6 +145,9 @@ class GeminiBackend(BackendProvider):
     async def count_tokens(self, request: ir.Request, ctx: RequestContext) -> int:
         """Gemini's countTokens (POST /v1/messages/count_tokens; count.py)."""
         return await count.count_tokens(self, request, ctx, _PARSER)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        return await embedding.embed(self, request, ctx, _PARSER)
 
 
 class VertexGeminiBackend(GeminiBackend):
