@@ -2,7 +2,10 @@
 
     python -m bench.ab /tmp/ab/before /tmp/ab/after openai-json:64 openai-stream:64 -r 5
 
-Each argument directory holds a ``chromagent_proxy/`` package. Rounds alternate
+Each argument directory holds a ``chromagent_proxy/`` package; the word ``nginx``
+instead of a directory runs nginx ``proxy_pass`` (the floor) in that slot, so
+``python -m bench.ab nginx . openai-json:64`` gives the gateway's CPU per request
+as a ratio to nginx's, median of interleaved rounds (issue 20). Rounds alternate
 A and B (and which goes first), each on a freshly started gateway pinned like
 ``make bench``, so background load hits both alike; medians are reported. This
 is how every optimisation in bench/README.md was measured.
@@ -22,16 +25,25 @@ from bench import scenarios as sc
 from bench import targets as tg
 from bench.load import run_count, run_load, scenario_job
 
+NGINX = Path("nginx")
+
+
+def target(src: Path, raw: Path) -> tg.Target:
+    if src == NGINX:
+        return tg.Nginx(raw)
+    return tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+
 
 async def one(
     src: Path, scen: sc.Scenario, conc: int, duration: float
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, float]:
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
-    gw = tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+    gw = target(src, raw)
     gw.start()
     try:
-        job = scenario_job(scen, tg.HOST, gw.port)
+        job = gw.job(scen)
+        assert job is not None, f"{gw.name} cannot run {scen.name}"
         await run_load(job, 8, 0.5, 0.0)
         pids = gw.pids()
         marks: dict[str, float] = {}
@@ -45,7 +57,7 @@ async def one(
         cpu = (marks["end"] - marks["start"]) / max(res.counted, 1) * 1e6
         lat = sorted(res.latencies) or [0.0]
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000
-        return res.rps, cpu, p99
+        return res.rps, cpu, lat[len(lat) // 2] * 1000, p99
     finally:
         gw.stop()
 
@@ -98,22 +110,26 @@ async def main_async(args: argparse.Namespace) -> None:
                 flush=True,
             )
             continue
-        got: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+        got: dict[str, list[tuple[float, float, float, float]]] = {"A": [], "B": []}
         for r in range(args.rounds):
             order = [("A", args.a), ("B", args.b)]
             if r % 2:
                 order.reverse()
             for label, src in order:
                 got[label].append(await one(src, scen, conc, args.duration))
-                rps, cpu, p99 = got[label][-1]
+                rps, cpu, p50, p99 = got[label][-1]
                 print(f"  {name} c={conc} round {r + 1} {label}: {rps:,.0f} req/s, "
-                      f"{cpu:.1f} µs CPU/req, p99 {p99:.3f} ms", flush=True)  # fmt: skip
-        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in got.items()}
-        (ra, ca, la), (rb, cb, lb) = med["A"], med["B"]
+                      f"{cpu:.1f} µs CPU/req, p50 {p50:.3f} ms, p99 {p99:.3f} ms", flush=True)  # fmt: skip
+        med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in got.items()}
+        (ra, ca, ma, la), (rb, cb, mb, lb) = med["A"], med["B"]
+        # Per-round ratio B/A (same background load within a round), then the median.
+        ratios = [b[1] / a[1] for a, b in zip(got["A"], got["B"], strict=True) if a[1]]
         print(
-            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p99 {la:.3f} ms | "
-            f"B {rb:,.0f} req/s {cb:.1f} µs/req p99 {lb:.3f} ms | "
-            f"req/s {rb / ra - 1:+.1%}, CPU/req {cb / ca - 1:+.1%}",
+            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p50 {ma:.3f} p99 {la:.3f} ms | "
+            f"B {rb:,.0f} req/s {cb:.1f} µs/req p50 {mb:.3f} p99 {lb:.3f} ms | "
+            f"req/s {rb / ra - 1:+.1%}, CPU/req {cb / ca - 1:+.1%}, "
+            f"CPU B/A per round {', '.join(f'{x:.2f}' for x in ratios)} "
+            f"(median {statistics.median(ratios):.2f}×)",
             flush=True,
         )
 
@@ -135,6 +151,7 @@ def main() -> None:
     args = p.parse_args()
     tg.UPSTREAM_PORT += args.port_offset
     tg.PORTS["gateway"] += args.port_offset
+    tg.PORTS["nginx"] += args.port_offset
     if tg.TASKSET:
         os.sched_setaffinity(0, {tg.LOAD_CORE})
     up = subprocess.Popen(
