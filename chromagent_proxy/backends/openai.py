@@ -1,7 +1,7 @@
 """OpenAI-compatible upstreams (OpenAI, vLLM, Groq, Ollama's /v1, LiteLLM...): a byte relay.
 
-The client's raw body is sent unchanged unless ``modelMapping`` renames the
-model, so every field this gateway does not know still reaches the upstream.
+The client's raw body is sent unchanged (``modelMapping`` rewrites only the model's
+bytes), so every field this gateway does not know still reaches the upstream.
 Stream events are relayed as they are; only an upstream error event is
 decoded, to end the stream the OpenAI way.
 """
@@ -15,6 +15,7 @@ from .. import codec
 from ..config import BackendConfig
 from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
 from ..media import Image, collect_images
+from ..rawjson import rename_model
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder, framed
 from ..upstream import (
@@ -60,6 +61,11 @@ class OpenAIBackend(BackendProvider):
         ctx = current_context()
         if request.model == ctx.client_model:
             return ctx.raw_body
+        # Only the model's bytes change (rawjson.py); the full re-encode below is the
+        # fallback for bodies where that is not certain to be right.
+        renamed = rename_model(ctx.raw_body, ctx.client_model, request.model)
+        if renamed is not None:
+            return renamed
         try:
             data: dict[str, Any] = codec.loads(ctx.raw_body)
         except ValueError as exc:  # e.g. a number beyond what orjson can hold (1e400)
