@@ -14,7 +14,9 @@ Health is a small circuit breaker per backend: retryable failures count up;
 ``failover.failureThreshold`` in a row, or an upstream ``Retry-After``, cool the
 backend down; after the cooldown the next request is a single half-open probe
 whose outcome closes the circuit or cools it down again for twice as long.
-Everything here is synchronous: on one event loop a plan is computed and the
+A plan that depends on nothing but the model and the request's needs (every candidate
+healthy, no rotation among several ready backends) is cached per (model, needs); a
+backend cooling down clears the cache. Everything here is synchronous: on one event loop a plan is computed and the
 rotation advanced with no await in between, so concurrent requests never share
 a turn.
 """
@@ -148,6 +150,8 @@ class Router:
         self._threshold = f.failure_threshold
         self._cooldown = f.cooldown_ms / 1000
         self._max_cooldown = f.max_cooldown_ms / 1000
+        # (model, stream, tools, images) → the plan, while it cannot change (see plan()).
+        self._plans: dict[tuple[str, bool, bool, bool], list[Attempt]] = {}
         # For metrics: failovers so far, and callbacks told (backend id, error) on each one.
         self.failovers = 0
         self.failover_listeners: list[FailoverListener] = []
@@ -159,8 +163,14 @@ class Router:
     # -------------------------------------------------------------- planning
 
     def plan(self, req: ChatCompletionRequest) -> list[Attempt]:
+        """The attempts for ``req``, in order. Callers must not change the list (it may be
+        the cached one)."""
         model = req.model
         needs = needs_of(req)
+        key = (model, needs.stream, needs.tools, needs.images)
+        cached = self._plans.get(key)
+        if cached is not None:
+            return cached
         groups: list[Pool] = []
         for rule in self._rules:
             if rule.condition.matches(model, needs):
@@ -182,6 +192,8 @@ class Router:
         ready: list[Backend] = []
         cooling: list[Backend] = []
         missing: str | None = None
+        # Cacheable: no rotation state involved and every candidate's circuit fully closed.
+        stable = True
         for n, pool in enumerate(groups):
             flags: list[bool] = []
             for b in pool.members:
@@ -191,10 +203,15 @@ class Router:
                     missing = lack
                 if ok:
                     seen.add(b.id)
-                    if not self.health[b.id].ready(now):
+                    h = self.health[b.id]
+                    if not h.ready(now):
                         cooling.append(b)
                         ok = False
+                    elif h.until:
+                        stable = False  # the next request is its half-open probe
                 flags.append(ok)
+            if n == 0 and sum(flags) > 1:
+                stable = False
             ready.extend(pool.ordered(flags, rotate=n == 0))
         if cooling:
             health = self.health
@@ -205,10 +222,15 @@ class Router:
                 f"No backend serving model '{model}' supports {missing}.",
                 param=_PARAM_OF.get(missing or ""),
             )
-        return [
+        plan = [
             Attempt(b, b.config.model_mapping.get(model, model))
             for b in ready[: self.config.max_attempts]
         ]
+        if stable and not cooling:
+            if len(self._plans) >= _PLAN_CACHE_MAX:  # model names come from clients
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def _lacks(self, backend_id: str, needs: Needs) -> str | None:
         streaming, tools, images = self._caps[backend_id]
@@ -252,6 +274,7 @@ class Router:
         if retry_after is None and not h.probing and h.failures < self._threshold:
             return
         h.opened += 1
+        self._plans.clear()  # plans naming this backend first are stale now
         if retry_after is not None:
             wait = retry_after
         else:
@@ -273,3 +296,4 @@ class Router:
 
 
 _PARAM_OF = {"streaming": "stream", "tools": "tools", "images": "messages"}
+_PLAN_CACHE_MAX = 4096
