@@ -120,6 +120,9 @@ class GatewayConfig(_Base):
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
     # Longest a client may take to send a request head (slowloris guard, headerguard.py).
     header_timeout_ms: int = 10_000
+    # Listen queue of connections not yet accepted (aiohttp's default, 128, drops
+    # connections in bursts of thousands); Linux caps it at net.core.somaxconn.
+    backlog: int = 4096
 
     @property
     def first_byte_timeout_s(self) -> float:
@@ -272,6 +275,8 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.maxAttempts: must be at least 1")
     if cfg.header_timeout_ms <= 0:
         raise ConfigError("config $.headerTimeoutMs: must be a positive number of milliseconds")
+    if cfg.backlog < 1:
+        raise ConfigError("config $.backlog: must be at least 1")
     seen: set[str] = set()
     for i, b in enumerate(cfg.backends):
         where = f"config $.backends[{i}]"

@@ -120,10 +120,11 @@ class GatewayServer:
         await self._runner.setup()
         # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
         guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
+        backlog = self.config.backlog
         if self._sock is not None:
-            site: web.BaseSite = web.SockSite(self._runner, self._sock)
+            site: web.BaseSite = web.SockSite(self._runner, self._sock, backlog=backlog)
         else:
-            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=backlog)
         try:
             await site.start()
         except OSError as exc:
