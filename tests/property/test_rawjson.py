@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from chromagent_proxy.rawjson import rename_model
@@ -130,6 +130,7 @@ def test_unique_literal_key_takes_the_fast_path(
     extra: Pairs, model: str, new: str, first: bool
 ) -> None:
     """A body like the SDKs send (model first or after the messages) is never re-encoded."""
+    assume(model != new)  # no rename then: the gateway relays the body as it is
     pairs = dict(extra)
     body = {"model": model, **pairs} if first else {**pairs, "model": model}
     for raw in (
@@ -145,11 +146,15 @@ def test_unique_literal_key_takes_the_fast_path(
 
 
 def test_declines_when_unsure() -> None:
-    nested = b'{"tools":[{"parameters":{"properties":{"model":{"type":"string"}}}}],"model":"a"}'
+    # The first "model" near the start is nested here; the last one is not a string.
+    nested = b'{"tools":[{"model":"a"}],"model":1,"m":{"model":"a"}}'
     assert rename_model(nested, "a", "b") is None
     assert rename_model(b'{"model":"a","model":"a"}', "a", "b") is None
     assert rename_model(b'{"mod\\u0065l":"a","model":"a"}', "a", "b") is None
     assert rename_model(b'{"model":"a"}', "other", "b") is None  # not the routed model
+    assert rename_model(b'{"x":{"model":"a"},"model":"a"}', "a", "b") is not None
+    assert rename_model(b'{"model":"a","x":{"model":"a"}}', "a", "b") is not None
+    assert rename_model(b'{"x":"\\"model\\":\\"a\\"","model":"a"}', "a", "b") is not None
     assert rename_model(b'{"model":"a\\"b"}', 'a"b', "c") is None  # escaped quote inside
 
 
