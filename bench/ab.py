@@ -28,18 +28,21 @@ from bench.load import run_count, run_load, scenario_job
 NGINX = Path("nginx")
 
 
-def target(src: Path, raw: Path) -> tg.Target:
+CONFIG = {"A": tg.ROOT / "config" / "bench.json", "B": tg.ROOT / "config" / "bench.json"}
+
+
+def target(src: Path, raw: Path, config: Path) -> tg.Target:
     if src == NGINX:
         return tg.Nginx(raw)
-    return tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+    return tg.Gateway(raw, config, src)
 
 
 async def one(
-    src: Path, scen: sc.Scenario, conc: int, duration: float
+    src: Path, scen: sc.Scenario, conc: int, duration: float, config: Path
 ) -> tuple[float, float, float, float]:
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
-    gw = target(src, raw)
+    gw = target(src, raw, config)
     gw.start()
     try:
         job = gw.job(scen)
@@ -116,7 +119,7 @@ async def main_async(args: argparse.Namespace) -> None:
             if r % 2:
                 order.reverse()
             for label, src in order:
-                got[label].append(await one(src, scen, conc, args.duration))
+                got[label].append(await one(src, scen, conc, args.duration, CONFIG[label]))
                 rps, cpu, p50, p99 = got[label][-1]
                 print(f"  {name} c={conc} round {r + 1} {label}: {rps:,.0f} req/s, "
                       f"{cpu:.1f} µs CPU/req, p50 {p50:.3f} ms, p99 {p99:.3f} ms", flush=True)  # fmt: skip
@@ -148,7 +151,16 @@ def main() -> None:
         help="count instructions (callgrind) over this many requests",
     )
     p.add_argument("--port-offset", type=int, default=0, help="run several A/Bs side by side")
+    p.add_argument("--config-a", type=Path, help="gateway config for A (default bench.json)")
+    p.add_argument("--config-b", type=Path, help="gateway config for B (e.g. workers: 2)")
+    p.add_argument(
+        "--no-pin", action="store_true", help="no taskset: targets may use every core (--workers)"
+    )
     args = p.parse_args()
+    CONFIG["A"] = args.config_a or CONFIG["A"]
+    CONFIG["B"] = args.config_b or CONFIG["B"]
+    if args.no_pin:
+        tg.TASKSET = None
     tg.UPSTREAM_PORT += args.port_offset
     tg.PORTS["gateway"] += args.port_offset
     tg.PORTS["nginx"] += args.port_offset
