@@ -80,11 +80,18 @@ def _rewrite(raw: bytes, key: int, old: str, new: str) -> bytes | None:
         out = b"".join((view[:start], _encode(new), view[end:]))
         if _decode_top(out).model != new:
             return None  # not the last top-level key: a nested one, text, or a duplicate
-        head = raw[:key].rstrip()
-        if head[-1:] != b"{" and (
-            head[-1:] != b"," or _decode_top(head + b'"_":0}').model is not None
-        ):
-            return None  # a top-level model key before this one
+        cut = key
+        while cut > 0 and raw[cut - 1] in _WS:
+            cut -= 1
+        before = raw[cut - 1 : cut]
+        if before == b",":
+            # One copy of the head, closed as an object: does it hold a model key?
+            head = bytearray(view[:cut])
+            head += b'"_":0}'
+            if _decode_top(head).model is not None:
+                return None  # a top-level model key before this one
+        elif before != b"{":
+            return None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     return out
