@@ -28,6 +28,7 @@ from bench.load import run_count, run_load, scenario_job
 NGINX = Path("nginx")
 
 
+WARMUP = [0.5]  # seconds of load before the window (--warmup; 1,024 clients need more)
 CONFIG = {"A": tg.ROOT / "config" / "bench.json", "B": tg.ROOT / "config" / "bench.json"}
 
 
@@ -54,7 +55,7 @@ async def one(
         def on_window(edge: str) -> None:
             marks[edge] = tg.cpu_seconds(pids)
 
-        res = await run_load(job, conc, duration, 0.5, on_window=on_window)
+        res = await run_load(job, conc, duration, WARMUP[0], on_window=on_window)
         if res.errors:
             print(f"  errors: {dict(res.errors)}", flush=True)
         cpu = (marks["end"] - marks["start"]) / max(res.counted, 1) * 1e6
@@ -156,7 +157,9 @@ def main() -> None:
     p.add_argument(
         "--no-pin", action="store_true", help="no taskset: targets may use every core (--workers)"
     )
+    p.add_argument("--warmup", type=float, default=0.5, help="seconds of load before the window")
     args = p.parse_args()
+    WARMUP[0] = args.warmup
     CONFIG["A"] = args.config_a or CONFIG["A"]
     CONFIG["B"] = args.config_b or CONFIG["B"]
     if args.no_pin:

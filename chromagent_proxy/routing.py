@@ -14,9 +14,12 @@ Health is a small circuit breaker per backend: retryable failures count up;
 ``failover.failureThreshold`` in a row, or an upstream ``Retry-After``, cool the
 backend down; after the cooldown the next request is a single half-open probe
 whose outcome closes the circuit or cools it down again for twice as long.
-A plan that depends on nothing but the model and the request's needs (every candidate
-healthy, no rotation among several ready backends) is cached per (model, needs); a
-backend cooling down clears the cache. Everything here is synchronous: on one event loop a plan is computed and the
+A plan that depends on nothing but the model and the request's needs (no rotation among
+several ready backends, every candidate's circuit closed) is cached per (model, needs),
+and reused only while every backend in it is still closed, whoever changed its health.
+With ``failover.redisUrl`` these changes are also told to ``Router.shared``
+(breaker_redis.py), which shares them with every replica in the background.
+Everything here is synchronous: on one event loop a plan is computed and the
 rotation advanced with no await in between, so concurrent requests never share
 a turn.
 """
@@ -25,12 +28,21 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from .backends.base import BackendProvider
 from .config import BackendConfig, GatewayConfig
-from .errors import GatewayError, ModelNotFound, UnsupportedFeature, parse_retry_after
+from .errors import (
+    GatewayError,
+    ModelNotFound,
+    UnsupportedFeature,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    parse_retry_after,
+)
 from .rules import Condition, Needs, compile_rules, needs_of
 from .schema.openai import ChatCompletionRequest
 
@@ -64,9 +76,36 @@ class Health:
     opened: int = 0  # cooldowns in a row, the backoff exponent
     until: float = 0.0  # cooldown end; > 0 once opened, until a success
     probing: bool = False  # a half-open probe is in flight
+    deadline: float = 0.0  # the cooldown end as wall-clock epoch seconds (for /health/backends)
+    error: str = ""  # class of the last retryable failure (error_class)
+    epoch: int = 0  # recoveries seen in the shared state (breaker_redis.py)
 
     def ready(self, now: float) -> bool:
         return not self.probing and now >= self.until
+
+
+def error_class(err: GatewayError) -> str:
+    """A short, bounded name for what went wrong (shown by /health/backends)."""
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamUnavailable):
+        return "connect"
+    if isinstance(err, UpstreamProtocolError):
+        return "protocol"
+    if err.status == 429:
+        return "429"
+    return "5xx" if err.status >= 500 else "4xx"
+
+
+class BreakerSync(Protocol):
+    """Shares health changes with other replicas (breaker_redis.py); told synchronously,
+    it does its I/O in the background so the request path never waits on it."""
+
+    def tripped(self, backend_id: str, wait: float, health: Health) -> None: ...
+
+    def failure(self, backend_id: str, health: Health) -> None: ...
+
+    def recovered(self, backend_id: str, health: Health) -> None: ...
 
 
 class Pool:
@@ -118,6 +157,7 @@ class Router:
         config: GatewayConfig,
         backends: dict[str, Backend],
         clock: Callable[[], float] = time.monotonic,
+        carry: dict[str, Health] | None = None,
     ) -> None:
         self.config = config
         self.backends = backends
@@ -136,7 +176,12 @@ class Router:
         ]
         default = backends.get(config.default_backend or "")
         self._default = Pool([default]) if default is not None and default.config.enabled else None
-        self.health: dict[str, Health] = {b.id: Health() for b in backends.values()}
+        self._discovered: dict[str, Pool] = {}
+        # Health survives a hot reload for backends that keep their id (``carry``).
+        carry = carry or {}
+        self.health: dict[str, Health] = {
+            b.id: carry.get(b.id) or Health() for b in backends.values()
+        }
         # Capabilities are read once: asking three methods per backend per request adds up.
         self._caps: dict[str, tuple[bool, bool, bool]] = {
             b.id: (
@@ -150,11 +195,14 @@ class Router:
         self._threshold = f.failure_threshold
         self._cooldown = f.cooldown_ms / 1000
         self._max_cooldown = f.max_cooldown_ms / 1000
-        # (model, stream, tools, images) → the plan, while it cannot change (see plan()).
-        self._plans: dict[tuple[str, bool, bool, bool], list[Attempt]] = {}
         # For metrics: failovers so far, and callbacks told (backend id, error) on each one.
         self.failovers = 0
         self.failover_listeners: list[FailoverListener] = []
+        # (model, stream, tools, images) → a plan that cannot change while its backends stay
+        # healthy (plan_for).
+        self._plans: dict[tuple[str, bool, bool, bool], list[Attempt]] = {}
+        # Set by the server when backend health is shared through Redis (breaker_redis.py).
+        self.shared: BreakerSync | None = None
 
     def models(self) -> dict[str, str]:
         """Served model name → id of the first backend serving it."""
@@ -162,15 +210,28 @@ class Router:
 
     # -------------------------------------------------------------- planning
 
-    def plan(self, req: ChatCompletionRequest) -> list[Attempt]:
-        """The attempts for ``req``, in order. Callers must not change the list (it may be
-        the cached one)."""
-        model = req.model
-        needs = needs_of(req)
+    def plan(
+        self, req: ChatCompletionRequest, discovered: Mapping[str, str] | None = None
+    ) -> list[Attempt]:
+        return self.plan_for(req.model, needs_of(req), discovered)
+
+    def plan_for(
+        self, model: str, needs: Needs, discovered: Mapping[str, str] | None = None
+    ) -> list[Attempt]:
+        """The attempts for a request of any dialect: its model and what it needs.
+        ``discovered`` (model → backend id, from the backends' own listings, e.g. pulled
+        Ollama models) serves a model nothing else matches, so what /v1/models lists is served.
+        Callers must not change the list (it may be the cached one)."""
         key = (model, needs.stream, needs.tools, needs.images)
         cached = self._plans.get(key)
         if cached is not None:
-            return cached
+            health = self.health
+            for a in cached:
+                h = health.get(a.backend.id)
+                if h is None or h.until or h.probing:
+                    break  # its health changed (here or from another replica): recompute
+            else:
+                return cached
         groups: list[Pool] = []
         for rule in self._rules:
             if rule.condition.matches(model, needs):
@@ -181,6 +242,11 @@ class Router:
             groups.append(mapped)
         if not groups and self._default is not None:
             groups.append(self._default)
+        stable = bool(groups)  # a discovered model's plan depends on the listing: not cached
+        if not groups and discovered and model in discovered:
+            found = self.backends.get(discovered[model])
+            if found is not None and found.config.enabled:
+                groups.append(self._discovered.setdefault(found.id, Pool([found])))
         if not groups:
             raise ModelNotFound(
                 f"The model '{model}' is not served by this gateway; "
@@ -192,8 +258,6 @@ class Router:
         ready: list[Backend] = []
         cooling: list[Backend] = []
         missing: str | None = None
-        # Cacheable: no rotation state involved and every candidate's circuit fully closed.
-        stable = True
         for n, pool in enumerate(groups):
             flags: list[bool] = []
             for b in pool.members:
@@ -211,7 +275,7 @@ class Router:
                         stable = False  # the next request is its half-open probe
                 flags.append(ok)
             if n == 0 and sum(flags) > 1:
-                stable = False
+                stable = False  # round robin: each request rotates
             ready.extend(pool.ordered(flags, rotate=n == 0))
         if cooling:
             health = self.health
@@ -246,21 +310,28 @@ class Router:
 
     def begin(self, backend: Backend) -> None:
         """An attempt on ``backend`` starts; after a cooldown it is the half-open probe."""
-        h = self.health[backend.id]
-        if h.until and self.clock() >= h.until:
+        # .get: a request planned before a hot reload may report on a backend since removed.
+        h = self.health.get(backend.id)
+        if h is not None and h.until and self.clock() >= h.until:
             h.probing = True
 
     def succeeded(self, backend: Backend) -> None:
-        h = self.health[backend.id]
+        h = self.health.get(backend.id)
+        if h is None or not (h.until or h.failures or h.probing):
+            return  # the common case: nothing to reset, nothing to share
         if h.until:
             log.info("backend %s recovered", backend.id)
         h.failures = h.opened = 0
-        h.until = 0.0
+        h.until = h.deadline = 0.0
         h.probing = False
+        if self.shared is not None:
+            self.shared.recovered(backend.id, h)
 
     def abandoned(self, backend: Backend) -> None:
         """The client went away mid-attempt: no verdict, let the next request probe."""
-        self.health[backend.id].probing = False
+        h = self.health.get(backend.id)
+        if h is not None:
+            h.probing = False
 
     def failed(self, backend: Backend, err: GatewayError) -> None:
         """Record a failed attempt; only retryable errors say anything about health."""
@@ -268,22 +339,30 @@ class Router:
             # The backend answered (a 400, say): it is alive.
             self.succeeded(backend)
             return
-        h = self.health[backend.id]
+        h = self.health.get(backend.id)
+        if h is None:
+            return
         h.failures += 1
+        h.error = error_class(err)
         retry_after = parse_retry_after(err.headers.get("Retry-After"))
         if retry_after is None and not h.probing and h.failures < self._threshold:
+            if self.shared is not None:
+                self.shared.failure(backend.id, h)
             return
         h.opened += 1
-        self._plans.clear()  # plans naming this backend first are stale now
         if retry_after is not None:
             wait = retry_after
         else:
             wait = self._cooldown * 2 ** min(h.opened - 1, 20)
         wait = min(wait, self._max_cooldown)
-        h.until = self.clock() + wait
+        # A shorter Retry-After never shortens a cooldown already running.
+        h.until = max(h.until, self.clock() + wait)
+        h.deadline = max(h.deadline, time.time() + wait)
         h.failures = 0
         h.probing = False
         log.warning("backend %s cooled down for %.3gs: %s", backend.id, wait, err.message)
+        if self.shared is not None:
+            self.shared.tripped(backend.id, wait, h)
 
     def failover(self, backend: Backend, err: GatewayError) -> None:
         """The handler moves past ``backend`` to the next attempt."""
@@ -295,5 +374,5 @@ class Router:
                 log.exception("failover listener raised")
 
 
-_PARAM_OF = {"streaming": "stream", "tools": "tools", "images": "messages"}
 _PLAN_CACHE_MAX = 4096
+_PARAM_OF = {"streaming": "stream", "tools": "tools", "images": "messages"}
