@@ -329,3 +329,7 @@ def test_fixed_order_plan_follows_health_changes_at_once() -> None:
     assert ids(router) == ["b", "a"]  # while the probe runs, others go first
     router.succeeded(router.backends["a"])
     assert [ids(router) for _ in range(2)] == [["a", "b"]] * 2
+    # Another replica's cooldown arrives through the shared state (breaker_redis.apply
+    # writes the Health directly, no failed() call here): the next plan follows it too.
+    router.health["a"].until = clock.now + 5
+    assert ids(router) == ["b", "a"]
