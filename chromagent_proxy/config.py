@@ -119,6 +119,9 @@ class MediaConfig(_Base):
     fetch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 4
 
 
+# Each worker is a whole process (~60 MB); more than this is a typo, not a deployment.
+MAX_WORKERS = 64
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -352,8 +355,8 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.timeout: must be a positive number of milliseconds")
     if cfg.max_body_bytes <= 0:
         raise ConfigError("config $.maxBodyBytes: must be positive")
-    if cfg.workers < 1:
-        raise ConfigError("config $.workers: must be at least 1")
+    if not 1 <= cfg.workers <= MAX_WORKERS:
+        raise ConfigError(f"config $.workers: must be between 1 and {MAX_WORKERS}")
     if cfg.max_attempts < 1:
         raise ConfigError("config $.maxAttempts: must be at least 1")
     if cfg.header_timeout_ms <= 0:

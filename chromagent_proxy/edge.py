@@ -38,6 +38,7 @@ from .handlers import _request_id, error_response
 from .instrument import RECORD, Record
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
+from .originguard import OriginGuard
 from .ratelimit import Decision, build_limiter
 from .routing import Router
 
@@ -69,6 +70,7 @@ class Edge:
                     "or CIDR range"
                 ) from None
         self._trusted_cache: dict[str, bool] = {}
+        self.origins = OriginGuard(config)
         self.metrics = metrics or Metrics(os.environ.get(SNAPSHOT_DIR_ENV))
         self.access = AccessLog()
         self.shutdown_timeout = config.shutdown_timeout_ms / 1000
@@ -181,6 +183,7 @@ class Edge:
 
     def wrap(self, handler: Handler) -> Handler:
         guard = self.limiter is not None or bool(self._keys)
+        origins = self.origins
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             rec = Record(perf(), self.metrics, self.streams)
@@ -190,7 +193,10 @@ class Edge:
             resp: web.StreamResponse | None = None
             status = 500
             try:
-                if guard:
+                refused = origins.refusal(request)  # a page on a foreign origin or host: 403
+                if refused is not None:
+                    resp = error_response(refused, _request_id(request))
+                elif guard:
                     resp = await self._admit(request, rec)  # a 429 / 401 / 503, or None
                 if resp is None:
                     resp = await handler(request)
@@ -342,6 +348,9 @@ class Edge:
     # -- /metrics, CORS --------------------------------------------------------------
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        refused = self.origins.refusal(request)
+        if refused is not None:
+            return error_response(refused, _request_id(request))
         await self.metrics.refresh()
         merged = self.metrics.merged()
         if "application/json" in request.headers.get("Accept", ""):
@@ -356,6 +365,10 @@ class Edge:
             app.on_response_prepare.append(self.on_prepare)
         if config.cors is not None:
             setup_cors(app, config, api_paths)
+            app.on_response_prepare.append(self._cors_prepare)
+
+    async def _cors_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.origins.strip_null_origin(response)
 
 
 EXPOSED = (

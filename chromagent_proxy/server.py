@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
 from .headerguard import connection_cap, guard_connections
+from .originguard import is_loopback
 from .reload import config_version
 from .routing import Backend, Router
 from .rules import compile_rules
@@ -40,15 +40,6 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve beyond this machine
 
 
 def startup_warnings(cfg: GatewayConfig) -> None:

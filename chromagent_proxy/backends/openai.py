@@ -77,8 +77,11 @@ class OpenAIBackend(BackendProvider):
             if renamed is not None:
                 return _with_usage(renamed) if add_usage else renamed
         try:
-            data: dict[str, Any] = codec.loads(ctx.raw_body)
-        except ValueError as exc:  # e.g. a number beyond what orjson can hold (1e400)
+            data: dict[str, Any] = codec.loads_exact(ctx.raw_body)
+        except (
+            ValueError,
+            codec.DecodeError,
+        ) as exc:  # e.g. a number beyond what orjson can hold (1e400)
             raise InvalidRequest(f"The request body cannot be re-encoded: {exc}") from None
         data["model"] = request.model
         if add_usage:

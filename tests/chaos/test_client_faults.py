@@ -42,7 +42,7 @@ def request_bytes(
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     head = [
         f"POST {path} HTTP/1.1",
-        "Host: gw",
+        "Host: localhost",
         "Content-Type: application/json",
         f"Content-Length: {len(data)}",
     ]
@@ -145,7 +145,7 @@ async def test_many_slowloris_clients_do_not_stop_real_requests() -> None:
         conns = []
         for _ in range(n):
             r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-            w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n")
             conns.append((r, w))
         # A real client is served while they hang.
         r, w = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -170,7 +170,7 @@ async def test_100_mb_body_is_413_without_reading_it_all() -> None:
     async with run_gateway({**MOCK, "maxBodyBytes": limit}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % total
         )
         sent = 0

@@ -189,7 +189,7 @@ async def test_10000_idle_keep_alive_connections_bounded_memory_and_still_served
     conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         rss_before = rss_bytes(gw.proc.pid)
-        request = b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
+        request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
         sem = asyncio.Semaphore(200)
 
         async def open_one() -> None:

@@ -22,6 +22,7 @@ from ... import codec
 from ...auth.google import GoogleAuth
 from ...config import BackendConfig
 from ...errors import InvalidRequest, UpstreamProtocolError
+from ...jsonlimits import unencodable
 from ...media import collect_images
 from ...schema.gemini import GenerateContentResponse
 from ...schema.openai import ChatCompletionRequest
@@ -135,8 +136,10 @@ class GeminiBackend(BackendProvider):
         )
         try:
             return codec.dumps(body)
-        except TypeError:  # orjson's nesting limit (254), e.g. in replayed tool arguments
-            raise InvalidRequest("the request is nested too deeply for Gemini") from None
+        except TypeError:  # orjson's limits: nesting past 254, integers past 64 bits
+            raise unencodable(current_context().raw_body) or InvalidRequest(
+                "the request is nested too deeply for Gemini"
+            ) from None
 
     @asynccontextmanager
     async def _post(

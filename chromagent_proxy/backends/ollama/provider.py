@@ -208,7 +208,7 @@ def _error_parser(model: str, base_url: str) -> ErrorParser:
             if message is None:
                 # Not Ollama's JSON: something else answers at this URL.
                 return UpstreamHTTPError(
-                    f"backend '{backend_id}' has no Ollama /api/chat at {base_url} (HTTP 404); "
+                    f"backend '{backend_id}' has no Ollama /api/chat at its baseUrl (HTTP 404); "
                     "baseUrl must be the Ollama server root, e.g. http://localhost:11434",
                     retryable=False,
                 )
