@@ -150,6 +150,9 @@ class GatewayConfig(_Base):
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
     # Longest a client may take to send a request head (slowloris guard, headerguard.py).
     header_timeout_ms: int = 10_000
+    # Listen queue of connections not yet accepted (aiohttp's default, 128, drops
+    # connections in bursts of thousands); Linux caps it at net.core.somaxconn.
+    backlog: int = 4096
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     # Key material for reasoning state the gateway seals into what clients send back
     # (core/seal.py). Unset: a random secret per process (set it for workers/replicas).
@@ -361,6 +364,8 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.maxAttempts: must be at least 1")
     if cfg.header_timeout_ms <= 0:
         raise ConfigError("config $.headerTimeoutMs: must be a positive number of milliseconds")
+    if cfg.backlog < 1:
+        raise ConfigError("config $.backlog: must be at least 1")
     if cfg.body_timeout_ms <= 0:
         raise ConfigError("config $.bodyTimeoutMs: must be a positive number of milliseconds")
     if cfg.max_connections < 0:

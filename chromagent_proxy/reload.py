@@ -48,6 +48,7 @@ _RESTART_KEYS = (
     "maxBodyBytes",
     "headerTimeoutMs",
     "upstreamConnectionLimit",
+    "backlog",
     "media",
     "shutdownTimeoutMs",
     "configWatchMs",

@@ -203,10 +203,11 @@ class GatewayServer:
             cfg.body_timeout_ms / 1000,
             connection_cap(cfg.max_connections),
         )
+        backlog = self.config.backlog
         if self._sock is not None:
-            site: web.BaseSite = web.SockSite(self._runner, self._sock)
+            site: web.BaseSite = web.SockSite(self._runner, self._sock, backlog=backlog)
         else:
-            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=backlog)
         try:
             await site.start()
         except OSError as exc:

@@ -1,7 +1,7 @@
 """OpenAI-compatible upstreams (OpenAI, vLLM, Groq, Ollama's /v1, LiteLLM...).
 
 For a Chat Completions client it is a byte relay: the client's raw body is sent
-unchanged unless ``modelMapping`` renames the model, so every field this gateway does
+unchanged (``modelMapping`` rewrites only the model's bytes), so every field this gateway does
 not know still reaches the upstream; stream events are relayed as they are, only an
 upstream error event is decoded, to end the stream the OpenAI way. For clients of
 other dialects it translates (``generate``): IR → Chat Completions → IR events
@@ -19,6 +19,7 @@ from ..core import ir
 from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
 from ..media import Image, check_inline_parts, collect_images
 from ..media_ir import inline_images
+from ..rawjson import rename_model
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder, framed
 from ..upstream import (
@@ -77,6 +78,12 @@ class OpenAIBackend(BackendProvider):
         add_usage = bool(request.stream) and not (opts is not None and opts.include_usage)
         if request.model == ctx.client_model and (opts is None or not add_usage):
             return _with_usage(ctx.raw_body) if add_usage else ctx.raw_body
+        if opts is None or not add_usage:
+            # Only the model's bytes change (rawjson.py); the full re-encode below is the
+            # fallback for bodies where that is not certain to be right.
+            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model)
+            if renamed is not None:
+                return _with_usage(renamed) if add_usage else renamed
         try:
             data: dict[str, Any] = codec.loads_exact(ctx.raw_body)
         except (

@@ -67,6 +67,25 @@ async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(
     assert body["temperature"] == 0.3
 
 
+async def test_model_mapping_changes_only_the_model_bytes(upstream: FakeUpstream) -> None:
+    """The rename rewrites the model value in place: the client's spacing, key order, number
+    spelling and escapes reach the upstream byte for byte. A body where that is not certain
+    (a nested "model" key) is re-encoded, and still carries the mapped model."""
+    rec = recorded("envoy-ai-gateway--chat-basic.yaml")
+    upstream.route("/v1/chat/completions", json_reply(rec.body))
+    raw = (
+        b'{ "messages" : [ {"role": "user", "content": "quote \\"model\\": \\"gpt-4o\\" \\u00e9\\n"} ],\n'
+        b'  "temperature": 1.50, "model" :\t"gpt-4o", "x_future": {"deep": [1, 2.0e3]} }'
+    )
+    nested = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"meta":{"model":"gpt-4o"}}'
+    async with run_gateway(config(upstream)) as gw:
+        for body in (raw, nested):
+            status, _, _ = await _raw(gw, "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            assert status == 200
+    assert upstream.received[0].body == raw.replace(b'"gpt-4o"', b'"gpt-4o-2024-08-06"')
+    assert upstream.received[1].json == {**json.loads(nested), "model": "gpt-4o-2024-08-06"}
+
+
 async def test_stream_text_with_usage_chunk(upstream: FakeUpstream) -> None:
     payloads = load_chunks(fixture_path("openai", "vercel-ai--openai-text.chunks.txt"))
     upstream.route(
