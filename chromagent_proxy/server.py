@@ -78,6 +78,7 @@ class GatewayServer:
         router = Router(cfg, self.backends)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
         self.state.on_upstream_error = self.edge.upstream_error
+        self.state.on_models_listed = self.edge.metrics.listed_models
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)

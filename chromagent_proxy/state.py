@@ -29,6 +29,9 @@ class GatewayState:
     # Told of upstream failures the handler itself detects (its first-chunk timeout),
     # which the backend wrappers in instrument.py cannot see; set by the edge.
     on_upstream_error: Callable[[str, GatewayError], None] | None = None
+    # Told of the model names backends list (served by GET /v1/models), which then get
+    # their own metrics label; set by the server.
+    on_models_listed: Callable[[list[str]], None] | None = None
     _models_cache: tuple[float, dict[str, list[str]]] = (0.0, {})
     _models_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -52,6 +55,8 @@ class GatewayState:
                 elif res:
                     found[b.id] = list(res)
             self._models_cache = (time.monotonic(), found)
+            if self.on_models_listed is not None:
+                self.on_models_listed([m for names in found.values() for m in names])
             return found
 
 

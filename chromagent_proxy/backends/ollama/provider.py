@@ -21,7 +21,14 @@ from ...media import collect_images
 from ...schema.ollama import ChatResponse, TagList
 from ...schema.openai import ChatCompletionRequest
 from ...sse import NDJSONDecoder
-from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, iter_body, open_response, read_capped
+from ...upstream import (
+    ACCEPT_ENCODING,
+    DEFAULT_BODY_LIMIT,
+    ErrorParser,
+    iter_body,
+    open_response,
+    read_capped,
+)
 from ..base import BackendProvider, CompletionResult, StreamPart, current_context
 from .request import build_body
 from .response import to_completion
@@ -154,8 +161,13 @@ class OllamaBackend(BackendProvider):
         """The models pulled into this Ollama (``GET /api/tags``); raises when it is down."""
         assert self.runtime is not None and self.config is not None
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         async with self.runtime.session.get(
-            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT
+            # read_capped inflates (bounded), as for every upstream answer
+            self._tags_url,
+            headers=headers,
+            timeout=TAGS_TIMEOUT,
+            auto_decompress=False,
         ) as resp:
             if resp.status != 200:
                 raise UpstreamHTTPError(
