@@ -23,11 +23,13 @@ import re
 import signal
 import time
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from .genai import GenAIMetrics, merge_into
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -78,6 +80,10 @@ class Metrics:
         self.auth_failures = 0
         self.failovers = 0
         self.active_streams = 0
+        self.inflight = 0  # requests being handled right now (saturation)
+        self.genai = GenAIMetrics()
+        # Backend id → 1 while this process routes around it (cooling down); set by the server.
+        self.cooling: Callable[[], dict[str, int]] | None = None
         self._models: set[str] = set()
         self._known: frozenset[str] = frozenset()
         self._patterns: tuple[re.Pattern[str], ...] = ()
@@ -169,6 +175,9 @@ class Metrics:
             "auth_failures": self.auth_failures,
             "failovers": self.failovers,
             "active_streams": self.active_streams,
+            "inflight": self.inflight,
+            "cooling": sorted(self.cooling().items()) if self.cooling is not None else [],
+            "genai": self.genai.snapshot(),
         }
 
     def _path(self) -> Path | None:
@@ -201,8 +210,8 @@ class Metrics:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            # active_streams changes without observe(); always write when streams are open.
-            if self._dirty or self.active_streams:
+            # Gauges change without observe(); always write while requests are open.
+            if self._dirty or self.active_streams or self.inflight:
                 self.flush()
 
     async def stop(self) -> None:
@@ -258,7 +267,9 @@ class Metrics:
                 except (OSError, orjson.JSONDecodeError):
                     continue  # a file being replaced right now; the next scrape sees it
                 if not _alive(int(snap.get("pid", 0))):
-                    snap["active_streams"] = 0
+                    # Gauges count live workers only.
+                    snap["active_streams"] = snap["inflight"] = 0
+                    snap["cooling"] = []
                 snaps.append(snap)
         return merge(snaps)
 
@@ -316,6 +327,9 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         "auth_failures": 0,
         "failovers": 0,
         "active_streams": 0,
+        "inflight": 0,
+        "cooling": {},
+        "genai": {},
     }
     for snap in snaps:
         for name in ("requests", "tokens", "upstream_errors"):
@@ -329,6 +343,10 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         holder = {"": out["overhead"]} if out["overhead"] else {}
         _add_hist(holder, "", snap.get("overhead", []))
         out["overhead"] = holder[""]
-        for name in ("rate_limited", "auth_failures", "failovers", "active_streams"):
+        for name in ("rate_limited", "auth_failures", "failovers", "active_streams", "inflight"):
             out[name] += int(snap.get(name, 0))
+        # Per backend: how many live workers route around it right now.
+        for backend, n in snap.get("cooling", ()):
+            out["cooling"][backend] = out["cooling"].get(backend, 0) + int(n)
+        merge_into(out["genai"], snap.get("genai", {}))
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -14,11 +15,14 @@ from aiohttp import web
 from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
 from .config import GatewayConfig, build_config, validate
+from .core.seal import Sealer
+from .dialects.responses.dialect import ResponsesDialect
+from .dialects.responses.store import MemoryStore, RedisStore, ResponseStore
 from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
-from .headerguard import guard_headers
+from .headerguard import connection_cap, guard_connections
 from .routing import Backend, Router
 from .rules import compile_rules
 from .state import STATE, GatewayState
@@ -33,6 +37,35 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def startup_warnings(cfg: GatewayConfig) -> None:
+    """Configurations that work but are probably not what the operator meant."""
+    if not cfg.api_keys and not is_loopback(cfg.host):
+        log.warning(
+            "listening on %s without apiKeys: anyone who can reach this port can spend the "
+            "backends' provider keys; set apiKeys (GATEWAY_API_KEYS) or bind 127.0.0.1",
+            cfg.host,
+        )
+    cors = cfg.cors
+    if (
+        cors is not None
+        and cors.credentials
+        and "*" in ([cors.origin] if isinstance(cors.origin, str) else cors.origin)
+    ):
+        log.warning(
+            'cors: origin "*" with credentials lets every web site call the gateway with its '
+            "users' credentials; list your origins in cors.origin instead"
+        )
 
 
 class GatewayServer:
@@ -59,7 +92,6 @@ class GatewayServer:
             (m for b in self.config.backends for m in b.model_mapping),
             (cond.model for cond, _ in rules if cond.model is not None),
         )
-        self.edge.instrument(self.backends)
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -76,8 +108,9 @@ class GatewayServer:
         cfg = self.config
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
+        self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
-        self.state.on_upstream_error = self.edge.upstream_error
+        self.state.responses = make_responses_dialect(cfg)
         self.state.on_models_listed = self.edge.metrics.listed_models
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
@@ -124,8 +157,14 @@ class GatewayServer:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
-        guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
+        # aiohttp has no header/body read timeouts nor a connection cap (headerguard.py).
+        cfg = self.config
+        guard_connections(
+            self._runner.server,
+            cfg.header_timeout_ms / 1000,
+            cfg.body_timeout_ms / 1000,
+            connection_cap(cfg.max_connections),
+        )
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
         else:
@@ -142,6 +181,7 @@ class GatewayServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
+        startup_warnings(self.config)
 
     async def stop(self) -> None:
         if self.state is not None:
@@ -164,6 +204,10 @@ class GatewayServer:
             self._session = None
         if self._images is not None:
             await self._images.close()
+        if self.state is not None and self.state.responses is not None:
+            store = self.state.responses.store
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> GatewayServer:
         await self.start()
@@ -182,4 +226,28 @@ class GatewayServer:
             f"{b.id} ({b.config.type}{'' if b.config.enabled else ', disabled'})"
             for b in self.backends.values()
         )
+        host = self.config.host
+        if host in ("0.0.0.0", "::"):
+            # Bound to every interface: say so, and how to reach it from this machine.
+            shown = f"http://{'[::]' if host == '::' else host}:{self.port}"
+            return (
+                f"chromagent_proxy listening on {shown} with backends: {names or 'none'} "
+                f"(all interfaces; from this machine: {self.url})"
+            )
         return f"chromagent_proxy listening on {self.url} with backends: {names or 'none'}"
+
+
+def make_responses_dialect(cfg: GatewayConfig) -> ResponsesDialect:
+    """The Responses dialect with its sealer (stateSecret) and response store."""
+    rc = cfg.responses
+    store: ResponseStore | None = None
+    if rc.store == "memory":
+        store = MemoryStore(rc.max_stored, rc.ttl_ms / 1000)
+    elif rc.store == "redis":
+        url = rc.redis_url or (cfg.rate_limit.redis_url if cfg.rate_limit else None)
+        if not url:
+            raise ConfigError(
+                'config $.responses.store: "redis" needs responses.redisUrl (or rateLimit.redisUrl)'
+            )
+        store = RedisStore(url, rc.ttl_ms / 1000)
+    return ResponsesDialect(Sealer(cfg.state_secret), store, rc.hosted_tools == "refuse")

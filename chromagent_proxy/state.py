@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from .config import GatewayConfig
-from .errors import GatewayError
+from .dialects.responses.dialect import ResponsesDialect
 from .routing import Backend, Router
 
 log = logging.getLogger("chromagent_proxy")
@@ -26,9 +26,8 @@ class GatewayState:
     router: Router
     first_byte_timeout: float
     draining: bool = False
-    # Told of upstream failures the handler itself detects (its first-chunk timeout),
-    # which the backend wrappers in instrument.py cannot see; set by the edge.
-    on_upstream_error: Callable[[str, GatewayError], None] | None = None
+    # The Responses dialect (sealer and response store built from the config).
+    responses: ResponsesDialect | None = None
     # Told of the model names backends list (served by GET /v1/models), which then get
     # their own metrics label; set by the server.
     on_models_listed: Callable[[list[str]], None] | None = None
@@ -58,6 +57,14 @@ class GatewayState:
             if self.on_models_listed is not None:
                 self.on_models_listed([m for names in found.values() for m in names])
             return found
+
+    async def discovered_models(self) -> dict[str, str]:
+        """Discovered model → the first backend listing it (as /v1/models shows it)."""
+        out: dict[str, str] = {}
+        for backend_id, names in (await self.extra_models()).items():
+            for name in names:
+                out.setdefault(name, backend_id)
+        return out
 
 
 STATE = web.AppKey("chromagent_state", GatewayState)

@@ -13,6 +13,9 @@ past ``DECOMPRESSED_LIMIT``.
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
@@ -32,6 +35,8 @@ from .errors import (
     upstream_http_error,
 )
 
+log = logging.getLogger("chromagent_proxy")
+
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
 # Most bytes one compressed answer (stream or not) may inflate to.
@@ -45,10 +50,24 @@ _YIELD_EVERY = 1024 * 1024
 ErrorParser = Callable[[str, int, bytes, "CIMultiDictProxy[str]"], GatewayError]
 
 
-def origin(url: str) -> str:
-    """scheme://host:port of a URL: what error messages may show (never a query or path)."""
+def _origin(url: str) -> str:
     u = URL(url)
-    return str(u.origin()) if u.host else url
+    return str(u.origin()) if u.host else "(no host)"
+
+
+def _connect_reason(err: OSError) -> str:
+    """Why a connection failed, from errno: aiohttp's own text carries the address."""
+    if isinstance(err, socket.gaierror):
+        return "its host name does not resolve"
+    return os.strerror(err.errno) if err.errno else "connection failed"
+
+
+def redirect_error(backend_id: str, status: int) -> UpstreamProtocolError:
+    """Upstream redirects are never followed; the target (Location) is not shown either."""
+    return UpstreamProtocolError(
+        f"backend '{backend_id}' answered with a redirect (HTTP {status}); the gateway does not "
+        "follow upstream redirects: point the backend's baseUrl at the final address"
+    )
 
 
 def openai_error(
@@ -251,6 +270,7 @@ class open_response:  # lower case: it was a function, callers write `async with
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         runtime, backend_id, url, hint = self._runtime, self._backend_id, self._url, self._hint
+        # Client-facing messages name the backend, never its address (it may be internal).
         try:
             async with asyncio.timeout(runtime.first_byte_timeout):
                 resp = await runtime.session.post(
@@ -258,12 +278,14 @@ class open_response:  # lower case: it was a function, callers write `async with
                     data=self._body,
                     headers={**self._headers, "Accept-Encoding": ACCEPT_ENCODING},
                     timeout=runtime.timeout,
+                    # A redirect would re-send the provider key and the prompt to another host.
+                    allow_redirects=False,
                     auto_decompress=False,  # body_chunks inflates, bounded
                 )
         except aiohttp.ConnectionTimeoutError:
             # Also a TimeoutError: name the phase that ran out (timeouts.connectMs).
             raise UpstreamTimeout(
-                f"backend '{backend_id}' at {origin(url)} did not accept a connection within "
+                f"backend '{backend_id}' did not accept a connection within "
                 f"{runtime.timeout.sock_connect or 0:g}s{hint}"
             ) from None
         except TimeoutError:
@@ -271,13 +293,15 @@ class open_response:  # lower case: it was a function, callers write `async with
                 f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error)
+            reason = _connect_reason(exc.os_error)
+            # The address goes to the operator's log only.
+            log.warning("backend %s at %s is unreachable: %s", backend_id, _origin(url), reason)
             raise UpstreamUnavailable(
-                f"backend '{backend_id}' at {origin(url)} is unreachable: {reason}{hint}"
+                f"backend '{backend_id}' is unreachable: {reason}{hint}"
             ) from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"backend '{backend_id}' at {origin(url)} failed: {exc.__class__.__name__}{hint}"
+                f"backend '{backend_id}' failed: {exc.__class__.__name__}{hint}"
             ) from None
         if resp.status >= 400:
             try:
@@ -285,6 +309,9 @@ class open_response:  # lower case: it was a function, callers write `async with
                 raise self._error_parser(backend_id, resp.status, data, resp.headers)
             finally:
                 _release(resp)
+        if resp.status >= 300:
+            resp.close()
+            raise redirect_error(backend_id, resp.status)
         self._resp = resp
         return resp
 

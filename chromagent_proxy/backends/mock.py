@@ -1,7 +1,8 @@
 """Built-in mock backend: no network. Echoes the last user message (or ``reply``).
 
 Options: ``toolCall: {"name": ..., "arguments": {...}}`` answers with that
-tool call whenever the request offers tools. Useful for demos and smoke tests.
+tool call when the request offers tools, and with text once the conversation ends with the tool's
+result, so agent loops finish. Useful for demos and smoke tests.
 """
 
 from __future__ import annotations
@@ -30,7 +31,16 @@ from ..schema.openai import (
 from .base import BackendProvider, CompletionResult, StreamPart, current_context
 
 
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(p.text for p in content or [] if p.type == "text" and p.text)
+
+
 def _text_of(request: ChatCompletionRequest) -> str:
+    last = request.messages[-1] if request.messages else None
+    if last is not None and last.role == "tool":
+        return f"The tool returned: {_content_text(last.content)}"
     for msg in reversed(request.messages):
         if msg.role != "user":
             continue
@@ -68,7 +78,8 @@ class MockBackend(BackendProvider):
             _count(m.content) if isinstance(m.content, str) else 1 for m in request.messages
         )
         call: dict[str, Any] | None = config.options.get("toolCall")
-        if call is not None and request.tools:
+        after_tool = bool(request.messages) and request.messages[-1].role == "tool"
+        if call is not None and request.tools and not after_tool:
             args = codec.dumps(call.get("arguments", {})).decode()
             tc = ToolCall(
                 id=f"call_{uuid.uuid4().hex[:24]}",
@@ -125,5 +136,5 @@ class MockBackend(BackendProvider):
             for i, word in enumerate(words):
                 yield chunk(Delta(content=word if i == 0 else " " + word))
             yield chunk(Delta(), "stop")
-        if ctx.include_usage:
-            yield ChatCompletionChunk(cid, created, model, [], usage)
+        # Always: the gateway counts it, and keeps it from clients that did not ask.
+        yield ChatCompletionChunk(cid, created, model, [], usage)

@@ -60,13 +60,19 @@ class OpenAIBackend(BackendProvider):
 
     def _body(self, request: ChatCompletionRequest) -> bytes:
         ctx = current_context()
-        if request.model == ctx.client_model:
-            return ctx.raw_body
+        # A stream's tokens are counted even when the client did not ask to see them: ask
+        # the upstream for the usage chunk (the request path keeps it from the client).
+        opts = request.stream_options
+        add_usage = bool(request.stream) and not (opts is not None and opts.include_usage)
+        if request.model == ctx.client_model and (opts is None or not add_usage):
+            return _with_usage(ctx.raw_body) if add_usage else ctx.raw_body
         try:
             data: dict[str, Any] = codec.loads(ctx.raw_body)
         except ValueError as exc:  # e.g. a number beyond what orjson can hold (1e400)
             raise InvalidRequest(f"The request body cannot be re-encoded: {exc}") from None
         data["model"] = request.model
+        if add_usage:
+            data["stream_options"] = {"include_usage": True}
         return codec.dumps(data)
 
     async def _inline_images(
@@ -92,6 +98,29 @@ class OpenAIBackend(BackendProvider):
                     img = remote[ref["url"]]
                     ref["url"] = f"data:{img.media_type};base64,{img.b64}"
         return codec.dumps(data)
+
+    # -- native relays of other OpenAI endpoints (/v1/responses with nativeResponses)
+
+    def _endpoint(self, name: str) -> str:
+        return self._url.removesuffix("/chat/completions") + "/" + name
+
+    async def post_native(self, name: str, body: bytes) -> bytes:
+        """POST ``body`` to ``{baseUrl}/{name}`` and return the answer's bytes."""
+        assert self.runtime is not None and self.config is not None
+        url = self._endpoint(name)
+        async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
+            return await read_capped(resp, DEFAULT_BODY_LIMIT, self.config.id)
+
+    async def stream_native(self, name: str, body: bytes) -> AsyncIterator[bytes]:
+        """POST ``body`` to ``{baseUrl}/{name}`` and yield the streamed answer's bytes."""
+        assert self.runtime is not None and self.config is not None
+        url = self._endpoint(name)
+        async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
+            try:
+                async for data in resp.content.iter_any():
+                    yield data
+            except STREAM_ERRORS as exc:
+                raise stream_error(self.config.id, exc) from None
 
     async def chat_completion(
         self, request: ChatCompletionRequest, config: BackendConfig
@@ -165,3 +194,14 @@ def _stream_error(backend_id: str, payload: bytes) -> UpstreamHTTPError:
         code=code if isinstance(code, str) else "upstream_error",
         retryable=False,
     )
+
+
+_USAGE_OPTION = b'{"stream_options":{"include_usage":true},'
+
+
+def _with_usage(body: bytes) -> bytes:
+    """``stream_options.include_usage`` added to a body that has no ``stream_options``,
+    without decoding it: the key goes first in the top-level object (the body decoded as
+    a request, so it is an object with at least ``model`` and ``messages``)."""
+    i = body.find(b"{")
+    return body[:i] + _USAGE_OPTION + body[i + 1 :]

@@ -275,18 +275,41 @@ async def test_model_label_values_are_bounded_to_configured_names() -> None:
 
 
 def test_usage_is_read_from_every_result_shape() -> None:
-    from chromagent_proxy.instrument import _usage
-    from chromagent_proxy.schema.openai import ChatCompletionChunk, Usage
+    from chromagent_proxy.core.ir import Usage as U
+    from chromagent_proxy.dialects.chat.dialect import _usage_of as _usage
+    from chromagent_proxy.schema.openai import (
+        ChatCompletionChunk,
+        CompletionTokensDetails,
+        PromptTokensDetails,
+        Usage,
+    )
 
-    nested = b'{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":3}}}'
-    assert _usage(nested) == (12, 5)
-    assert _usage(b'{"choices":[],"usage": {"prompt_tokens": 2, "completion_tokens": 9}}') == (2, 9)
+    # Disjoint counts: input is the uncached prompt, output the visible completion.
+    nested = b'{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":2}}}'
+    assert _usage(nested) == U(input=9, output=3, cache_read=3, reasoning=2)
+    plain = b'{"choices":[],"usage": {"prompt_tokens": 2, "completion_tokens": 9}}'
+    assert _usage(plain) == U(input=2, output=9)
     assert _usage(b'{"choices":[{"delta":{"content":"usage"}}],"usage":null}') is None
     assert _usage(b'{"choices":[{"delta":{"content":"hi"}}]}') is None
-    assert _usage({"usage": {"prompt_tokens": 4, "completion_tokens": 1}}) == (4, 1)
+    assert _usage({"usage": {"prompt_tokens": 4, "completion_tokens": 1}}) == U(4, 1)
+    details = {"cached_tokens": 1, "cache_creation_tokens": 2}
+    mapping = {
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1, "prompt_tokens_details": details}
+    }
+    assert _usage(mapping) == U(input=1, output=1, cache_read=1, cache_write=2)
     assert _usage({"choices": []}) is None
     chunk = ChatCompletionChunk("c", 1, "m", [], Usage(7, 8, 15))
-    assert _usage(chunk) == (7, 8)
+    assert _usage(chunk) == U(7, 8)
+    detailed = Usage(
+        30,
+        8,
+        38,
+        PromptTokensDetails(cached_tokens=20, cache_creation_tokens=5),
+        CompletionTokensDetails(reasoning_tokens=6),
+    )
+    u = _usage(ChatCompletionChunk("c", 1, "m", [], detailed))
+    assert u == U(input=5, output=2, cache_read=20, cache_write=5, reasoning=6)
+    assert u is not None and (u.prompt_total, u.completion_total) == (30, 8)
 
 
 async def test_models_a_backend_lists_get_their_own_label(upstream: FakeUpstream) -> None:

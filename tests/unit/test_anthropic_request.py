@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chromagent_proxy.backends.anthropic.request import build_body
+from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.handlers import parse_request
 from chromagent_proxy.media import collect_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16

@@ -167,6 +167,7 @@ class OllamaBackend(BackendProvider):
             self._tags_url,
             headers=headers,
             timeout=TAGS_TIMEOUT,
+            allow_redirects=False,
             auto_decompress=False,
         ) as resp:
             if resp.status != 200:
