@@ -98,6 +98,11 @@ class FailoverConfig(_Base):
     cooldown_ms: int = 30_000
     # Upper bound for any cooldown, Retry-After included.
     max_cooldown_ms: int = 300_000
+    # Share backend health with every replica through this Redis (breaker_redis.py);
+    # unset: rateLimit.redisUrl when that is set, else each process keeps its own.
+    redis_url: str | None = None
+    # How often each replica re-reads the shared health (a backstop for pub/sub).
+    sync_interval_ms: int = 1_000
 
 
 class MediaConfig(_Base):
@@ -147,6 +152,15 @@ class GatewayConfig(_Base):
     body_timeout_ms: int = 60_000
     # Open client connections past which new ones get a 503; 0: from the descriptor limit.
     max_connections: int = 0
+    # Poll the config file this often and hot-reload it when it changes (0: SIGHUP only).
+    config_watch_ms: int = 0
+
+    @property
+    def health_redis_url(self) -> str | None:
+        """Where backend health is shared, if anywhere."""
+        if self.failover.redis_url:
+            return self.failover.redis_url
+        return self.rate_limit.redis_url if self.rate_limit is not None else None
 
     @property
     def first_byte_timeout_s(self) -> float:
@@ -371,6 +385,10 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
             raise ConfigError(
                 f"config $.defaultBackend: backend '{cfg.default_backend}' is disabled"
             )
+    if cfg.failover.sync_interval_ms <= 0:
+        raise ConfigError("config $.failover.syncIntervalMs: must be a positive number of ms")
+    if cfg.config_watch_ms < 0:
+        raise ConfigError("config $.configWatchMs: must be 0 (off) or a number of milliseconds")
     if cfg.rate_limit is not None:
         if cfg.rate_limit.window_ms <= 0:
             raise ConfigError("config $.rateLimit.windowMs: must be positive")

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from . import __version__, codec
 from .dialects.chat.dialect import CHAT
+from .dialects.embeddings.dialect import EMBEDDINGS
 from .dialects.responses.dialect import input_items, retrieve
 from .errors import (
     GatewayError,
@@ -28,6 +29,7 @@ from .errors import (
     NotFound,
     RequestTooLarge,
 )
+from .health_view import backends_health
 from .serving import serve
 from .state import STATE
 
@@ -37,6 +39,7 @@ _JSON = "application/json"
 
 
 _RID_PREFIX = os.urandom(8).hex()
+_PID = os.getpid()
 _RID_COUNTER = itertools.count(1)
 
 
@@ -63,6 +66,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if request.method != "POST":
         return error_response(MethodNotAllowed("Use POST for /v1/chat/completions"), rid)
     return await serve(request, CHAT, rid)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    if request.method != "POST":
+        return error_response(MethodNotAllowed("Use POST for /v1/embeddings"), rid)
+    return await serve(request, EMBEDDINGS, rid)
 
 
 async def responses_create(request: web.Request) -> web.StreamResponse:
@@ -183,6 +193,8 @@ async def health(request: web.Request) -> web.Response:
         "status": status,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "version": __version__,
+        "configVersion": state.version,
+        "pid": _PID,  # which worker answered (--workers): versions can be checked per worker
     }
     return web.Response(
         status=503 if state.draining else 200, body=codec.dumps(body), content_type=_JSON
@@ -231,6 +243,8 @@ API_PATHS = [
     "/v1/models/{model:.+}",
     "/v1/responses",
     "/responses",
+    "/v1/embeddings",
+    "/embeddings",
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
 ]
@@ -255,6 +269,8 @@ def add_routes(
         retrieve_model,
         responses_create,
         responses_create,
+        embeddings,
+        embeddings,
         response_by_id,
         response_input_items,
     ]
@@ -269,6 +285,8 @@ def add_routes(
             app.router.add_route("*", path, handler, expect_handler=expect_continue)
     app.router.add_get("/", root)  # add_get also answers HEAD
     app.router.add_get("/health", health)
+    # Behind the API keys (when set): it names backends and their failures.
+    app.router.add_get("/health/backends", wrap(backends_health) if wrap else backends_health)
     if metrics is not None:
         app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)

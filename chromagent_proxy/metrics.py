@@ -84,6 +84,10 @@ class Metrics:
         self.genai = GenAIMetrics()
         # Backend id → 1 while this process routes around it (cooling down); set by the server.
         self.cooling: Callable[[], dict[str, int]] | None = None
+        # Replicas that agree (breaker_redis.py, reload.py): gauges of this process.
+        self.config_version = ""
+        self.breaker_redis_up: int | None = None  # None: backend health is not shared
+        self.breaker_redis_outages = 0
         self._models: set[str] = set()
         self._known: frozenset[str] = frozenset()
         self._patterns: tuple[re.Pattern[str], ...] = ()
@@ -178,6 +182,9 @@ class Metrics:
             "inflight": self.inflight,
             "cooling": sorted(self.cooling().items()) if self.cooling is not None else [],
             "genai": self.genai.snapshot(),
+            "config_version": self.config_version,
+            "breaker_redis_up": self.breaker_redis_up,
+            "breaker_redis_outages": self.breaker_redis_outages,
         }
 
     def _path(self) -> Path | None:
@@ -270,6 +277,9 @@ class Metrics:
                     # Gauges count live workers only.
                     snap["active_streams"] = snap["inflight"] = 0
                     snap["cooling"] = []
+                    snap["active_streams"] = 0
+                    snap["config_version"] = ""
+                    snap["breaker_redis_up"] = None
                 snaps.append(snap)
         return merge(snaps)
 
@@ -330,8 +340,19 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         "inflight": 0,
         "cooling": {},
         "genai": {},
+        "config_versions": set(),
+        "breaker_redis_up": None,
+        "breaker_redis_outages": 0,
     }
     for snap in snaps:
+        if snap.get("config_version"):
+            out["config_versions"].add(snap["config_version"])
+        up = snap.get("breaker_redis_up")
+        if up is not None:
+            # Workers each talk to Redis: the fleet view is up only if every live worker is.
+            prev = out["breaker_redis_up"]
+            out["breaker_redis_up"] = int(up) if prev is None else min(prev, int(up))
+        out["breaker_redis_outages"] += int(snap.get("breaker_redis_outages", 0))
         for name in ("requests", "tokens", "upstream_errors"):
             table = out[name]
             for row in snap.get(name, ()):

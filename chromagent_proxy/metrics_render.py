@@ -202,6 +202,26 @@ def families(m: dict[str, Any]) -> Iterator[Metric]:
         m["failovers"],
     )
     yield from genai_families(m.get("genai", {}))
+    info = GaugeMetricFamily(
+        "chromagent_config_info",
+        "The config version (a hash) each live worker serves; one series per version.",
+        labels=["version"],
+    )
+    for version in sorted(m.get("config_versions", ())):
+        info.add_metric([version], 1)
+    yield info
+    if m.get("breaker_redis_up") is not None:
+        yield GaugeMetricFamily(
+            "chromagent_breaker_redis_up",
+            "1 while backend health is shared through Redis; 0 while each replica uses its "
+            "local breaker (Redis unreachable).",
+            m["breaker_redis_up"],
+        )
+        yield CounterMetricFamily(
+            "chromagent_breaker_redis_outages",
+            "Times Redis became unreachable for the shared backend health.",
+            m["breaker_redis_outages"],
+        )
 
 
 class _Collector:

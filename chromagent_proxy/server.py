@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import socket
@@ -14,6 +15,7 @@ from aiohttp import web
 
 from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
+from .breaker_redis import SharedHealth
 from .config import GatewayConfig, build_config, validate
 from .core.seal import Sealer
 from .dialects.responses.dialect import ResponsesDialect
@@ -23,6 +25,7 @@ from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
 from .headerguard import connection_cap, guard_connections
+from .reload import config_version
 from .routing import Backend, Router
 from .rules import compile_rules
 from .state import STATE, GatewayState
@@ -92,6 +95,21 @@ class GatewayServer:
             (m for b in self.config.backends for m in b.model_mapping),
             (cond.model for cond, _ in rules if cond.model is not None),
         )
+        # Backend health shared with every replica through Redis (failover.redisUrl).
+        redis_url = self.config.health_redis_url
+        self.shared = (
+            SharedHealth(
+                redis_url,
+                sync_interval_s=self.config.failover.sync_interval_ms / 1000,
+                # Long enough for a probe's verdict (its first byte) before others retry.
+                probe_hold_s=self.config.first_byte_timeout_s + 1.0,
+                metrics=self.edge.metrics,
+            )
+            if redis_url
+            else None
+        )
+        self._retired: list[Backend] = []
+        self._retire_tasks: set[asyncio.Task[None]] = set()
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -111,6 +129,10 @@ class GatewayServer:
         self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
         self.state.responses = make_responses_dialect(cfg)
+        self.state.version = self.edge.metrics.config_version = config_version(cfg)
+        if self.shared is not None:
+            self.state.shared = self.shared
+            self.shared.bind(router)
         self.state.on_models_listed = self.edge.metrics.listed_models
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
@@ -133,19 +155,45 @@ class GatewayServer:
             # leak between users), and skip the jar's per-request work.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        if self._images is not None:
+            await self._images.start()
+        runtime = self.runtime(cfg)
+        for b in self.backends.values():
+            await b.provider.start(runtime)
+
+    def runtime(self, cfg: GatewayConfig) -> BackendRuntime:
+        """What providers get at start: the one shared session and ``cfg``'s timeouts."""
+        assert self._session is not None
         t = cfg.timeouts
         timeout = aiohttp.ClientTimeout(
             total=t.total_ms / 1000 if t.total_ms else None,
             sock_connect=t.connect_ms / 1000,
             sock_read=t.idle_ms / 1000,
         )
-        if self._images is not None:
-            await self._images.start()
-        runtime = BackendRuntime(
+        return BackendRuntime(
             self._session, cfg, timeout, cfg.first_byte_timeout_s, images=self._images
         )
-        for b in self.backends.values():
-            await b.provider.start(runtime)
+
+    def retire(self, backends: list[Backend], grace: float) -> None:
+        """Backends a hot reload replaced: closed after ``grace`` (or at stop)."""
+        self._retired.extend(backends)
+
+        async def later() -> None:
+            await asyncio.sleep(grace)
+            for b in backends:
+                if b in self._retired:
+                    self._retired.remove(b)
+                    await self._close_backend(b)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._retire_tasks.add(task)
+        task.add_done_callback(self._retire_tasks.discard)
+
+    async def _close_backend(self, b: Backend) -> None:
+        try:
+            await b.provider.close()
+        except Exception:
+            log.exception("closing backend %s failed", b.id)
 
     async def start(self) -> None:
         app = self.build_app()
@@ -182,6 +230,8 @@ class GatewayServer:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
         startup_warnings(self.config)
+        if self.shared is not None:
+            self.shared.start()
 
     async def stop(self) -> None:
         if self.state is not None:
@@ -194,11 +244,13 @@ class GatewayServer:
             await self._runner.cleanup()
             self._runner = None
         await self.edge.close()
-        for b in self.backends.values():
-            try:
-                await b.provider.close()
-            except Exception:
-                log.exception("closing backend %s failed", b.id)
+        if self.shared is not None:
+            await self.shared.close()
+        for task in list(self._retire_tasks):
+            task.cancel()
+        for b in [*self.backends.values(), *self._retired]:
+            await self._close_backend(b)
+        self._retired.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None

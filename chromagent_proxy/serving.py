@@ -204,6 +204,8 @@ async def _complete(
     try:
         if dialect.relays(provider):
             payload, usage = await dialect.relay(provider, inbound, ctx)
+        elif dialect.direct:
+            payload, usage = await dialect.answer(provider, inbound, ctx)
         else:
             req = _ir_request(dialect, inbound, provider, attempt.upstream_model, irs)
             events = (

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .breaker_redis import SharedHealth
 from .config import GatewayConfig
 from .dialects.responses.dialect import ResponsesDialect
 from .routing import Backend, Router
@@ -28,6 +29,11 @@ class GatewayState:
     draining: bool = False
     # The Responses dialect (sealer and response store built from the config).
     responses: ResponsesDialect | None = None
+    # The config version (reload.config_version); config, backends and router are swapped
+    # together, with no await in between, by a hot reload (reload.py).
+    version: str = ""
+    # Backend health shared through Redis (failover.redisUrl), or None.
+    shared: SharedHealth | None = None
     # Told of the model names backends list (served by GET /v1/models), which then get
     # their own metrics label; set by the server.
     on_models_listed: Callable[[list[str]], None] | None = None
