@@ -359,3 +359,35 @@ async def test_models_a_backend_lists_get_their_own_label(upstream: FakeUpstream
         by_model[lab["model"]] += int(v)
     by_model.pop("none", None)  # the GET /v1/models itself
     assert by_model == {"other": 2, "llama3:8b": 1}
+
+
+async def test_a_hot_reload_relabels_models_by_the_new_config() -> None:
+    from chromagent_proxy.reload import apply as reload_apply
+    from chromagent_proxy.server import make_config
+
+    cfg: dict[str, Any] = {
+        "backends": [{"id": "m", "type": "mock", "modelMapping": {"old-model": "x"}}],
+        "defaultBackend": "m",
+    }
+    async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+
+        async def send(model: str) -> None:
+            body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
+            async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+
+        await send("new-model")  # unknown yet: "other"
+        new = {
+            **cfg,
+            "host": "127.0.0.1",
+            "backends": [{"id": "m", "type": "mock", "modelMapping": {"new-model": "x"}}],
+        }
+        await reload_apply(gw, make_config(new, gw.registry))
+        await send("new-model")
+        await send("old-model")  # no longer configured: "other"
+        async with s.get(f"{gw.url}/metrics") as r:
+            m = scrape(await r.text())
+    by_model = Counter[str]()
+    for lab, v in m["chromagent_requests_total"]:
+        by_model[lab["model"]] += int(v)
+    assert by_model == {"other": 2, "new-model": 1}
