@@ -320,7 +320,9 @@ def _explain(exc: msgspec.ValidationError) -> str:
     unknown = _UNKNOWN.fullmatch(text)
     if unknown is not None:
         text += _hint(where, unknown.group(1))
-    return f"config: {text}" if i == -1 else f"config {where}: {text}"
+    line = f"config: {text}" if i == -1 else f"config {where}: {text}"
+    # One line whatever the keys hold (a key may contain a newline): control chars escaped.
+    return re.sub("[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", line)
 
 
 _UNKNOWN = re.compile(r"Object contains unknown field `(.*)`")

@@ -30,7 +30,7 @@ import msgspec
 from .config import GatewayConfig
 from .errors import ConfigError
 from .routing import Backend, Router
-from .rules import compile_rules
+from .rules import compile_rules, labelled_models
 
 if TYPE_CHECKING:
     from .server import GatewayServer
@@ -73,7 +73,7 @@ async def apply(server: GatewayServer, new: GatewayConfig) -> str:
     if state is None:
         raise ConfigError("the gateway is not running")
     old = server.config
-    compile_rules(new)
+    rules = compile_rules(new)
     before, after = _as_dict(old), _as_dict(new)
     same_runtime = all(before.get(k) == after.get(k) for k in _RUNTIME_KEYS)
     if new.health_redis_url != old.health_redis_url:
@@ -110,6 +110,7 @@ async def apply(server: GatewayServer, new: GatewayConfig) -> str:
     state.config, state.backends, state.router = new, backends, router
     state.first_byte_timeout = new.first_byte_timeout_s
     state.version = server.edge.metrics.config_version = version
+    server.edge.metrics.label_models(*labelled_models(new, rules))
     state._models_cache = (0.0, {})
     server.config, server.backends = new, backends
     changed = [k for k in _RESTART_KEYS if before.get(k) != after.get(k)]

@@ -27,7 +27,7 @@ from .headerguard import connection_cap, guard_connections
 from .originguard import is_loopback
 from .reload import config_version
 from .routing import Backend, Router
-from .rules import compile_rules
+from .rules import compile_rules, labelled_models
 from .state import STATE, GatewayState
 
 log = logging.getLogger("chromagent_proxy")
@@ -82,10 +82,7 @@ class GatewayServer:
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
         # Metric labels: configured model names, and names matching a rule's model glob.
-        self.edge.metrics.label_models(
-            (m for b in self.config.backends for m in b.model_mapping),
-            (cond.model for cond, _ in rules if cond.model is not None),
-        )
+        self.edge.metrics.label_models(*labelled_models(self.config, rules))
         # Backend health shared with every replica through Redis (failover.redisUrl).
         redis_url = self.config.health_redis_url
         self.shared = (
@@ -124,6 +121,7 @@ class GatewayServer:
         if self.shared is not None:
             self.state.shared = self.shared
             self.shared.bind(router)
+        self.state.on_models_listed = self.edge.metrics.listed_models
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)

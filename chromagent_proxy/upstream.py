@@ -128,7 +128,11 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
 
 
 def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
-    """The body as it arrives, inflated when the upstream compressed it."""
+    """The body as it arrives, inflated when the upstream compressed it.
+
+    For responses requested with ``auto_decompress=False`` (``open_response`` does so),
+    as are all that ``read_capped`` and ``iter_body`` read.
+    """
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return resp.content.iter_any()

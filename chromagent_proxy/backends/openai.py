@@ -138,7 +138,7 @@ class OpenAIBackend(BackendProvider):
         url = self._endpoint(name)
         async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
             try:
-                async for data in resp.content.iter_any():
+                async for data in body_chunks(resp, self.config.id):
                     yield data
             except STREAM_ERRORS as exc:
                 raise stream_error(self.config.id, exc) from None

@@ -70,8 +70,11 @@ async def test_gzip_bombs_are_refused_and_ordinary_requests_carry_on(
         {"id": "ok", "type": "openai", "baseUrl": f"{good.url}/v1", "modelMapping": {"m": "m"}},
     ]
     msg = [{"role": "user", "content": "hi"}]
+    # Ordinary timeouts: inflating to the cap takes CPU, and a busy machine must not turn
+    # the refusal into a first-byte timeout.
+    slow_ok = {"timeout": 30_000, "timeouts": {"idleMs": 30_000, "connectMs": 30_000}}
     try:
-        async with gateway(config(*backends, maxAttempts=1)) as gw:
+        async with gateway(config(*backends, maxAttempts=1, **slow_ok)) as gw:
             # Not scaled up: each bomb may hold up to the 64 MiB cap until it is refused.
             results = await asyncio.gather(
                 *(post(gw, {"model": "bomb", "messages": msg}) for _ in range(4)),

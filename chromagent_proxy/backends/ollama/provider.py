@@ -18,7 +18,7 @@ from ...core import ir
 from ...errors import UpstreamHTTPError, UpstreamProtocolError
 from ...media_ir import inline_images
 from ...schema.ollama import TagList
-from ...upstream import DEFAULT_BODY_LIMIT, open_response, read_capped
+from ...upstream import ACCEPT_ENCODING, DEFAULT_BODY_LIMIT, open_response, read_capped
 from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
 from . import embed as embedding
@@ -142,8 +142,14 @@ class OllamaBackend(BackendProvider):
         """The models pulled into this Ollama (``GET /api/tags``); raises when it is down."""
         assert self.runtime is not None and self.config is not None
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         async with self.runtime.session.get(
-            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT, allow_redirects=False
+            # read_capped inflates (bounded), as for every upstream answer
+            self._tags_url,
+            headers=headers,
+            timeout=TAGS_TIMEOUT,
+            allow_redirects=False,
+            auto_decompress=False,
         ) as resp:
             if resp.status != 200:
                 raise UpstreamHTTPError(
