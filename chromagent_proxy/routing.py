@@ -204,8 +204,10 @@ class Router:
     # -------------------------------------------------------------- planning
 
     def plan(self, req: ChatCompletionRequest) -> list[Attempt]:
-        model = req.model
-        needs = needs_of(req)
+        return self.plan_for(req.model, needs_of(req))
+
+    def plan_for(self, model: str, needs: Needs) -> list[Attempt]:
+        """The attempts for a request of any dialect: its model and what it needs."""
         groups: list[Pool] = []
         for rule in self._rules:
             if rule.condition.matches(model, needs):

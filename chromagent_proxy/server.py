@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -16,11 +17,14 @@ from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
 from .breaker_redis import SharedHealth
 from .config import GatewayConfig, build_config, validate
+from .core.seal import Sealer
+from .dialects.responses.dialect import ResponsesDialect
+from .dialects.responses.store import MemoryStore, RedisStore, ResponseStore
 from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
-from .headerguard import guard_headers
+from .headerguard import connection_cap, guard_connections
 from .reload import config_version
 from .routing import Backend, Router
 from .rules import compile_rules
@@ -36,6 +40,35 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def startup_warnings(cfg: GatewayConfig) -> None:
+    """Configurations that work but are probably not what the operator meant."""
+    if not cfg.api_keys and not is_loopback(cfg.host):
+        log.warning(
+            "listening on %s without apiKeys: anyone who can reach this port can spend the "
+            "backends' provider keys; set apiKeys (GATEWAY_API_KEYS) or bind 127.0.0.1",
+            cfg.host,
+        )
+    cors = cfg.cors
+    if (
+        cors is not None
+        and cors.credentials
+        and "*" in ([cors.origin] if isinstance(cors.origin, str) else cors.origin)
+    ):
+        log.warning(
+            'cors: origin "*" with credentials lets every web site call the gateway with its '
+            "users' credentials; list your origins in cors.origin instead"
+        )
 
 
 class GatewayServer:
@@ -54,10 +87,14 @@ class GatewayServer:
         self.backends = {b.id: Backend(b, self.registry.create(b)) for b in self.config.backends}
         # The guarded image fetcher (None when media.remoteFetch is off); checks media.allowCidrs now.
         self._images = make_fetcher(self.config.media)
-        compile_rules(self.config)  # a bad routing rule stops start-up here
+        rules = compile_rules(self.config)  # a bad routing rule stops start-up here
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
-        self.edge.instrument(self.backends)
+        # Metric labels: configured model names, and names matching a rule's model glob.
+        self.edge.metrics.label_models(
+            (m for b in self.config.backends for m in b.model_mapping),
+            (cond.model for cond, _ in rules if cond.model is not None),
+        )
         # Backend health shared with every replica through Redis (failover.redisUrl).
         redis_url = self.config.health_redis_url
         self.shared = (
@@ -89,12 +126,13 @@ class GatewayServer:
         cfg = self.config
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
+        self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
-        self.state.on_upstream_error = self.edge.upstream_error
         self.state.version = self.edge.metrics.config_version = config_version(cfg)
         if self.shared is not None:
             self.state.shared = self.shared
             self.shared.bind(router)
+        self.state.responses = make_responses_dialect(cfg)
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)
@@ -166,8 +204,14 @@ class GatewayServer:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
-        guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
+        # aiohttp has no header/body read timeouts nor a connection cap (headerguard.py).
+        cfg = self.config
+        guard_connections(
+            self._runner.server,
+            cfg.header_timeout_ms / 1000,
+            cfg.body_timeout_ms / 1000,
+            connection_cap(cfg.max_connections),
+        )
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
         else:
@@ -184,6 +228,7 @@ class GatewayServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
+        startup_warnings(self.config)
         if self.shared is not None:
             self.shared.start()
 
@@ -210,6 +255,10 @@ class GatewayServer:
             self._session = None
         if self._images is not None:
             await self._images.close()
+        if self.state is not None and self.state.responses is not None:
+            store = self.state.responses.store
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> GatewayServer:
         await self.start()
@@ -229,3 +278,19 @@ class GatewayServer:
             for b in self.backends.values()
         )
         return f"chromagent_proxy listening on {self.url} with backends: {names or 'none'}"
+
+
+def make_responses_dialect(cfg: GatewayConfig) -> ResponsesDialect:
+    """The Responses dialect with its sealer (stateSecret) and response store."""
+    rc = cfg.responses
+    store: ResponseStore | None = None
+    if rc.store == "memory":
+        store = MemoryStore(rc.max_stored, rc.ttl_ms / 1000)
+    elif rc.store == "redis":
+        url = rc.redis_url or (cfg.rate_limit.redis_url if cfg.rate_limit else None)
+        if not url:
+            raise ConfigError(
+                'config $.responses.store: "redis" needs responses.redisUrl (or rateLimit.redisUrl)'
+            )
+        store = RedisStore(url, rc.ttl_ms / 1000)
+    return ResponsesDialect(Sealer(cfg.state_secret), store, rc.hosted_tools == "refuse")

@@ -125,5 +125,5 @@ class MockBackend(BackendProvider):
             for i, word in enumerate(words):
                 yield chunk(Delta(content=word if i == 0 else " " + word))
             yield chunk(Delta(), "stop")
-        if ctx.include_usage:
-            yield ChatCompletionChunk(cid, created, model, [], usage)
+        # Always: the gateway counts it, and keeps it from clients that did not ask.
+        yield ChatCompletionChunk(cid, created, model, [], usage)

@@ -83,7 +83,9 @@ class OllamaBackend(BackendProvider):
         self, request: ChatCompletionRequest, config: BackendConfig, *, stream: bool
     ) -> bytes:
         assert self.runtime is not None
-        images = await collect_images(request, self.runtime.images)
+        images = await collect_images(
+            request, self.runtime.images, limits=self.runtime.gateway.media
+        )
         body = build_body(
             request,
             request.model,
@@ -153,7 +155,7 @@ class OllamaBackend(BackendProvider):
         assert self.runtime is not None and self.config is not None
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         async with self.runtime.session.get(
-            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT
+            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT, allow_redirects=False
         ) as resp:
             if resp.status != 200:
                 raise UpstreamHTTPError(
