@@ -2,28 +2,42 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two stamps: `make run` installs only what the gateway needs; test/check add the dev tools.
+RUN_STAMP := $(VENV)/.installed-run
+STAMP := $(VENV)/.installed-dev
 CONFIG ?= config/default.json
 ARGS ?=
 
 .PHONY: help install run test lint typecheck check bench bench-quick bench-peers chaos soak clean
 
 help:
-	@echo "make run          start the gateway with $(CONFIG)"
-	@echo "make test         run the whole test suite"
-	@echo "make check        ruff + mypy --strict + tests (what CI runs)"
-	@echo "make bench        full benchmark (bench/results/latest.md)"
-	@echo "make bench-quick  quick benchmark (< 2 minutes)"
+	@echo "make run                          start the gateway with $(CONFIG) on 127.0.0.1:3000"
+	@echo "make run CONFIG=my.json ARGS='--port 8080 --log-format text'"
+	@echo "                                  another config file; ARGS go to chromagent-gateway"
+	@echo "make install                      create .venv with the gateway and the dev tools"
+	@echo "make test                         run the test suite (skips nothing in CI)"
+	@echo "make check                        ruff + mypy --strict + tests (what CI runs)"
+	@echo "make chaos / make soak            reliability suites at full size / 10-minute soak"
+	@echo "make bench                        full benchmark (bench/results/latest.md)"
+	@echo "make bench-quick                  quick benchmark (< 2 minutes)"
+	@echo "make clean                        remove .venv and caches"
+	@echo "Outside make: .venv/bin/chromagent-gateway --config FILE (or: . .venv/bin/activate)"
 
-$(STAMP): pyproject.toml
+$(RUN_STAMP): pyproject.toml
+	@echo "make: creating $(VENV) and installing the gateway's runtime dependencies (about a minute)"
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]' > $(VENV)/pip.log 2>&1 || (cat $(VENV)/pip.log; exit 1)
+	$(BIN)/python -m pip install --progress-bar on -e .
+	touch $(RUN_STAMP)
+
+$(STAMP): $(RUN_STAMP)
+	@echo "make: installing the dev tools (pytest, mypy, ruff, SDKs used by the tests)"
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/python -m chromagent_proxy --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)

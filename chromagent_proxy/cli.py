@@ -51,11 +51,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers", type=int, help="number of worker processes sharing the port (SO_REUSEPORT)"
     )
+    p.add_argument(
+        "--check",
+        action="store_true",
+        help="validate the config (backends, credentials files, rules) and exit 0, or 2 with "
+        "one line naming the problem, without binding a port",
+    )
     p.add_argument("--version", action="store_true", help="print the version and exit")
     return p
 
 
-def load(argv: Sequence[str] | None, registry: DefaultBackendRegistry) -> GatewayConfig:
+def load(
+    argv: Sequence[str] | None, registry: DefaultBackendRegistry
+) -> tuple[GatewayConfig, bool]:
+    """The checked config, and whether only a check (--check) was asked for."""
     args = _parser().parse_args(argv)
     if args.version:
         from . import __version__
@@ -77,7 +86,24 @@ def load(argv: Sequence[str] | None, registry: DefaultBackendRegistry) -> Gatewa
         "logFormat": args.log_format,
         "workers": args.workers,
     }
-    return build_config(data, env=os.environ, overrides=overrides, known_types=registry.types())
+    config = build_config(data, env=os.environ, overrides=overrides, known_types=registry.types())
+    if not config.backends:
+        # Refused rather than warned about: such a gateway answers 404 to every request.
+        raise ConfigError(
+            f"config {path or '(packaged default)'}: no backends, so no model would be served; "
+            'add one to "backends", e.g. {"id": "mock", "type": "mock"} (see README, Backends)'
+        )
+    return config, bool(args.check)
+
+
+def check(config: GatewayConfig, registry: DefaultBackendRegistry) -> str:
+    """Everything start-up checks before binding (backends, credentials files, media, rules,
+    edge), without binding; the one line to print when it passes."""
+    from .server import GatewayServer
+
+    server = GatewayServer(config, registry)
+    names = ", ".join(f"{b.id} ({b.config.type})" for b in server.backends.values())
+    return f"chromagent-gateway: config OK: backends: {names}; would listen on {config.host}:{config.port}"
 
 
 def setup_logging(level: str, fmt: str = "text") -> None:
@@ -103,7 +129,7 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     # Hot reload: the same file, env and flags as at start, read again.
     reloader = Reloader(
-        server, lambda: load(argv, registry), config_path(argv), config.config_watch_ms
+        server, lambda: load(argv, registry)[0], config_path(argv), config.config_watch_ms
     )
     await server.start()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
@@ -148,7 +174,10 @@ def _install_uvloop() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     registry = DefaultBackendRegistry()
     try:
-        config = load(argv, registry)
+        config, check_only = load(argv, registry)
+        if check_only:
+            print(check(config, registry))
+            return 0
         setup_logging(config.log_level, config.log_format)
         if config.workers > 1:
             from .workers import supervise

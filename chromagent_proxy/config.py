@@ -8,6 +8,7 @@ line naming the field.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 import orjson
 from msgspec import Struct
 
@@ -304,10 +306,40 @@ def build_config(
 def _explain(exc: msgspec.ValidationError) -> str:
     text = str(exc)
     i = text.rfind(" - at `")
-    if i == -1:
-        return f"config: {text}"
-    where = text[i + 7 :].rstrip("`")
-    return f"config {where}: {text[:i]}"
+    where = "$" if i == -1 else text[i + 7 :].rstrip("`")
+    text = text if i == -1 else text[:i]
+    unknown = _UNKNOWN.fullmatch(text)
+    if unknown is not None:
+        text += _hint(where, unknown.group(1))
+    return f"config: {text}" if i == -1 else f"config {where}: {text}"
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `(.*)`")
+
+
+def _hint(where: str, key: str) -> str:
+    """A closest known key for a misspelled one (fields at ``where``, e.g. ``$.backends[0]``)."""
+    node: Any = msgspec.inspect.type_info(GatewayConfig)
+    for name, _index in re.findall(r"\.([^.\[]+)|\[(\d+)\]", where[1:]):
+        node = _unwrap(node)
+        if name:
+            fields = {f.encode_name: f.type for f in getattr(node, "fields", ())}
+            node = fields.get(name)
+        else:
+            node = getattr(node, "item_type", None)
+    known = [f.encode_name for f in getattr(_unwrap(node), "fields", ())]
+    if where == "$" and key in ("id", "type", "modelMapping", "baseUrl", "apiKey"):
+        return ' (this looks like one backend entry: put it inside "backends": [...])'
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    return f" (did you mean `{close[0]}`?)" if close else ""
+
+
+def _unwrap(node: Any) -> Any:
+    """The struct (or list) inside an optional type."""
+    for member in getattr(node, "types", ()):
+        if isinstance(member, msgspec.inspect.StructType | msgspec.inspect.ListType):
+            return member
+    return node
 
 
 def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> None:

@@ -18,6 +18,7 @@ import hmac
 import ipaddress
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -384,7 +385,8 @@ def setup_cors(app: web.Application, config: GatewayConfig, api_paths: list[str]
         max_age=cors.max_age,
     )
     setup = aiohttp_cors.setup(app, defaults={o: options for o in origins})
+    # A route pattern ("/v1/models/{model:.+}") as aiohttp names the resource ("/v1/models/{model}").
+    wanted = {re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path) for path in api_paths}
     for resource in list(app.router.resources()):
-        info = resource.get_info()
-        if info.get("path") in api_paths:
+        if resource.canonical in wanted:
             setup.add(resource)

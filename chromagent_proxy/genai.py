@@ -67,6 +67,8 @@ OPERATIONS = {
     "/v1/responses": "chat",
     "/responses": "chat",
     "/v1/messages": "chat",
+    "/v1/embeddings": "embeddings",
+    "/embeddings": "embeddings",
 }
 
 

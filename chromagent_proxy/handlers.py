@@ -19,8 +19,16 @@ from aiohttp import web
 
 from . import __version__, codec
 from .dialects.chat.dialect import CHAT
+from .dialects.embeddings.dialect import EMBEDDINGS
 from .dialects.responses.dialect import input_items, retrieve
-from .errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound, RequestTooLarge
+from .errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    ModelNotFound,
+    NotFound,
+    RequestTooLarge,
+)
 from .health_view import backends_health
 from .serving import serve
 from .state import STATE
@@ -58,6 +66,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     if request.method != "POST":
         return error_response(MethodNotAllowed("Use POST for /v1/chat/completions"), rid)
     return await serve(request, CHAT, rid)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    if request.method != "POST":
+        return error_response(MethodNotAllowed("Use POST for /v1/embeddings"), rid)
+    return await serve(request, EMBEDDINGS, rid)
 
 
 async def responses_create(request: web.Request) -> web.StreamResponse:
@@ -116,23 +131,59 @@ def _json(body: Any, rid: str) -> web.Response:
     return web.Response(body=codec.dumps(body), content_type=_JSON, headers={"x-request-id": rid})
 
 
-async def list_models(request: web.Request) -> web.Response:
-    rid = _request_id(request)
-    if request.method != "GET":
-        return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+async def _served_models(request: web.Request) -> dict[str, str]:
+    """Model → owning backend id: the configured names, then what backends discovered."""
     state = request.app[STATE]
     models = dict(state.router.models())
-    for backend_id, names in (await state.extra_models()).items():
-        for name in names:
-            models.setdefault(name, backend_id)
-    data: list[dict[str, Any]] = [
-        {"id": m, "object": "model", "created": 0, "owned_by": b} for m, b in models.items()
-    ]
+    for name, backend_id in (await state.discovered_models()).items():
+        models.setdefault(name, backend_id)
+    return models
+
+
+def _model_object(model: str, backend_id: str) -> dict[str, Any]:
+    return {"id": model, "object": "model", "created": 0, "owned_by": backend_id}
+
+
+async def list_models(request: web.Request) -> web.Response:
+    rid = _request_id(request)
+    if request.method not in _READ:
+        return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+    data = [_model_object(m, b) for m, b in (await _served_models(request)).items()]
     return web.Response(
         body=codec.dumps({"object": "list", "data": data}),
         content_type=_JSON,
         headers={"x-request-id": rid},
     )
+
+
+async def retrieve_model(request: web.Request) -> web.Response:
+    """``GET /v1/models/{id}``, what the SDKs' ``models.retrieve()`` calls."""
+    rid = _request_id(request)
+    if request.method not in _READ:
+        return error_response(MethodNotAllowed("Use GET for /v1/models/{model}"), rid)
+    model = request.match_info["model"]
+    backend_id = (await _served_models(request)).get(model)
+    if backend_id is None:
+        return error_response(
+            ModelNotFound(
+                f"The model '{model}' is not served by this gateway; "
+                "GET /v1/models lists the models it serves.",
+                param="model",
+            ),
+            rid,
+        )
+    return web.Response(
+        body=codec.dumps(_model_object(model, backend_id)),
+        content_type=_JSON,
+        headers={"x-request-id": rid},
+    )
+
+
+async def root(request: web.Request) -> web.Response:
+    """``GET /`` (and ``HEAD /``, which some clients, e.g. Claude Code, probe): 200 and where
+    the API is, rather than a 404 that reads as "no gateway here"."""
+    body = {"name": "chromagent_proxy", "version": __version__, "api": "/v1", "health": "/health"}
+    return web.Response(body=codec.dumps(body), content_type=_JSON)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -189,14 +240,19 @@ API_PATHS = [
     "/v1/chat/completions",
     "/chat/completions",
     "/v1/models",
+    "/v1/models/{model:.+}",
     "/v1/responses",
     "/responses",
+    "/v1/embeddings",
+    "/embeddings",
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
 ]
+# Every route that answers GET answers HEAD the same way, without the body (aiohttp drops it).
+_READ = ("GET", "HEAD")
 # With CORS on, explicit methods instead of "*": aiohttp-cors adds the OPTIONS route itself and
 # refuses resources that have a "*" route. The handlers still answer 405 for a wrong method.
-_CORS_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_CORS_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 def add_routes(
@@ -210,8 +266,11 @@ def add_routes(
         chat_completions,
         chat_completions,
         list_models,
+        retrieve_model,
         responses_create,
         responses_create,
+        embeddings,
+        embeddings,
         response_by_id,
         response_input_items,
     ]
@@ -224,11 +283,10 @@ def add_routes(
                 resource.add_route(method, handler, expect_handler=expect_continue)
         else:
             app.router.add_route("*", path, handler, expect_handler=expect_continue)
-    app.router.add_route("GET", "/health", health)
+    app.router.add_get("/", root)  # add_get also answers HEAD
+    app.router.add_get("/health", health)
     # Behind the API keys (when set): it names backends and their failures.
-    app.router.add_route(
-        "GET", "/health/backends", wrap(backends_health) if wrap else backends_health
-    )
+    app.router.add_get("/health/backends", wrap(backends_health) if wrap else backends_health)
     if metrics is not None:
-        app.router.add_route("GET", "/metrics", metrics)
+        app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -268,6 +268,7 @@ class Metrics:
                     # Gauges count live workers only.
                     snap["active_streams"] = snap["inflight"] = 0
                     snap["cooling"] = []
+                    snap["active_streams"] = 0
                     snap["config_version"] = ""
                     snap["breaker_redis_up"] = None
                 snaps.append(snap)

@@ -201,6 +201,7 @@ def families(m: dict[str, Any]) -> Iterator[Metric]:
         "Times a request moved on to another backend after a retryable failure.",
         m["failovers"],
     )
+    yield from genai_families(m.get("genai", {}))
     info = GaugeMetricFamily(
         "chromagent_config_info",
         "The config version (a hash) each live worker serves; one series per version.",
@@ -221,7 +222,6 @@ def families(m: dict[str, Any]) -> Iterator[Metric]:
             "Times Redis became unreachable for the shared backend health.",
             m["breaker_redis_outages"],
         )
-    yield from genai_families(m.get("genai", {}))
 
 
 class _Collector:

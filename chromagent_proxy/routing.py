@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -173,6 +173,7 @@ class Router:
         ]
         default = backends.get(config.default_backend or "")
         self._default = Pool([default]) if default is not None and default.config.enabled else None
+        self._discovered: dict[str, Pool] = {}
         # Health survives a hot reload for backends that keep their id (``carry``).
         carry = carry or {}
         self.health: dict[str, Health] = {
@@ -203,11 +204,17 @@ class Router:
 
     # -------------------------------------------------------------- planning
 
-    def plan(self, req: ChatCompletionRequest) -> list[Attempt]:
-        return self.plan_for(req.model, needs_of(req))
+    def plan(
+        self, req: ChatCompletionRequest, discovered: Mapping[str, str] | None = None
+    ) -> list[Attempt]:
+        return self.plan_for(req.model, needs_of(req), discovered)
 
-    def plan_for(self, model: str, needs: Needs) -> list[Attempt]:
-        """The attempts for a request of any dialect: its model and what it needs."""
+    def plan_for(
+        self, model: str, needs: Needs, discovered: Mapping[str, str] | None = None
+    ) -> list[Attempt]:
+        """The attempts for a request of any dialect: its model and what it needs.
+        ``discovered`` (model → backend id, from the backends' own listings, e.g. pulled
+        Ollama models) serves a model nothing else matches, so what /v1/models lists is served."""
         groups: list[Pool] = []
         for rule in self._rules:
             if rule.condition.matches(model, needs):
@@ -218,6 +225,10 @@ class Router:
             groups.append(mapped)
         if not groups and self._default is not None:
             groups.append(self._default)
+        if not groups and discovered and model in discovered:
+            found = self.backends.get(discovered[model])
+            if found is not None and found.config.enabled:
+                groups.append(self._discovered.setdefault(found.id, Pool([found])))
         if not groups:
             raise ModelNotFound(
                 f"The model '{model}' is not served by this gateway; "

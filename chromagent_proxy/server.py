@@ -128,11 +128,11 @@ class GatewayServer:
         router = Router(cfg, self.backends)
         self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
+        self.state.responses = make_responses_dialect(cfg)
         self.state.version = self.edge.metrics.config_version = config_version(cfg)
         if self.shared is not None:
             self.state.shared = self.shared
             self.shared.bind(router)
-        self.state.responses = make_responses_dialect(cfg)
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)
@@ -277,6 +277,14 @@ class GatewayServer:
             f"{b.id} ({b.config.type}{'' if b.config.enabled else ', disabled'})"
             for b in self.backends.values()
         )
+        host = self.config.host
+        if host in ("0.0.0.0", "::"):
+            # Bound to every interface: say so, and how to reach it from this machine.
+            shown = f"http://{'[::]' if host == '::' else host}:{self.port}"
+            return (
+                f"chromagent_proxy listening on {shown} with backends: {names or 'none'} "
+                f"(all interfaces; from this machine: {self.url})"
+            )
         return f"chromagent_proxy listening on {self.url} with backends: {names or 'none'}"
 
 

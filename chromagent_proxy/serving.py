@@ -30,6 +30,7 @@ from .core.accumulate import Answer
 from .dialects.base import Dialect, EventEncoder, Inbound
 from .errors import (
     GatewayError,
+    ModelNotFound,
     RequestTooLarge,
     ServiceUnavailable,
     UpstreamError,
@@ -86,9 +87,12 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
         inbound = dialect.parse(body, request.headers, request.query)
         await dialect.resolve(inbound)
         rec.session = inbound.session_id
-        plan = state.router.plan_for(
-            inbound.model, Needs(inbound.stream, inbound.tools, inbound.images)
-        )
+        needs = Needs(inbound.stream, inbound.tools, inbound.images)
+        try:
+            plan = state.router.plan_for(inbound.model, needs)
+        except ModelNotFound:
+            # Listed models are served: ask the backends' (cached) listings before refusing.
+            plan = state.router.plan_for(inbound.model, needs, await state.discovered_models())
         router = state.router
         last_error: GatewayError | None = None
         irs: dict[str, ir.Request] = {}  # the IR request per backend dialect (decoded once)
@@ -200,6 +204,8 @@ async def _complete(
     try:
         if dialect.relays(provider):
             payload, usage = await dialect.relay(provider, inbound, ctx)
+        elif dialect.direct:
+            payload, usage = await dialect.answer(provider, inbound, ctx)
         else:
             req = _ir_request(dialect, inbound, provider, attempt.upstream_model, irs)
             events = (

@@ -26,13 +26,13 @@ class GatewayState:
     router: Router
     first_byte_timeout: float
     draining: bool = False
+    # The Responses dialect (sealer and response store built from the config).
+    responses: ResponsesDialect | None = None
     # The config version (reload.config_version); config, backends and router are swapped
     # together, with no await in between, by a hot reload (reload.py).
     version: str = ""
     # Backend health shared through Redis (failover.redisUrl), or None.
     shared: SharedHealth | None = None
-    # The Responses dialect (sealer and response store built from the config).
-    responses: ResponsesDialect | None = None
     _models_cache: tuple[float, dict[str, list[str]]] = (0.0, {})
     _models_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -57,6 +57,14 @@ class GatewayState:
                     found[b.id] = list(res)
             self._models_cache = (time.monotonic(), found)
             return found
+
+    async def discovered_models(self) -> dict[str, str]:
+        """Discovered model → the first backend listing it (as /v1/models shows it)."""
+        out: dict[str, str] = {}
+        for backend_id, names in (await self.extra_models()).items():
+            for name in names:
+                out.setdefault(name, backend_id)
+        return out
 
 
 STATE = web.AppKey("chromagent_state", GatewayState)

@@ -145,6 +145,10 @@ class Supervisor:
         port = holder.getsockname()[1]
         metrics_dir = tempfile.mkdtemp(prefix="chromagent-metrics-")
         env = {**os.environ, SNAPSHOT_DIR_ENV: metrics_dir}
+        if not cfg.state_secret and not env.get("GATEWAY_STATE_SECRET"):
+            # Reasoning state sealed by one worker must open in its siblings (core/seal.py):
+            # without a configured stateSecret, the workers share one made here.
+            env["GATEWAY_STATE_SECRET"] = os.urandom(32).hex()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop)

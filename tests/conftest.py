@@ -1,10 +1,26 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
 
 from tests.support.upstream import FakeUpstream
+
+
+@pytest.fixture(autouse=True)
+def blockbuster() -> Iterator[BlockBuster]:
+    """Any blocking call (file, socket, sleep, lock...) made on the event loop from the
+    gateway's own code fails the test, as in aiohttp's suite. Test code may block (it plays
+    clients and operators); only frames in chromagent_proxy are scanned."""
+    with blockbuster_ctx("chromagent_proxy") as bb:
+        for fn in bb.functions.values():
+            # Building the server (config, credentials files, custom backend modules) happens
+            # before the port is bound: nothing is being served that a pause could delay.
+            fn.can_block_in("chromagent_proxy/server.py", "__init__")
+            # Credentials files are read when a backend is built (the same start-up step).
+            fn.can_block_in("chromagent_proxy/auth/google.py", "__init__")
+        yield bb
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ this project does not depend on, and the adapter only ever runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import os
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
@@ -26,6 +27,8 @@ import google.auth.transport
 
 from ..errors import UpstreamHTTPError
 
+# Application Default Credentials read this file first (google.auth.default).
+ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 # Refresh this long before expiry (beyond google-auth's own 225 s threshold).
 REFRESH_MARGIN = 300.0
@@ -116,18 +119,24 @@ class GoogleAuth:
         self.refresh_count = 0
         if api_key is None and credentials_file:
             self._creds = self._load_file(credentials_file)
+        elif api_key is None and os.environ.get(ADC_ENV):
+            # The file Application Default Credentials would read first: checked now, so a
+            # missing or broken one stops start-up instead of failing the first request.
+            self._creds = self._load_file(os.environ[ADC_ENV], f"{ADC_ENV} file")
 
     @property
     def refreshable(self) -> bool:
         return self._api_key is None
 
-    def _load_file(self, path: str) -> Any:
+    def _load_file(self, path: str, what: str = "credentialsFile") -> Any:
         try:
             creds, _project = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
                 path, scopes=self._scopes
             )
         except google.auth.exceptions.DefaultCredentialsError as exc:
-            raise ValueError(f"credentialsFile {path!r}: {exc}") from None
+            raise ValueError(f"{what} {path!r}: {exc}") from None
+        except OSError as exc:  # unreadable (permissions, a directory)
+            raise ValueError(f"{what} {path!r}: cannot read it: {exc.strerror or exc}") from None
         return creds
 
     def _load_default(self) -> Any:

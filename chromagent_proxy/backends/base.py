@@ -144,3 +144,13 @@ class BackendProvider:
     ) -> AsyncIterator[list[ir.Event]]:
         """The answer as lists of IR events, one list per upstream read (backends/shell.py)."""
         raise NotImplementedError
+
+    # -- embeddings (/v1/embeddings)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        """Embed ``request.inputs`` in order; backends without embeddings keep this."""
+        raise UnsupportedFeature(
+            f"backend '{ctx.backend_id}' has no embeddings; model '{ctx.client_model}' cannot "
+            "be used with /v1/embeddings",
+            param="model",
+        )

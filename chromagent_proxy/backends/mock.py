@@ -1,11 +1,14 @@
 """Built-in mock backend: no network. Echoes the last user message (or ``reply``).
 
 Options: ``toolCall: {"name": ..., "arguments": {...}}`` answers with that
-tool call whenever the request offers tools. Useful for demos and smoke tests.
+tool call when the request offers tools, and with text once the conversation ends with the tool's
+result, so agent loops finish. Useful for demos and smoke tests.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -13,6 +16,7 @@ from typing import Any, ClassVar
 
 from .. import codec
 from ..config import BackendConfig
+from ..core import ir
 from ..schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -27,10 +31,25 @@ from ..schema.openai import (
     ToolCallDelta,
     Usage,
 )
-from .base import BackendProvider, CompletionResult, StreamPart, current_context
+from .base import (
+    BackendProvider,
+    CompletionResult,
+    RequestContext,
+    StreamPart,
+    current_context,
+)
+
+
+def _content_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return " ".join(p.text for p in content or [] if p.type == "text" and p.text)
 
 
 def _text_of(request: ChatCompletionRequest) -> str:
+    last = request.messages[-1] if request.messages else None
+    if last is not None and last.role == "tool":
+        return f"The tool returned: {_content_text(last.content)}"
     for msg in reversed(request.messages):
         if msg.role != "user":
             continue
@@ -68,7 +87,8 @@ class MockBackend(BackendProvider):
             _count(m.content) if isinstance(m.content, str) else 1 for m in request.messages
         )
         call: dict[str, Any] | None = config.options.get("toolCall")
-        if call is not None and request.tools:
+        after_tool = bool(request.messages) and request.messages[-1].role == "tool"
+        if call is not None and request.tools and not after_tool:
             args = codec.dumps(call.get("arguments", {})).decode()
             tc = ToolCall(
                 id=f"call_{uuid.uuid4().hex[:24]}",
@@ -127,3 +147,21 @@ class MockBackend(BackendProvider):
             yield chunk(Delta(), "stop")
         # Always: the gateway counts it, and keeps it from clients that did not ask.
         yield ChatCompletionChunk(cid, created, model, [], usage)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        """Deterministic unit vectors from each text's SHA-256 (same text, same vector), of
+        ``dimensions`` (default 16) values: enough to try a vector store without a provider."""
+        size = request.dimensions or 16
+        vectors = [_vector(text, size) for text in request.inputs]
+        return ir.EmbedResult(vectors, sum(_count(t) for t in request.inputs))
+
+
+def _vector(text: str, size: int) -> list[float]:
+    raw = b""
+    counter = 0
+    while len(raw) < size * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [int.from_bytes(raw[i * 4 : i * 4 + 4], "little") / 2**31 - 1.0 for i in range(size)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]

@@ -33,6 +33,9 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
 class OpenAIBackend(BackendProvider):
     type: ClassVar[str] = "openai"
+    # Chat Completions and embeddings are relayed as bytes (/v1/responses too, with
+    # nativeResponses: see dialects/responses).
+    native_dialects: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
 
     def __init__(self) -> None:
         super().__init__()

@@ -302,3 +302,21 @@ def arguments_object(raw: str, param: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InvalidRequest(f"{param} must be a JSON object", param=param)
     return value
+
+
+# ---------------------------------------------------------------- embeddings
+
+
+class EmbedRequest(Struct):
+    """``/v1/embeddings`` for a backend: texts (or token ids, which only OpenAI-compatible
+    upstreams take); ``dimensions`` is the output size the client asked for."""
+
+    model: str
+    inputs: list[str]
+    dimensions: int | None = None
+    user: str | None = None
+
+
+class EmbedResult(Struct):
+    vectors: list[list[float]]
+    prompt_tokens: int | None = None  # None: the upstream does not report counts

@@ -57,6 +57,8 @@ class Dialect(ABC):
     name: ClassVar[str]
     #: written after the last event of a successful stream (chat: ``data: [DONE]``)
     stream_end: ClassVar[bytes] = b""
+    #: True: answered by ``answer`` (embeddings), not by the IR conversation path
+    direct: ClassVar[bool] = False
 
     @abstractmethod
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
@@ -102,6 +104,12 @@ class Dialect(ABC):
         if type(part) is ir.Usage:
             return b"", part
         return part, None
+
+    async def answer(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> tuple[bytes, ir.Usage | None]:
+        """A ``direct`` dialect's whole answer from a backend that does not relay it."""
+        raise NotImplementedError
 
     def relay_stream(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext

@@ -8,15 +8,15 @@ import json
 import os
 import resource
 import signal
-import subprocess
 import time
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from tests.chaos.support import CliGateway, eventually, free_port, rss_bytes, scaled
+from tests.chaos.support import CliGateway, eventually, rss_bytes, scaled
 from tests.support.gateway import run_gateway
+from tests.support.redis import RedisServer
 from tests.support.upstream import FakeUpstream, stream_reply
 
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
@@ -144,51 +144,11 @@ async def test_a_worker_killed_under_load_is_restarted_and_others_are_unaffected
         gw.kill()
 
 
-def redis_server(port: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--bind",
-            "127.0.0.1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-
-async def wait_redis(port: int) -> None:
-    async def up() -> bool:
-        try:
-            r, w = await asyncio.open_connection("127.0.0.1", port)
-            w.write(b"PING\r\n")
-            ok = (await r.readline()).startswith(b"+PONG")
-            w.close()
-            return ok
-        except OSError:
-            return False
-
-    deadline = time.monotonic() + 10
-    while not await up():
-        assert time.monotonic() < deadline, "redis did not start"
-        await asyncio.sleep(0.05)
-
-
 @pytest.mark.redis
-async def test_redis_restarted_under_load_rate_limiting_resumes() -> None:
-    port = free_port()
-    redis = redis_server(port)
+async def test_redis_restarted_under_load_rate_limiting_resumes(tmp_path: Path) -> None:
+    redis = await RedisServer(tmp_path / "redis").start()
     try:
-        await wait_redis(port)
-        cfg = {
-            **MOCK,
-            "rateLimit": {"max": 20, "windowMs": 60_000, "redisUrl": f"redis://127.0.0.1:{port}/0"},
-        }
+        cfg = {**MOCK, "rateLimit": {"max": 20, "windowMs": 60_000, "redisUrl": redis.url}}
         async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
 
             async def burst(n: int) -> list[int]:
@@ -201,13 +161,11 @@ async def test_redis_restarted_under_load_rate_limiting_resumes() -> None:
 
             first = await burst(30)
             assert first.count(200) == 20 and first.count(429) == 10, first
-            redis.kill()
-            redis.wait()
+            await redis.stop()
             # Redis down: limits cannot be decided; rateLimit.failOpen (default) serves, never 5xx.
             down = await burst(30)
             assert set(down) == {200}, down
-            redis = redis_server(port)
-            await wait_redis(port)
+            redis = await RedisServer(tmp_path / "redis2", port=redis.port).start()
             # Back up (empty): limiting resumes, the budget counted afresh.
             deadline = time.monotonic() + 10
             while True:
@@ -217,8 +175,7 @@ async def test_redis_restarted_under_load_rate_limiting_resumes() -> None:
                 assert time.monotonic() < deadline, f"rate limiting did not resume: {again}"
                 await asyncio.sleep(0.2)
     finally:
-        redis.kill()
-        redis.wait()
+        await redis.stop()
 
 
 async def test_10000_idle_keep_alive_connections_bounded_memory_and_still_served(

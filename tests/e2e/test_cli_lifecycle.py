@@ -74,6 +74,21 @@ def test_flags_override_env_and_start_line_lists_backends(tmp_path: Path) -> Non
         assert proc.wait(timeout=15) == 0
 
 
+def test_all_interfaces_start_line_says_so() -> None:
+    proc, url = start(["--host", "0.0.0.0", "--port", "0"])
+    try:
+        port = url.rsplit(":", 1)[1]
+        assert url == f"http://0.0.0.0:{port}"
+        assert start.backends.endswith(  # type: ignore[attr-defined]
+            f"(all interfaces; from this machine: http://127.0.0.1:{port})"
+        )
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        proc.terminate()
+        assert proc.wait(timeout=15) == 0
+
+
 def test_console_script_takes_the_same_flags() -> None:
     script = Path(sys.executable).with_name("chromagent-gateway")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)

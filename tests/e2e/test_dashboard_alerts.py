@@ -2,8 +2,9 @@
 real Prometheus scrapes the gateway every second while the traffic mix (successes, streams,
 every cause of error, a cooling backend) runs, then every dashboard panel expression (with
 the dashboard's variables substituted) and every alert expression is evaluated through the
-Prometheus HTTP API and must return data; ``promtool check rules`` must accept the rules and
-Prometheus must have evaluated every rule without error."""
+Prometheus HTTP API and must return data; ``promtool check rules`` must accept the rules,
+Prometheus must have evaluated every rule without error, and ``promtool test rules`` shows
+the alerts firing at their thresholds on synthetic series."""
 
 from __future__ import annotations
 
@@ -59,6 +60,18 @@ def test_promtool_accepts_the_rules() -> None:
     )
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"SUCCESS: {len(alert_rules())} rules found" in r.stdout
+
+
+def test_alerts_fire_at_their_thresholds() -> None:
+    """deploy/prometheus/alerts_test.yml: synthetic series, each alert fires (or not) when due."""
+    promtool = prometheus_binary("promtool")
+    tests = ALERTS.with_name("alerts_test.yml")
+    r = subprocess.run(
+        [promtool, "test", "rules", str(tests)], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    tested = {t["alertname"] for case in yaml.safe_load(tests.read_text())["tests"] for t in case["alert_rule_test"]}  # fmt: skip
+    assert len(tested) >= 6 and tested <= {rule["alert"] for rule in alert_rules()}
 
 
 def test_dashboard_covers_what_operators_watch() -> None:

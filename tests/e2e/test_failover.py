@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 import time
 from email.utils import formatdate
@@ -136,23 +137,26 @@ async def test_failover_listener_and_counter(upstream: FakeUpstream) -> None:
     assert isinstance(GatewayError("x"), Exception)
 
 
-@pytest.mark.parametrize("retry_after", ["0.4", "RECOVER"])
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
 async def test_retry_after_cools_down_then_half_open_probe_recovers(
-    upstream: FakeUpstream, retry_after: str
+    upstream: FakeUpstream, form: str
 ) -> None:
-    state = {"fail": True}
-    fail = error_reply(
-        429,
-        {
-            "Retry-After": "0.4"
-            if retry_after == "0.4"
-            else formatdate(time.time() + 1, usegmt=True)
-        },
-    )
+    # The cooldown ends at a known wall-clock instant: 1.5 s after the 429 (a fraction, to show
+    # fractional seconds count), or the whole second an HTTP-date names, at least 1.5 s ahead
+    # (an HTTP-date has whole seconds only, so it is rounded up, never down to ~0 s).
+    state: dict[str, Any] = {"fail": True, "until": 0.0}
     ok = answer("a")
 
     async def flaky(request: Any) -> Any:
-        return await (fail if state["fail"] else ok)(request)
+        if not state["fail"]:
+            return await ok(request)
+        if form == "seconds":
+            state["until"] = time.time() + 1.5
+            value = "1.5"
+        else:
+            state["until"] = float(math.ceil(time.time() + 1.5))
+            value = formatdate(state["until"], usegmt=True)
+        return await error_reply(429, {"Retry-After": value})(request)
 
     async with run_gateway(pair(upstream, flaky)) as gw:
         code, headers, _ = await post(gw.url, body())
@@ -161,9 +165,10 @@ async def test_retry_after_cools_down_then_half_open_probe_recovers(
         for _ in range(4):
             code, headers, _ = await post(gw.url, body())
             assert headers["x-chromagent-backend"] == "b"
+        assert time.time() < state["until"], "the cooldown checks ran past its end"
         assert hits(upstream, "a") == 1
         state["fail"] = False
-        await asyncio.sleep(0.45 if retry_after == "0.4" else 1.05)
+        await asyncio.sleep(state["until"] - time.time() + 0.05)
         # Half-open: the next request probes a; it answers, so a is back in rotation.
         got = [(await post(gw.url, body()))[1]["x-chromagent-backend"] for _ in range(4)]
         assert got.count("a") == 2 and got.count("b") == 2

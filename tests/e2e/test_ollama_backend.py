@@ -7,7 +7,9 @@ recorded traffic where a recording exists.
 from __future__ import annotations
 
 import base64
+import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import openai
@@ -455,3 +457,27 @@ async def test_rule_sends_unmapped_model_through_unchanged(upstream: FakeUpstrea
     assert resp.headers["x-chromagent-backend"] == "local"
     assert resp.parse().choices[0].message.content == "hi"
     assert upstream.received[0].json["model"] == "qwen3:0.6b"
+
+
+async def test_default_config_serves_every_model_it_lists(upstream: FakeUpstream) -> None:
+    """The shipped default config: a pulled model /v1/models lists (not in modelMapping) is
+    chat-able, routed to the Ollama backend under its own name; an unlisted one is still 404."""
+    upstream.route("/api/tags", json_reply({"models": [{"name": "qwen3:0.6b"}]}))
+    upstream.route("/api/chat", json_reply(final("from qwen")))
+    cfg = json.loads((Path(__file__).resolve().parents[2] / "config" / "default.json").read_text())
+    (ollama,) = [b for b in cfg["backends"] if b["type"] == "ollama"]
+    assert "qwen3:0.6b" not in ollama["modelMapping"]
+    ollama["baseUrl"] = upstream.url
+    async with run_gateway(cfg) as gw:
+        client = sdk(gw)
+        listed = {m.id: m.owned_by for m in (await client.models.list()).data}
+        assert listed["qwen3:0.6b"] == "ollama"
+        resp = await client.chat.completions.with_raw_response.create(
+            model="qwen3:0.6b", messages=MSG
+        )
+        with pytest.raises(openai.NotFoundError, match="not served by this gateway"):
+            await client.chat.completions.create(model="qwen3:8b", messages=MSG)
+    assert resp.headers["x-chromagent-backend"] == "ollama"
+    assert resp.parse().choices[0].message.content == "from qwen"
+    chats = [r for r in upstream.received if r.path == "/api/chat"]
+    assert [c.json["model"] for c in chats] == ["qwen3:0.6b"]

@@ -50,7 +50,8 @@ async def test_entrypoint_serves_and_healthcheck_passes(tmp_path: Path) -> None:
     health = json.loads(re.sub(r"^--\S+\s+", "", instruction("HEALTHCHECK").split(" CMD ", 1)[1]))
     health = [sys.executable if health[0] == "python" else health[0], *health[1:]]
     try:
-        await p.wait_for(rf"listening on http://127.0.0.1:{port}", stream="out")
+        # The image binds every interface (GATEWAY_HOST=0.0.0.0), and the start line says so.
+        await p.wait_for(rf"listening on http://0\.0\.0\.0:{port} .*all interfaces", stream="out")
         ok = subprocess.run(health, env=env, capture_output=True, timeout=10)
         assert ok.returncode == 0, ok.stderr
     finally:

@@ -1,4 +1,4 @@
-"""Gemini translators against every fitting recording in ../shared/fixtures/gemini.
+"""Gemini translators against every fitting recording in tests/fixtures/gemini.
 
 Streams are replayed split at 1 byte, 7 bytes and whole; the OpenAI output
 must be identical. Expected values are computed from the recorded Gemini JSON

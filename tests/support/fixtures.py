@@ -1,6 +1,6 @@
-"""Load the recorded provider traffic in ../shared/fixtures into one shape.
+"""Load the recorded provider traffic in tests/fixtures into one shape.
 
-Formats (see fixtures/SOURCES.md): pydantic-ai VCR yaml, envoy go-vcr v2 yaml,
+Formats (see tests/fixtures/SOURCES.md): pydantic-ai VCR yaml, envoy go-vcr v2 yaml,
 langchaingo httprr traces, and vercel ``*.chunks.txt`` (one SSE data payload a line).
 """
 
@@ -14,8 +14,10 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-FIXTURES = Path(os.environ.get("CHROMAGENT_FIXTURES", ROOT.parent / "shared" / "fixtures"))
+# Kept in the repository (sources and licences in tests/fixtures/SOURCES.md) so a clone runs alone.
+FIXTURES = Path(
+    os.environ.get("CHROMAGENT_FIXTURES", Path(__file__).resolve().parents[1] / "fixtures")
+)
 
 
 @dataclass

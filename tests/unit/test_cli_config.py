@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +38,7 @@ def write(tmp_path: Path, cfg: Any) -> str:
 
 
 BASE = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
+VERTEX = {"id": "v", "type": "vertex-gemini", "projectId": "p", "location": "us-central1"}
 
 
 def with_(**kw: Any) -> dict[str, Any]:
@@ -57,6 +59,13 @@ CASES: list[tuple[str, Any, dict[str, str], list[str], str]] = [
     ("flag port not int", BASE, {}, ["--port", "x"], "argument --port/-p: invalid int value"),
     ("unknown flag", BASE, {}, ["--bogus"], "unrecognized arguments: --bogus"),
     ("missing file", None, {}, ["--config", "/nonexistent/c.json"], "/nonexistent/c.json"),
+    ("empty config", {}, {}, [], 'no backends, so no model would be served; add one to "backends"'),
+    ("misspelled key", with_(defaultBackned="m"), {}, [], "unknown field `defaultBackned` (did you mean `defaultBackend`?)"),
+    ("misspelled backend key", {"backends": [{"id": "m", "type": "mock", "modelMaping": {}}]}, {}, [], "$.backends[0]: Object contains unknown field `modelMaping` (did you mean `modelMapping`?)"),
+    ("backend entry as a whole config", {"id": "m", "type": "mock", "modelMapping": {}}, {}, [], 'put it inside "backends": [...]'),
+    ("missing credentials file", {"backends": [VERTEX | {"credentialsFile": "/nonexistent/sa.json"}]}, {}, [], "credentialsFile '/nonexistent/sa.json': File /nonexistent/sa.json was not found"),
+    ("unreadable credentials file", {"backends": [VERTEX | {"credentialsFile": "/"}]}, {}, [], "credentialsFile '/': cannot read it"),
+    ("missing ADC file", {"backends": [VERTEX]}, {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/adc.json"}, [], "GOOGLE_APPLICATION_CREDENTIALS file '/nonexistent/adc.json'"),
 ]
 
 
@@ -71,6 +80,26 @@ def test_bad_config_exits_2_with_one_line(
     assert len(lines) == 1, proc.stderr
     assert expect in lines[0]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("name", ["empty config", "misspelled key", "missing credentials file", "missing ADC file"])
+def test_check_flag_finds_the_same_problems(tmp_path: Path, name: str) -> None:
+    (_, cfg, env, flags, expect) = next(c for c in CASES if c[0] == name)
+    proc = run_cli(["--check", "--config", write(tmp_path, cfg), *flags], env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.count("\n") == 1 and expect in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_check_flag_passes_without_binding_the_port(tmp_path: Path) -> None:
+    """--check exits 0 even while another process holds the port: it never binds."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        proc = run_cli(["--check", "--config", write(tmp_path, BASE), "--port", str(port)])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == f"chromagent-gateway: config OK: backends: m (mock); would listen on 127.0.0.1:{port}\n"
 
 
 def test_secret_is_not_echoed_in_config_errors(tmp_path: Path) -> None:

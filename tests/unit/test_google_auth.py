@@ -190,8 +190,12 @@ async def test_application_default_credentials_are_loaded_in_a_thread(
     tokens = TokenServer()
     upstream.route("/token", tokens)
     sa = write_service_account(tmp_path, f"{upstream.url}/token")
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    # Without the env var, ADC may probe the metadata server: never at construction.
+    assert GoogleAuth(api_key=None, credentials_file=None)._creds is None
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(sa))
+    # With it, the file is read (checked) at construction, i.e. at start-up; no token yet.
     auth = GoogleAuth(api_key=None, credentials_file=None)
-    assert auth._creds is None  # nothing loaded (or probed) at construction
+    assert auth._creds is not None and tokens.grants == []
     assert await auth.headers() == {"Authorization": "Bearer token-1"}
     assert len(tokens.grants) == 1

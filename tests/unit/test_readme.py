@@ -68,3 +68,19 @@ def test_readme_documents_every_config_key_env_var_and_flag() -> None:
     flags = [a for action in cli._parser()._actions for a in action.option_strings if a.startswith("--")]
     missing += [f for f in flags if f not in ("--help",) and f"`{f}" not in README]
     assert missing == []
+
+
+def test_backend_fragments_say_they_go_inside_backends() -> None:
+    """A single backend entry pasted as a whole config fails ("unknown field `id`"): each such
+    fragment in the README is introduced as one entry of "backends"."""
+    fragments = 0
+    for m in re.finditer(r"```json\n(.*?)```", README, re.S):
+        try:
+            data = json.loads(m.group(1))
+        except ValueError:
+            continue
+        if isinstance(data, dict) and "id" in data and "type" in data:
+            fragments += 1
+            intro = README[: m.start()].rstrip().rsplit("\n\n", 1)[-1]
+            assert '`"backends": [...]`' in intro and "not a whole config" in intro, intro
+    assert fragments >= 3
