@@ -133,7 +133,7 @@ async def serve(
     )
     await server.start()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
-    reloader.start()
+    await reloader.start()
     _tune_gc()
     print(server.describe(), flush=True)
     try:
