@@ -90,7 +90,7 @@ def test_loaded_by_module_through_the_cli(tmp_path: Path) -> None:
         client.close()
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.communicate(timeout=10)  # waits, and closes the pipes
 
 
 @pytest.mark.parametrize(
