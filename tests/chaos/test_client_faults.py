@@ -106,6 +106,7 @@ async def test_a_silent_connection_is_closed_after_the_header_timeout() -> None:
         writer.close()
 
 
+@pytest.mark.slow
 async def test_idle_keep_alive_and_slow_bodies_are_not_cut_by_the_header_timeout() -> None:
     async with run_gateway({**MOCK, "headerTimeoutMs": 300}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -272,6 +273,7 @@ async def _act(
             pass
 
 
+@pytest.mark.slow
 async def test_random_aborts_leave_no_task_and_no_upstream_connection(
     fault: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -22,6 +22,8 @@ from tests.support.upstream import FakeUpstream, stream_reply
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
 MOCK = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
 
+pytestmark = pytest.mark.slow  # real processes and waits: `make test-all`
+
 
 def sse_body(n: int) -> list[bytes]:
     first = {

@@ -89,6 +89,7 @@ models = st.sampled_from(sorted(MODELS))
 spec_requests = from_schema(spec.inline("CreateChatCompletionRequest"))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(spec_requests, models)
 def test_generated_requests_keep_the_contract(
@@ -100,6 +101,7 @@ def test_generated_requests_keep_the_contract(
     check(gw.post(json.dumps(request).encode()), request)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(spec_requests, models, st.booleans())
 def test_generated_requests_stream_and_not(
