@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.support import (
+from tests.chaos.test_upstream_faults import COMPLETION, chunk_event, config, relay
+from tests.support.chaos import (
     CliGateway,
     Conn,
     FaultServer,
@@ -30,7 +31,6 @@ from tests.chaos.support import (
     rss_bytes,
     scaled,
 )
-from tests.chaos.test_upstream_faults import COMPLETION, chunk_event, config, relay
 from tests.support.gateway import run_gateway
 
 MOCK = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.chaos.support import CliGateway, eventually, rss_bytes, scaled
+from tests.support.chaos import CliGateway, eventually, rss_bytes, scaled
 from tests.support.gateway import run_gateway
 from tests.support.redis import RedisServer
 from tests.support.upstream import FakeUpstream, stream_reply

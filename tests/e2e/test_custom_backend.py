@@ -212,7 +212,7 @@ class NoStreaming(MyCustomBackend):
 
 
 async def test_capabilities_filter_backends_and_name_what_is_missing() -> None:
-    from tests.e2e.routing_support import IMAGE_MSG, TOOLS
+    from tests.support.routing import IMAGE_MSG, TOOLS
 
     registry = DefaultBackendRegistry()
     registry.register_custom_backend("my-custom-backend", MyCustomBackend)

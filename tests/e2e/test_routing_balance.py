@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.routing_support import backend, body, hits
 from tests.support.gateway import run_gateway
+from tests.support.routing import backend, body, hits
 from tests.support.upstream import FakeUpstream
 
 N = 20
