@@ -211,7 +211,7 @@ def set_at(obj: Any, path: tuple[Any, ...], value: Any, delete: bool = False) ->
 
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[Any, bytes]:
-    base = draw(st.sampled_from(BASE))
+    base: dict[str, Any] = draw(st.sampled_from(BASE))
     where = draw(st.sampled_from(paths(base)))
     kind = draw(st.sampled_from(["wrong_type", "delete", "huge", "odd_unicode", "deep", "extra"]))
     if kind == "delete":

@@ -123,7 +123,10 @@ def test_make_run_answers_the_readme_curl_examples() -> None:
             if m:
                 break
         assert m, "make run exited without a start line"
-        body = {"model": "echo", "messages": [{"role": "user", "content": "Hello, gateway!"}]}
+        body: dict[str, object] = {
+            "model": "echo",
+            "messages": [{"role": "user", "content": "Hello, gateway!"}],
+        }
         answer = post(f"{m.group(1)}/v1/chat/completions", body)
         assert answer["choices"][0]["message"]["content"] == "Hello, gateway!"  # type: ignore[index]
         req = urllib.request.Request(
