@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 import time
 from typing import Any, TextIO
@@ -73,8 +74,27 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(data).decode()
 
 
+# Control characters (C0, DEL, C1) and the Unicode line/paragraph separators: in a text
+# log line they could end the line and forge the next one (a model name is the client's).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    code = ord(m.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def escape(value: Any) -> str:
+    """``value`` as text on one line: control characters become ``\\xNN`` / ``\\uNNNN``."""
+    text = value if isinstance(value, str) else str(value)
+    return text if text.isprintable() else _CONTROL.sub(_escape_char, text)
+
+
 class TextFormatter(logging.Formatter):
-    """For terminals: ``time status method path backend/model latency ...``."""
+    """For terminals: ``time status method path backend/model latency ...``.
+
+    Every value that may come from a client is escaped (``escape``): one record, one line.
+    """
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -82,7 +102,13 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         f = record.msg
         if not isinstance(f, dict):
+            message = record.getMessage()
+            if not message.isprintable():
+                # A copy: other handlers of the same record must still see the original.
+                record = logging.makeLogRecord({**record.__dict__, "msg": escape(message)})
+                record.args = None
             return super().format(record)
+        f = {k: escape(v) if isinstance(v, str) else v for k, v in f.items()}
         ttft = f" ttft={f['ttft_ms']}ms" if f.get("ttft_ms") is not None else ""
         tokens = (
             f" tokens={f['tokens_in']}/{f['tokens_out']}"

@@ -113,7 +113,10 @@ def setup_logging(level: str, fmt: str = "text") -> None:
     setup(level, fmt)
 
 
-async def serve(config: GatewayConfig, registry: DefaultBackendRegistry) -> None:
+async def serve(
+    config: GatewayConfig, registry: DefaultBackendRegistry, argv: Sequence[str] | None = None
+) -> None:
+    from .reload import Reloader
     from .server import GatewayServer
     from .workers import WORKER_ENV, reuseport_socket
 
@@ -124,14 +127,26 @@ async def serve(config: GatewayConfig, registry: DefaultBackendRegistry) -> None
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Hot reload: the same file, env and flags as at start, read again.
+    reloader = Reloader(
+        server, lambda: load(argv, registry)[0], config_path(argv), config.config_watch_ms
+    )
     await server.start()
+    loop.add_signal_handler(signal.SIGHUP, reloader.request)
+    reloader.start()
     _tune_gc()
     print(server.describe(), flush=True)
     try:
         await stop.wait()
     finally:
         log.info("shutting down")
+        await reloader.close()
         await server.stop()
+
+
+def config_path(argv: Sequence[str] | None) -> str | None:
+    args = _parser().parse_args(argv)
+    return args.config or os.environ.get("GATEWAY_CONFIG") or None
 
 
 def _tune_gc() -> None:
@@ -169,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return supervise(list(sys.argv[1:] if argv is None else argv), config)
         _install_uvloop()
-        asyncio.run(serve(config, registry))
+        asyncio.run(serve(config, registry, argv))
     except ConfigError as exc:
         # One line, whatever a key or value in the message contains.
         line = str(exc).replace("\r", "\\r").replace("\n", "\\n")

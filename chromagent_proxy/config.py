@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import msgspec.inspect
@@ -47,6 +47,19 @@ class BackendConfig(_Base):
     inline_images: bool = False
     default_max_tokens: int | None = None
     reply: str | None = None
+    # openai backends: relay /v1/responses to {baseUrl}/responses as bytes (OpenAI itself,
+    # or a server that implements the Responses API) instead of translating it.
+    native_responses: bool = False
+
+
+class ResponsesConfig(_Base):
+    """The Responses API (/v1/responses): stored responses and hosted tools."""
+
+    store: Literal["memory", "redis", "off"] = "memory"
+    redis_url: str | None = None  # default: rateLimit.redisUrl
+    max_stored: int = 10_000
+    ttl_ms: int = 3_600_000
+    hosted_tools: Literal["drop", "refuse"] = "drop"
 
 
 class RoutingRule(_Base):
@@ -85,6 +98,11 @@ class FailoverConfig(_Base):
     cooldown_ms: int = 30_000
     # Upper bound for any cooldown, Retry-After included.
     max_cooldown_ms: int = 300_000
+    # Share backend health with every replica through this Redis (breaker_redis.py);
+    # unset: rateLimit.redisUrl when that is set, else each process keeps its own.
+    redis_url: str | None = None
+    # How often each replica re-reads the shared health (a backstop for pub/sub).
+    sync_interval_ms: int = 1_000
 
 
 class MediaConfig(_Base):
@@ -95,6 +113,10 @@ class MediaConfig(_Base):
     connect_timeout_ms: int = 3_000
     total_timeout_ms: int = 15_000
     max_redirects: int = 3
+    # Per request (media.py): image parts, image bytes in all, downloads at a time.
+    max_images_per_request: Annotated[int, msgspec.Meta(ge=1)] = 100
+    max_total_bytes: Annotated[int, msgspec.Meta(ge=1)] = 50 * 1024 * 1024
+    fetch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 4
 
 
 LogLevel = Literal["debug", "info", "warning", "error"]
@@ -122,6 +144,23 @@ class GatewayConfig(_Base):
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
     # Longest a client may take to send a request head (slowloris guard, headerguard.py).
     header_timeout_ms: int = 10_000
+    responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
+    # Key material for reasoning state the gateway seals into what clients send back
+    # (core/seal.py). Unset: a random secret per process (set it for workers/replicas).
+    state_secret: str | None = None
+    # Longest a client may take to send a request body after its head (headerguard.py).
+    body_timeout_ms: int = 60_000
+    # Open client connections past which new ones get a 503; 0: from the descriptor limit.
+    max_connections: int = 0
+    # Poll the config file this often and hot-reload it when it changes (0: SIGHUP only).
+    config_watch_ms: int = 0
+
+    @property
+    def health_redis_url(self) -> str | None:
+        """Where backend health is shared, if anywhere."""
+        if self.failover.redis_url:
+            return self.failover.redis_url
+        return self.rate_limit.redis_url if self.rate_limit is not None else None
 
     @property
     def first_byte_timeout_s(self) -> float:
@@ -141,11 +180,12 @@ _ENV_KEYS: dict[str, tuple[tuple[str, ...], str]] = {
     "GATEWAY_RATE_LIMIT_WINDOW_MS": (("rateLimit", "windowMs"), "int"),
     "GATEWAY_RATE_LIMIT_MAX": (("rateLimit", "max"), "int"),
     "GATEWAY_REDIS_URL": (("rateLimit", "redisUrl"), "str"),
+    "GATEWAY_STATE_SECRET": (("stateSecret",), "str"),
     "GATEWAY_TIMEOUT": (("timeout",), "int"),
     "GATEWAY_LOG_LEVEL": (("logLevel",), "str"),
     "GATEWAY_LOG_FORMAT": (("logFormat",), "str"),
     "GATEWAY_WORKERS": (("workers",), "int"),
-    "GATEWAY_API_KEYS": (("apiKeys",), "list"),
+    "GATEWAY_API_KEYS": (("apiKeys",), "keys"),
     "GATEWAY_MAX_BODY_BYTES": (("maxBodyBytes",), "int"),
 }
 
@@ -170,6 +210,17 @@ def _parse_env(name: str, raw: str, kind: str) -> Any:
         return items[0] if items == ["*"] else items
     if kind == "list":
         return [o.strip() for o in raw.split(",") if o.strip()]
+    if kind == "keys":
+        # An empty entry (" , ", "k1,,k2", a trailing comma) is a mistake, never "no key":
+        # dropping it silently could leave the gateway with no keys and auth off.
+        items = [o.strip() for o in raw.split(",")]
+        for i, item in enumerate(items):
+            if not item:
+                raise ConfigError(
+                    f"{name}: entry {i + 1} of {len(items)} is empty; list keys separated by "
+                    "commas, or unset the variable to run without API keys"
+                )
+        return items
     return raw
 
 
@@ -236,7 +287,7 @@ def build_config(
     # ``rateLimit`` present in env means the operator wants it on.
     for name, (keys, kind) in _ENV_KEYS.items():
         raw = env.get(name)
-        if raw is not None and raw != "":
+        if raw is not None and (raw != "" or kind == "keys"):
             _set(merged, keys, _parse_env(name, raw, kind))
     for key, value in (overrides or {}).items():
         if value is not None:
@@ -304,6 +355,11 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.maxAttempts: must be at least 1")
     if cfg.header_timeout_ms <= 0:
         raise ConfigError("config $.headerTimeoutMs: must be a positive number of milliseconds")
+    if cfg.body_timeout_ms <= 0:
+        raise ConfigError("config $.bodyTimeoutMs: must be a positive number of milliseconds")
+    if cfg.max_connections < 0:
+        raise ConfigError("config $.maxConnections: must be 0 (automatic) or positive")
+    check_secrets(cfg)
     seen: set[str] = set()
     for i, b in enumerate(cfg.backends):
         where = f"config $.backends[{i}]"
@@ -329,11 +385,52 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
             raise ConfigError(
                 f"config $.defaultBackend: backend '{cfg.default_backend}' is disabled"
             )
+    if cfg.failover.sync_interval_ms <= 0:
+        raise ConfigError("config $.failover.syncIntervalMs: must be a positive number of ms")
+    if cfg.config_watch_ms < 0:
+        raise ConfigError("config $.configWatchMs: must be 0 (off) or a number of milliseconds")
     if cfg.rate_limit is not None:
         if cfg.rate_limit.window_ms <= 0:
             raise ConfigError("config $.rateLimit.windowMs: must be positive")
         if cfg.rate_limit.max <= 0:
             raise ConfigError("config $.rateLimit.max: must be positive")
+
+
+_BAD_IN_SECRET = re.compile(r"[\s\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _refuse_secret(where: str, value: str, pattern: re.Pattern[str]) -> None:
+    # The message names the field, never the value.
+    if not value.strip():
+        raise ConfigError(f"config {where}: is empty or blank")
+    if pattern.search(value):
+        raise ConfigError(
+            f"config {where}: contains whitespace or a control character (a trailing newline "
+            "from a key file read with $(cat ...)?); remove it"
+        )
+
+
+def check_secrets(cfg: GatewayConfig) -> None:
+    """One rule for every secret: refuse, never strip, empty values and stray whitespace.
+
+    An empty gateway key would turn authentication off; a key with a trailing
+    newline would never match (or would break the upstream request's header)."""
+    for i, key in enumerate(cfg.api_keys):
+        _refuse_secret(f"$.apiKeys[{i}]", key, _BAD_IN_SECRET)
+    for i, b in enumerate(cfg.backends):
+        if b.api_key is not None:
+            _refuse_secret(f"$.backends[{i}].apiKey", b.api_key, _BAD_IN_SECRET)
+        for name, value in b.additional_headers.items():
+            # Header values may hold spaces ("Bearer x"), never line breaks or controls.
+            if _CONTROL.search(value) or value != value.strip():
+                shown = name if name.isprintable() else repr(name)
+                raise ConfigError(
+                    f"config $.backends[{i}].additionalHeaders.{shown}: has leading or trailing "
+                    "whitespace or a control character; remove it"
+                )
+    if cfg.rate_limit is not None and cfg.rate_limit.redis_url is not None:
+        _refuse_secret("$.rateLimit.redisUrl", cfg.rate_limit.redis_url, _BAD_IN_SECRET)
 
 
 def load_config(

@@ -5,9 +5,9 @@
 path gains one coroutine frame and a handful of attribute operations; nothing
 runs for a feature that is off (no ``rateLimit``: no limiter call; no
 ``apiKeys``: no header read). Per-attempt facts (backend, model, time spent
-waiting on the backend, tokens, errors, attempts) come from thin wrappers put
-around each backend's ``chat_completion``/``chat_completion_stream`` (instrument.py) at
-start-up, so the failover loop in handlers.py needs no hooks.
+waiting on the backend, tokens, errors, attempts) are reported by the request path
+(serving.py) to the request's ``Record``, which this module creates and hands over on
+the request (``request[RECORD]``).
 """
 
 from __future__ import annotations
@@ -20,25 +20,26 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
 from .accesslog import AccessLog, iso_time
+from .backends.registry import genai_provider_name
 from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
     ConfigError,
-    GatewayError,
     RateLimited,
     ServiceUnavailable,
 )
+from .genai import OPERATIONS, request_error_type
 from .handlers import _request_id, error_response
-from .instrument import RECORD, Record, count_upstream_error, instrument
+from .instrument import RECORD, Record
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
 from .ratelimit import Decision, build_limiter
-from .routing import Backend
+from .routing import Router
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -96,10 +97,12 @@ class Edge:
         peer = request.remote or ""
         if not self._trusted_nets or not self._is_trusted(peer):
             return peer
-        xff = request.headers.get("X-Forwarded-For")
-        if not xff:
+        # A proxy may add its own header line instead of appending to the client's: all
+        # lines, in order, form one list (RFC 9110 §5.3), else the client's line would win.
+        lines = request.headers.getall("X-Forwarded-For", ())
+        if not lines:
             return peer
-        hops = [h.strip() for h in xff.split(",")]
+        hops = [h.strip() for h in ",".join(lines).split(",")]
         # Right to left: each trusted proxy appended the address it saw.
         for hop in reversed(hops):
             if hop and not self._is_trusted(hop):
@@ -180,9 +183,10 @@ class Edge:
         guard = self.limiter is not None or bool(self._keys)
 
         async def guarded(request: web.Request) -> web.StreamResponse:
-            rec = Record(perf())
-            token = RECORD.set(rec)
+            rec = Record(perf(), self.metrics, self.streams)
+            request[RECORD] = rec
             self.inflight += 1
+            self.metrics.inflight += 1
             resp: web.StreamResponse | None = None
             status = 500
             try:
@@ -204,9 +208,9 @@ class Edge:
                 raise
             finally:
                 self.inflight -= 1
+                self.metrics.inflight -= 1
                 if self._idle_event is not None and self.inflight == 0:
                     self._idle_event.set()
-                RECORD.reset(token)
                 self._finish(request, rec, resp.status if resp is not None else status, resp)
 
         return guarded
@@ -240,6 +244,17 @@ class Edge:
             rec.tokens_in,
             rec.tokens_out,
         )
+        operation = OPERATIONS.get(request.path) or ("chat" if rec.attempts else None)
+        if operation is not None:
+            m.genai.observe(
+                operation,
+                backend,
+                model,
+                request_error_type(status, rec.error_type),
+                end - rec.start,
+                ttft,
+                (rec.tokens_in, rec.tokens_out, rec.cache_read, rec.cache_write, rec.reasoning),
+            )
         if self.access.enabled:
             rid = (resp.headers.get("x-request-id") if resp is not None else None) or (
                 request.headers.get("x-request-id") or ""
@@ -265,18 +280,20 @@ class Edge:
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         """Stream responses are prepared inside the handler: add the rate-limit headers there."""
-        rec = RECORD.get()
+        rec = request.get(RECORD)
         if rec is not None and rec.rl is not None and "x-ratelimit-limit" not in response.headers:
             response.headers.update(rec.rl.headers())
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def instrument(self, backends: Mapping[str, Backend]) -> None:
-        instrument(backends, self.metrics, self.streams)
-
-    def upstream_error(self, backend_id: str, exc: GatewayError) -> None:
-        """Count an upstream failure the handler detected itself (first-chunk timeout)."""
-        count_upstream_error(self.metrics, backend_id, exc)
+    def watch(self, router: Router) -> None:
+        """Label metrics with each backend's GenAI provider name, and report which backends
+        ``router`` routes around right now (chromagent_backend_cooling)."""
+        self.metrics.genai.providers = {
+            b.id: genai_provider_name(b.config.type) for b in router.backends.values()
+        }
+        health, clock = router.health, router.clock
+        self.metrics.cooling = lambda: {bid: int(h.until > clock()) for bid, h in health.items()}
 
     def start(self) -> None:
         self.metrics.start()

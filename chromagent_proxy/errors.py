@@ -201,9 +201,11 @@ def upstream_http_error(
         headers["Retry-After"] = retry_after
     retryable = status in RETRYABLE_STATUSES
     if status in (401, 403):
+        # Never the upstream's text: an upstream that echoes the rejected key would hand
+        # the gateway's provider key to the client.
         return UpstreamHTTPError(
             f"backend '{backend_id}' rejected the gateway's credentials "
-            f"(upstream status {status}): {message}",
+            f"(upstream status {status}); check the backend's apiKey or credentials",
             status=502,
             type="api_error",
             code="upstream_auth_failed",

@@ -37,7 +37,7 @@ from .addresses import (
     valid_host_name,
 )
 from .errors import ConfigError, InvalidRequest
-from .media import MEDIA_TYPES, sniff
+from .media import MEDIA_TYPES, ImageBudget, sniff
 
 if TYPE_CHECKING:
     from .config import MediaConfig
@@ -251,13 +251,18 @@ class GuardedFetcher:
         return tuple(addrs)
 
     # -- fetching
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
-        """(bytes, media type from the file signature) of the image at ``url``; 400 otherwise."""
+    async def fetch(
+        self, url: str, param: str, budget: ImageBudget | None = None
+    ) -> tuple[bytes, str]:
+        """(bytes, media type from the file signature) of the image at ``url``; 400 otherwise.
+
+        Every byte read is taken from ``budget`` (the request's ``media.maxTotalBytes``).
+        """
         if self._session is None:
             await self.start()
         try:
             async with asyncio.timeout(self.total_timeout):
-                return await self._fetch(url, param)
+                return await self._fetch(url, param, budget)
         except TimeoutError:
             raise _bad(
                 f"image download timed out (limit {self.total_timeout:g} s)",
@@ -265,7 +270,7 @@ class GuardedFetcher:
                 "image_fetch_timeout",
             ) from None
 
-    async def _fetch(self, raw: str, param: str) -> tuple[bytes, str]:
+    async def _fetch(self, raw: str, param: str, budget: ImageBudget | None) -> tuple[bytes, str]:
         assert self._session is not None
         url = self.parse(raw, param)
         for _hop in range(self.max_redirects + 1):
@@ -280,7 +285,7 @@ class GuardedFetcher:
                         raise _bad(
                             f"image URL returned HTTP {resp.status}", param, "image_fetch_failed"
                         )
-                    data = await self._read(resp, param)
+                    data = await self._read(resp, param, budget)
             except aiohttp.ConnectionTimeoutError:
                 raise _bad(
                     f"connecting to the image host timed out (limit {self.connect_timeout:g} s)",
@@ -329,16 +334,28 @@ class GuardedFetcher:
             ) from None
         return self.parse(str(target), param)
 
-    async def _read(self, resp: aiohttp.ClientResponse, param: str) -> bytes:
+    async def _read(
+        self, resp: aiohttp.ClientResponse, param: str, budget: ImageBudget | None
+    ) -> bytes:
         limit = self.max_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            raise _too_large(limit, param)
-        buf = bytearray()
-        async for chunk in resp.content.iter_chunked(CHUNK):
-            buf += chunk
-            if len(buf) > limit:
+        declared = resp.content_length
+        if declared is not None:
+            if declared > limit:
                 raise _too_large(limit, param)
-        return bytes(buf)
+            if budget is not None:
+                budget.take(declared, param)  # refused before a byte is read
+        # Chunks joined once at the end: the image is held once, not in a growing
+        # bytearray plus a bytes() copy of it.
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_chunked(CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit, param)
+            if budget is not None and declared is None:
+                budget.take(len(chunk), param)
+            chunks.append(chunk)
+        return b"".join(chunks)
 
 
 def _blocked(param: str) -> InvalidRequest:

@@ -1,4 +1,5 @@
-"""HTTP endpoints: /v1/chat/completions, /v1/models, /health. No provider code here.
+"""HTTP endpoints: /v1/chat/completions, /v1/models, /health. No provider code here:
+each API endpoint is one client dialect handed to the request path (serving.py).
 
 Each path is registered for every method and answers 405 itself, and a
 catch-all answers 404, so every error is OpenAI JSON without a middleware on
@@ -7,7 +8,6 @@ the hot path.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import os
@@ -15,11 +15,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-import msgspec
 from aiohttp import web
 
 from . import __version__, codec
-from .backends.base import RequestContext, set_context
+from .dialects.chat.dialect import CHAT
+from .dialects.embeddings.dialect import EMBEDDINGS
+from .dialects.responses.dialect import input_items, retrieve
 from .errors import (
     GatewayError,
     InvalidRequest,
@@ -27,20 +28,18 @@ from .errors import (
     ModelNotFound,
     NotFound,
     RequestTooLarge,
-    UpstreamError,
 )
-from .schema.openai import ChatCompletionRequest, validation_param
+from .health_view import backends_health
+from .serving import serve
 from .state import STATE
-from .streaming import response_headers, stream_response
 
 log = logging.getLogger("chromagent_proxy")
 
-_decode_request = codec.decoder(ChatCompletionRequest).decode
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 _JSON = "application/json"
 
 
 _RID_PREFIX = os.urandom(8).hex()
+_PID = os.getpid()
 _RID_COUNTER = itertools.count(1)
 
 
@@ -62,146 +61,74 @@ def error_response(
     return web.Response(status=err.status, body=err.body(), content_type=_JSON, headers=headers)
 
 
-def parse_request(body: bytes) -> ChatCompletionRequest:
-    try:
-        req = _decode_request(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {exc}", param=validation_param(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
-        raise InvalidRequest("The request body is not valid UTF-8") from None
-    except RecursionError:
-        # Skipping a deeply nested unknown field recurses; refuse rather than 500.
-        raise InvalidRequest("The request body is nested too deeply") from None
-    if not req.messages:
-        raise InvalidRequest("'messages' must contain at least one message", param="messages")
-    for i, msg in enumerate(req.messages):
-        if msg.role not in _ROLES:
-            raise InvalidRequest(
-                f"messages[{i}].role must be one of system, developer, user, assistant, tool "
-                f"(got {msg.role!r})",
-                param=f"messages[{i}].role",
-            )
-        if msg.role == "tool" and not msg.tool_call_id:
-            raise InvalidRequest(
-                f"messages[{i}] has role 'tool' but no tool_call_id",
-                param=f"messages[{i}].tool_call_id",
-            )
-    if req.n is not None and req.n < 1:
-        raise InvalidRequest("'n' must be at least 1", param="n")
-    return req
-
-
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     rid = _request_id(request)
     if request.method != "POST":
         return error_response(MethodNotAllowed("Use POST for /v1/chat/completions"), rid)
-    state = request.app[STATE]
-    attempts = 0
-    backend_id = ""
-    try:
-        try:
-            body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            raise RequestTooLarge(
-                f"The request body is larger than the gateway's limit of "
-                f"{state.config.max_body_bytes} bytes (maxBodyBytes)"
-            ) from None
-        req = parse_request(body)
-        try:
-            plan = state.router.plan(req)
-        except ModelNotFound:
-            # Listed models are served: ask the backends' (cached) listings before refusing.
-            plan = state.router.plan(req, await state.discovered_models())
-        stream = bool(req.stream)
-        include_usage = bool(stream and req.stream_options and req.stream_options.include_usage)
-        last_error: GatewayError | None = None
-        router = state.router
-        for attempt in plan:
-            attempts += 1
-            backend = attempt.backend
-            backend_id = backend.id
-            set_context(
-                RequestContext(
-                    rid, body, req.model, attempt.upstream_model, backend_id, include_usage
-                )
-            )
-            upstream_req = (
-                req
-                if attempt.upstream_model == req.model
-                else msgspec.structs.replace(req, model=attempt.upstream_model)
-            )
-            router.begin(backend)
-            try:
-                if stream:
-                    # _stream reports success to the router once the first part arrived.
-                    return await stream_response(
-                        request, state, attempt, upstream_req, rid, attempts
-                    )
-                result = await backend.provider.chat_completion(upstream_req, backend.config)
-            except GatewayError as exc:
-                router.failed(backend, exc)
-                # Only failures before any byte reached the client get here: safe to retry.
-                if exc.retryable and attempts < len(plan):
-                    log.warning(
-                        "request %s: backend %s failed (%s), failing over",
-                        rid,
-                        backend_id,
-                        exc.message,
-                    )
-                    router.failover(backend, exc)
-                    last_error = exc
-                    continue
-                raise
-            except (asyncio.CancelledError, ConnectionError):
-                router.abandoned(backend)
-                raise
-            except web.HTTPException:
-                raise
-            except Exception as exc:
-                # A backend bug (custom backends included): a 502 naming it, never a crash.
-                log.exception("request %s: backend %s raised", rid, backend_id)
-                err = UpstreamError(
-                    f"backend '{backend_id}' failed: {exc.__class__.__name__}: {exc}",
-                    retryable=False,
-                )
-                router.failed(backend, err)
-                raise err from None
-            router.succeeded(backend)
-            try:
-                payload = (
-                    result
-                    if isinstance(result, bytes)
-                    else (
-                        codec.dumps(result) if isinstance(result, Mapping) else codec.encode(result)
-                    )
-                )
-            except (TypeError, ValueError) as exc:
-                raise UpstreamError(
-                    f"backend '{backend_id}' returned a result that is not JSON: {exc}",
-                    retryable=False,
-                ) from None
-            return web.Response(
-                body=payload,
-                content_type=_JSON,
-                headers=response_headers(rid, backend_id, attempts),
-            )
-        assert last_error is not None
-        raise last_error
-    except GatewayError as err:
-        extra = response_headers(rid, backend_id, attempts) if backend_id else None
-        return error_response(err, rid, extra)
-    except (asyncio.CancelledError, ConnectionError, web.HTTPException):
-        raise
-    except Exception:
-        # Last resort: a bug must still answer in OpenAI JSON (never aiohttp's text 500),
-        # with the request id to find the traceback in the log.
-        log.exception("request %s: unexpected error", rid)
-        return error_response(
-            GatewayError(f"internal gateway error (request id {rid})", code="internal_error"), rid
+    return await serve(request, CHAT, rid)
+
+
+async def embeddings(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    if request.method != "POST":
+        return error_response(MethodNotAllowed("Use POST for /v1/embeddings"), rid)
+    return await serve(request, EMBEDDINGS, rid)
+
+
+async def responses_create(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    dialect = request.app[STATE].responses
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        # Codex tries a WebSocket first; 426 makes it fall back to HTTP at once (a 404 or
+        # 405 costs it ~6 s of retries). reference/responses-api.md §7.
+        err = GatewayError(
+            "WebSocket mode is not supported by this gateway; use POST /v1/responses",
+            status=426,
+            type="invalid_request_error",
+            code="websocket_not_supported",
         )
+        return error_response(err, rid, {"Upgrade": "websocket", "Connection": "close"})
+    if request.method != "POST":
+        return error_response(MethodNotAllowed("Use POST for /v1/responses"), rid)
+    if dialect is None:
+        return error_response(NotFound("The Responses API is not enabled"), rid)
+    return await serve(request, dialect, rid)
+
+
+async def response_by_id(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    state = request.app[STATE]
+    store = state.responses.store if state.responses is not None else None
+    response_id = request.match_info["response_id"]
+    try:
+        if request.method == "GET":
+            record = await retrieve(store, response_id)
+            return _json(record["response"], rid)
+        if request.method == "DELETE":
+            await retrieve(store, response_id)
+            assert store is not None
+            await store.delete(response_id)
+            return _json({"id": response_id, "object": "response", "deleted": True}, rid)
+        raise MethodNotAllowed("Use GET or DELETE for /v1/responses/{id}")
+    except GatewayError as err:
+        return error_response(err, rid)
+
+
+async def response_input_items(request: web.Request) -> web.StreamResponse:
+    rid = _request_id(request)
+    state = request.app[STATE]
+    store = state.responses.store if state.responses is not None else None
+    try:
+        if request.method != "GET":
+            raise MethodNotAllowed("Use GET for /v1/responses/{id}/input_items")
+        record = await retrieve(store, request.match_info["response_id"])
+        return _json(input_items(record, request.query), rid)
+    except GatewayError as err:
+        return error_response(err, rid)
+
+
+def _json(body: Any, rid: str) -> web.Response:
+    return web.Response(body=codec.dumps(body), content_type=_JSON, headers={"x-request-id": rid})
 
 
 async def _served_models(request: web.Request) -> dict[str, str]:
@@ -266,6 +193,8 @@ async def health(request: web.Request) -> web.Response:
         "status": status,
         "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "version": __version__,
+        "configVersion": state.version,
+        "pid": _PID,  # which worker answered (--workers): versions can be checked per worker
     }
     return web.Response(
         status=503 if state.draining else 200, body=codec.dumps(body), content_type=_JSON
@@ -280,8 +209,45 @@ async def not_found(request: web.Request) -> web.Response:
     )
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue``: refuse a body over maxBodyBytes before the client sends it."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(
+            InvalidRequest(
+                "Only 'Expect: 100-continue' is supported", code="expectation_failed", status=417
+            ),
+            _request_id(request),
+        )
+    limit = request.app[STATE].config.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        resp = error_response(
+            RequestTooLarge(
+                f"The request body is larger than the gateway's limit of {limit} bytes "
+                "(maxBodyBytes)"
+            ),
+            _request_id(request),
+        )
+        resp.force_close()  # the client must not send the body on this connection
+        return resp
+    if request.version >= (1, 1):
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        request.writer.output_size = 0
+    return None
+
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-API_PATHS = ["/v1/chat/completions", "/chat/completions", "/v1/models", "/v1/models/{model:.+}"]
+API_PATHS = [
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/v1/models",
+    "/v1/models/{model:.+}",
+    "/v1/responses",
+    "/responses",
+    "/v1/embeddings",
+    "/embeddings",
+    "/v1/responses/{response_id}",
+    "/v1/responses/{response_id}/input_items",
+]
 # Every route that answers GET answers HEAD the same way, without the body (aiohttp drops it).
 _READ = ("GET", "HEAD")
 # With CORS on, explicit methods instead of "*": aiohttp-cors adds the OPTIONS route itself and
@@ -296,20 +262,31 @@ def add_routes(
     cors: bool = False,
 ) -> None:
     """``wrap`` (edge.Edge.wrap) adds rate limit, API keys, metrics and access log to /v1."""
-    chat: Handler = chat_completions
-    models: Handler = list_models
-    model: Handler = retrieve_model
+    handlers: list[Handler] = [
+        chat_completions,
+        chat_completions,
+        list_models,
+        retrieve_model,
+        responses_create,
+        responses_create,
+        embeddings,
+        embeddings,
+        response_by_id,
+        response_input_items,
+    ]
     if wrap is not None:
-        chat, models, model = wrap(chat), wrap(models), wrap(model)
-    for path, handler in zip(API_PATHS, (chat, chat, models, model), strict=True):
+        handlers = [wrap(h) for h in handlers]
+    for path, handler in zip(API_PATHS, handlers, strict=True):
         if cors:
             resource = app.router.add_resource(path)
             for method in _CORS_METHODS:
-                resource.add_route(method, handler)
+                resource.add_route(method, handler, expect_handler=expect_continue)
         else:
-            app.router.add_route("*", path, handler)
+            app.router.add_route("*", path, handler, expect_handler=expect_continue)
     app.router.add_get("/", root)  # add_get also answers HEAD
     app.router.add_get("/health", health)
+    # Behind the API keys (when set): it names backends and their failures.
+    app.router.add_get("/health/backends", wrap(backends_health) if wrap else backends_health)
     if metrics is not None:
         app.router.add_get("/metrics", metrics)
     app.router.add_route("*", "/{tail:.*}", not_found)

@@ -3,6 +3,12 @@
 Translators call ``collect_images`` before building the upstream body; it
 returns every image of the request as bytes + media type, keyed by URL, so the
 pure request builders never do I/O.
+
+One request is bounded (``media`` config): at most ``maxImagesPerRequest`` image
+parts (counted before anything is decoded), ``maxTotalBytes`` of image bytes in
+all (data URLs by their decoded size before decoding, fetched images while they
+arrive), and ``fetchConcurrency`` downloads at a time, well below the fetcher's
+pool, so one request with many slow images cannot starve everyone else's.
 """
 
 from __future__ import annotations
@@ -13,11 +19,37 @@ import binascii
 from dataclasses import dataclass
 
 from .backends.base import ImageFetcher
-from .errors import InvalidRequest
+from .config import MediaConfig
+from .errors import InvalidRequest, UnsupportedFeature
 from .schema.openai import ChatCompletionRequest
 
 MEDIA_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp")
 MAX_DATA_URL_BYTES = 20 * 1024 * 1024
+_DEFAULTS = MediaConfig()
+# Part types a gateway that inlines images (openai ``inlineImages``) lets through: the
+# ones that carry no URL, or whose URL it fetches itself (image_url).
+INLINE_PART_TYPES = ("text", "image_url", "refusal")
+
+
+class ImageBudget:
+    """Image bytes one request may still bring in (``media.maxTotalBytes``), shared by all
+    of its data URLs and fetches; running out is a 400 naming the part that overran."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, size: int, param: str) -> None:
+        self.left -= size
+        if self.left < 0:
+            raise InvalidRequest(
+                f"the request's images add up to more than {self.limit} bytes "
+                "(media.maxTotalBytes); send fewer or smaller images",
+                param=param,
+                code="images_too_large",
+            )
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,6 +75,16 @@ def sniff(data: bytes) -> str | None:
     return None
 
 
+def decoded_size(b64: str) -> int:
+    """Bytes that base64 text decodes to (for well-formed text), without decoding it."""
+    return len(b64) * 3 // 4 - b64[-2:].count("=")
+
+
+def _data_url_size(url: str) -> int:
+    """``decoded_size`` of a data URL's payload without slicing it out (no copy)."""
+    return (len(url) - url.find(",") - 1) * 3 // 4 - url[-2:].count("=")
+
+
 def parse_data_url(url: str, param: str, max_bytes: int = MAX_DATA_URL_BYTES) -> Image:
     """``data:image/png;base64,...`` → Image; a clear 400 naming ``param`` otherwise."""
     head, sep, payload = url.partition(",")
@@ -60,10 +102,12 @@ def parse_data_url(url: str, param: str, max_bytes: int = MAX_DATA_URL_BYTES) ->
             f"(use one of {', '.join(MEDIA_TYPES)})",
             param=param,
         )
-    if len(payload) * 3 // 4 > max_bytes:
+    if decoded_size(payload) > max_bytes:
         raise InvalidRequest(f"image is larger than {max_bytes} bytes", param=param)
     try:
-        data = base64.b64decode(payload, validate=True)
+        # One pass in C over the text as it is (an ASCII str is read in place), where
+        # b64decode(validate=True) would first copy it to bytes and run a regex over it.
+        data = binascii.a2b_base64(payload, strict_mode=True)
     except (binascii.Error, ValueError):
         raise InvalidRequest("image data URL is not valid base64", param=param) from None
     if len(data) > max_bytes:
@@ -77,8 +121,9 @@ def parse_data_url(url: str, param: str, max_bytes: int = MAX_DATA_URL_BYTES) ->
     return Image(data, sniffed)
 
 
-def image_parts(req: ChatCompletionRequest) -> list[tuple[str, str]]:
-    """(url, param) of every image part in the request, in order."""
+def image_parts(req: ChatCompletionRequest, max_images: int | None = None) -> list[tuple[str, str]]:
+    """(url, param) of every image part in the request, in order; a 400 as soon as there
+    are more than ``max_images`` (before any is decoded or fetched)."""
     out: list[tuple[str, str]] = []
     for i, msg in enumerate(req.messages):
         if isinstance(msg.content, list):
@@ -88,8 +133,30 @@ def image_parts(req: ChatCompletionRequest) -> list[tuple[str, str]]:
                         raise InvalidRequest(
                             "image_url part has no image_url", param=f"messages[{i}].content[{j}]"
                         )
+                    if max_images is not None and len(out) >= max_images:
+                        raise InvalidRequest(
+                            f"the request has more than {max_images} images "
+                            "(media.maxImagesPerRequest)",
+                            param=f"messages[{i}].content[{j}]",
+                            code="too_many_images",
+                        )
                     out.append((part.image_url.url, f"messages[{i}].content[{j}].image_url"))
     return out
+
+
+def check_inline_parts(req: ChatCompletionRequest, backend_id: str) -> None:
+    """With ``inlineImages`` the upstream must never fetch a user URL itself: only part
+    types the gateway understands (and fetches for) may pass; others are a 400."""
+    for i, msg in enumerate(req.messages):
+        if isinstance(msg.content, list):
+            for j, part in enumerate(msg.content):
+                if part.type not in INLINE_PART_TYPES:
+                    raise UnsupportedFeature(
+                        f"content part type {part.type!r} is not supported by backend "
+                        f"'{backend_id}' (inlineImages allows only "
+                        f"{', '.join(INLINE_PART_TYPES)})",
+                        param=f"messages[{i}].content[{j}].type",
+                    )
 
 
 async def collect_images(
@@ -97,20 +164,31 @@ async def collect_images(
     fetcher: ImageFetcher | None,
     *,
     fetch_remote: bool = True,
+    decode_data: bool = True,
+    limits: MediaConfig = _DEFAULTS,
 ) -> dict[str, Image]:
-    """Every image of the request by URL: data URLs decoded, http(s) URLs fetched
-    concurrently (each distinct URL once) when ``fetch_remote``; otherwise remote
-    URLs are left out for the translator to pass on as URLs."""
+    """Every image of the request by URL: data URLs decoded (only counted and checked for
+    size when not ``decode_data``), http(s) URLs fetched (each distinct URL once, at most
+    ``limits.fetch_concurrency`` at a time) when ``fetch_remote``; otherwise remote URLs
+    are left out for the translator to pass on as URLs."""
     images: dict[str, Image] = {}
     remote: dict[str, str] = {}
-    for url, param in image_parts(req):
+    # Every part counts, repeats too: each one is a copy in the upstream body.
+    budget = ImageBudget(limits.max_total_bytes)
+    repeats: dict[str, list[str]] = {}  # remote URL -> params of its later parts
+    for url, param in image_parts(req, limits.max_images_per_request):
         scheme = url[:8].lower()
         if scheme.startswith("data:"):
-            if url not in images:
-                images[url] = parse_data_url(url, param)
+            # Checked by its decoded size before decoding anything.
+            budget.take(_data_url_size(url), param)
+            if decode_data and url not in images:
+                images[url] = parse_data_url(url, param, limits.max_bytes)
         elif scheme.startswith(("http://", "https://")):
             if fetch_remote:
-                remote.setdefault(url, param)
+                if url in remote:
+                    repeats.setdefault(url, []).append(param)
+                else:
+                    remote[url] = param
         else:
             raise InvalidRequest("image URL must be a data: URL or an http(s) URL", param=param)
     if remote:
@@ -121,8 +199,15 @@ async def collect_images(
                 "send the image as a data: URL",
                 param=first_param,
             )
-        # One task per distinct URL, all at once; the first failure cancels the rest.
-        tasks = [asyncio.ensure_future(fetcher.fetch(u, p)) for u, p in remote.items()]
+        # One task per distinct URL, a few downloading at once (a fair share of the
+        # fetcher's pool); the first failure cancels the rest.
+        gate = asyncio.Semaphore(limits.fetch_concurrency)
+
+        async def fetch(url: str, param: str) -> tuple[bytes, str]:
+            async with gate:
+                return await fetcher.fetch(url, param, budget)
+
+        tasks = [asyncio.ensure_future(fetch(u, p)) for u, p in remote.items()]
         try:
             results = await asyncio.gather(*tasks)
         except BaseException:
@@ -131,4 +216,6 @@ async def collect_images(
             raise
         for url, (data, media_type) in zip(remote, results, strict=True):
             images[url] = Image(data, media_type)
+            for param in repeats.get(url, ()):
+                budget.take(len(data), param)
     return images

@@ -19,13 +19,17 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import time
 from bisect import bisect_left
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from .genai import GenAIMetrics, merge_into
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -33,8 +37,10 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
 
-# Distinct model label values kept; further models are counted as "other" so a
-# client sending random model names cannot grow the series without bound.
+# Model label values: configured names (modelMapping keys) always; names matching a
+# routing rule's model glob while fewer than MAX_MODELS are kept; anything else a client
+# makes up is "other", so random model names can neither grow the series nor crowd out
+# the real ones.
 MAX_MODELS = 200
 FLUSH_INTERVAL_S = 1.0
 # Set by the --workers supervisor: the directory the workers share snapshots through.
@@ -74,7 +80,17 @@ class Metrics:
         self.auth_failures = 0
         self.failovers = 0
         self.active_streams = 0
+        self.inflight = 0  # requests being handled right now (saturation)
+        self.genai = GenAIMetrics()
+        # Backend id → 1 while this process routes around it (cooling down); set by the server.
+        self.cooling: Callable[[], dict[str, int]] | None = None
+        # Replicas that agree (breaker_redis.py, reload.py): gauges of this process.
+        self.config_version = ""
+        self.breaker_redis_up: int | None = None  # None: backend health is not shared
+        self.breaker_redis_outages = 0
         self._models: set[str] = set()
+        self._known: frozenset[str] = frozenset()
+        self._patterns: tuple[re.Pattern[str], ...] = ()
         self._status_text = {s: str(s) for s in range(100, 600)}
         self.snapshot_dir = snapshot_dir
         self._dirty = False
@@ -82,12 +98,21 @@ class Metrics:
 
     # -- request path -------------------------------------------------------------------
 
+    def label_models(self, known: Iterable[str], patterns: Iterable[re.Pattern[str]]) -> None:
+        """The configured model names, and routing-rule globs, that get their own label."""
+        self._known = frozenset(known)
+        self._patterns = tuple(patterns)
+
     def model_label(self, model: str) -> str:
-        if model in self._models:
+        if model in self._known or model in self._models:
             return model
         if not model:
             return "none"
-        if len(self._models) >= MAX_MODELS or len(model) > 100:
+        if (
+            len(self._models) >= MAX_MODELS
+            or len(model) > 100
+            or not any(p.match(model) for p in self._patterns)
+        ):
             return "other"
         self._models.add(model)
         return model
@@ -145,6 +170,12 @@ class Metrics:
             "auth_failures": self.auth_failures,
             "failovers": self.failovers,
             "active_streams": self.active_streams,
+            "inflight": self.inflight,
+            "cooling": sorted(self.cooling().items()) if self.cooling is not None else [],
+            "genai": self.genai.snapshot(),
+            "config_version": self.config_version,
+            "breaker_redis_up": self.breaker_redis_up,
+            "breaker_redis_outages": self.breaker_redis_outages,
         }
 
     def _path(self) -> Path | None:
@@ -177,8 +208,8 @@ class Metrics:
     async def _flush_loop(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL_S)
-            # active_streams changes without observe(); always write when streams are open.
-            if self._dirty or self.active_streams:
+            # Gauges change without observe(); always write while requests are open.
+            if self._dirty or self.active_streams or self.inflight:
                 self.flush()
 
     async def stop(self) -> None:
@@ -234,7 +265,12 @@ class Metrics:
                 except (OSError, orjson.JSONDecodeError):
                     continue  # a file being replaced right now; the next scrape sees it
                 if not _alive(int(snap.get("pid", 0))):
+                    # Gauges count live workers only.
+                    snap["active_streams"] = snap["inflight"] = 0
+                    snap["cooling"] = []
                     snap["active_streams"] = 0
+                    snap["config_version"] = ""
+                    snap["breaker_redis_up"] = None
                 snaps.append(snap)
         return merge(snaps)
 
@@ -292,8 +328,22 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         "auth_failures": 0,
         "failovers": 0,
         "active_streams": 0,
+        "inflight": 0,
+        "cooling": {},
+        "genai": {},
+        "config_versions": set(),
+        "breaker_redis_up": None,
+        "breaker_redis_outages": 0,
     }
     for snap in snaps:
+        if snap.get("config_version"):
+            out["config_versions"].add(snap["config_version"])
+        up = snap.get("breaker_redis_up")
+        if up is not None:
+            # Workers each talk to Redis: the fleet view is up only if every live worker is.
+            prev = out["breaker_redis_up"]
+            out["breaker_redis_up"] = int(up) if prev is None else min(prev, int(up))
+        out["breaker_redis_outages"] += int(snap.get("breaker_redis_outages", 0))
         for name in ("requests", "tokens", "upstream_errors"):
             table = out[name]
             for row in snap.get(name, ()):
@@ -305,6 +355,10 @@ def merge(snaps: list[dict[str, Any]]) -> dict[str, Any]:
         holder = {"": out["overhead"]} if out["overhead"] else {}
         _add_hist(holder, "", snap.get("overhead", []))
         out["overhead"] = holder[""]
-        for name in ("rate_limited", "auth_failures", "failovers", "active_streams"):
+        for name in ("rate_limited", "auth_failures", "failovers", "active_streams", "inflight"):
             out[name] += int(snap.get(name, 0))
+        # Per backend: how many live workers route around it right now.
+        for backend, n in snap.get("cooling", ()):
+            out["cooling"][backend] = out["cooling"].get(backend, 0) + int(n)
+        merge_into(out["genai"], snap.get("genai", {}))
     return out

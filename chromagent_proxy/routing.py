@@ -14,6 +14,8 @@ Health is a small circuit breaker per backend: retryable failures count up;
 ``failover.failureThreshold`` in a row, or an upstream ``Retry-After``, cool the
 backend down; after the cooldown the next request is a single half-open probe
 whose outcome closes the circuit or cools it down again for twice as long.
+With ``failover.redisUrl`` these changes are also told to ``Router.shared``
+(breaker_redis.py), which shares them with every replica in the background.
 Everything here is synchronous: on one event loop a plan is computed and the
 rotation advanced with no await in between, so concurrent requests never share
 a turn.
@@ -25,10 +27,19 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from .backends.base import BackendProvider
 from .config import BackendConfig, GatewayConfig
-from .errors import GatewayError, ModelNotFound, UnsupportedFeature, parse_retry_after
+from .errors import (
+    GatewayError,
+    ModelNotFound,
+    UnsupportedFeature,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    parse_retry_after,
+)
 from .rules import Condition, Needs, compile_rules, needs_of
 from .schema.openai import ChatCompletionRequest
 
@@ -62,9 +73,36 @@ class Health:
     opened: int = 0  # cooldowns in a row, the backoff exponent
     until: float = 0.0  # cooldown end; > 0 once opened, until a success
     probing: bool = False  # a half-open probe is in flight
+    deadline: float = 0.0  # the cooldown end as wall-clock epoch seconds (for /health/backends)
+    error: str = ""  # class of the last retryable failure (error_class)
+    epoch: int = 0  # recoveries seen in the shared state (breaker_redis.py)
 
     def ready(self, now: float) -> bool:
         return not self.probing and now >= self.until
+
+
+def error_class(err: GatewayError) -> str:
+    """A short, bounded name for what went wrong (shown by /health/backends)."""
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamUnavailable):
+        return "connect"
+    if isinstance(err, UpstreamProtocolError):
+        return "protocol"
+    if err.status == 429:
+        return "429"
+    return "5xx" if err.status >= 500 else "4xx"
+
+
+class BreakerSync(Protocol):
+    """Shares health changes with other replicas (breaker_redis.py); told synchronously,
+    it does its I/O in the background so the request path never waits on it."""
+
+    def tripped(self, backend_id: str, wait: float, health: Health) -> None: ...
+
+    def failure(self, backend_id: str, health: Health) -> None: ...
+
+    def recovered(self, backend_id: str, health: Health) -> None: ...
 
 
 class Pool:
@@ -116,6 +154,7 @@ class Router:
         config: GatewayConfig,
         backends: dict[str, Backend],
         clock: Callable[[], float] = time.monotonic,
+        carry: dict[str, Health] | None = None,
     ) -> None:
         self.config = config
         self.backends = backends
@@ -135,7 +174,11 @@ class Router:
         default = backends.get(config.default_backend or "")
         self._default = Pool([default]) if default is not None and default.config.enabled else None
         self._discovered: dict[str, Pool] = {}
-        self.health: dict[str, Health] = {b.id: Health() for b in backends.values()}
+        # Health survives a hot reload for backends that keep their id (``carry``).
+        carry = carry or {}
+        self.health: dict[str, Health] = {
+            b.id: carry.get(b.id) or Health() for b in backends.values()
+        }
         # Capabilities are read once: asking three methods per backend per request adds up.
         self._caps: dict[str, tuple[bool, bool, bool]] = {
             b.id: (
@@ -152,6 +195,8 @@ class Router:
         # For metrics: failovers so far, and callbacks told (backend id, error) on each one.
         self.failovers = 0
         self.failover_listeners: list[FailoverListener] = []
+        # Set by the server when backend health is shared through Redis (breaker_redis.py).
+        self.shared: BreakerSync | None = None
 
     def models(self) -> dict[str, str]:
         """Served model name → id of the first backend serving it."""
@@ -162,10 +207,14 @@ class Router:
     def plan(
         self, req: ChatCompletionRequest, discovered: Mapping[str, str] | None = None
     ) -> list[Attempt]:
-        """``discovered`` (model → backend id, from the backends' own listings, e.g. pulled
+        return self.plan_for(req.model, needs_of(req), discovered)
+
+    def plan_for(
+        self, model: str, needs: Needs, discovered: Mapping[str, str] | None = None
+    ) -> list[Attempt]:
+        """The attempts for a request of any dialect: its model and what it needs.
+        ``discovered`` (model → backend id, from the backends' own listings, e.g. pulled
         Ollama models) serves a model nothing else matches, so what /v1/models lists is served."""
-        model = req.model
-        needs = needs_of(req)
         groups: list[Pool] = []
         for rule in self._rules:
             if rule.condition.matches(model, needs):
@@ -233,21 +282,28 @@ class Router:
 
     def begin(self, backend: Backend) -> None:
         """An attempt on ``backend`` starts; after a cooldown it is the half-open probe."""
-        h = self.health[backend.id]
-        if h.until and self.clock() >= h.until:
+        # .get: a request planned before a hot reload may report on a backend since removed.
+        h = self.health.get(backend.id)
+        if h is not None and h.until and self.clock() >= h.until:
             h.probing = True
 
     def succeeded(self, backend: Backend) -> None:
-        h = self.health[backend.id]
+        h = self.health.get(backend.id)
+        if h is None or not (h.until or h.failures or h.probing):
+            return  # the common case: nothing to reset, nothing to share
         if h.until:
             log.info("backend %s recovered", backend.id)
         h.failures = h.opened = 0
-        h.until = 0.0
+        h.until = h.deadline = 0.0
         h.probing = False
+        if self.shared is not None:
+            self.shared.recovered(backend.id, h)
 
     def abandoned(self, backend: Backend) -> None:
         """The client went away mid-attempt: no verdict, let the next request probe."""
-        self.health[backend.id].probing = False
+        h = self.health.get(backend.id)
+        if h is not None:
+            h.probing = False
 
     def failed(self, backend: Backend, err: GatewayError) -> None:
         """Record a failed attempt; only retryable errors say anything about health."""
@@ -255,10 +311,15 @@ class Router:
             # The backend answered (a 400, say): it is alive.
             self.succeeded(backend)
             return
-        h = self.health[backend.id]
+        h = self.health.get(backend.id)
+        if h is None:
+            return
         h.failures += 1
+        h.error = error_class(err)
         retry_after = parse_retry_after(err.headers.get("Retry-After"))
         if retry_after is None and not h.probing and h.failures < self._threshold:
+            if self.shared is not None:
+                self.shared.failure(backend.id, h)
             return
         h.opened += 1
         if retry_after is not None:
@@ -266,10 +327,14 @@ class Router:
         else:
             wait = self._cooldown * 2 ** min(h.opened - 1, 20)
         wait = min(wait, self._max_cooldown)
-        h.until = self.clock() + wait
+        # A shorter Retry-After never shortens a cooldown already running.
+        h.until = max(h.until, self.clock() + wait)
+        h.deadline = max(h.deadline, time.time() + wait)
         h.failures = 0
         h.probing = False
         log.warning("backend %s cooled down for %.3gs: %s", backend.id, wait, err.message)
+        if self.shared is not None:
+            self.shared.tripped(backend.id, wait, h)
 
     def failover(self, backend: Backend, err: GatewayError) -> None:
         """The handler moves past ``backend`` to the next attempt."""

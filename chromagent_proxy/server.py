@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -13,12 +15,17 @@ from aiohttp import web
 
 from .backends.base import BackendRuntime
 from .backends.registry import DefaultBackendRegistry
+from .breaker_redis import SharedHealth
 from .config import GatewayConfig, build_config, validate
+from .core.seal import Sealer
+from .dialects.responses.dialect import ResponsesDialect
+from .dialects.responses.store import MemoryStore, RedisStore, ResponseStore
 from .edge import Edge
 from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
-from .headerguard import guard_headers
+from .headerguard import connection_cap, guard_connections
+from .reload import config_version
 from .routing import Backend, Router
 from .rules import compile_rules
 from .state import STATE, GatewayState
@@ -33,6 +40,35 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve beyond this machine
+
+
+def startup_warnings(cfg: GatewayConfig) -> None:
+    """Configurations that work but are probably not what the operator meant."""
+    if not cfg.api_keys and not is_loopback(cfg.host):
+        log.warning(
+            "listening on %s without apiKeys: anyone who can reach this port can spend the "
+            "backends' provider keys; set apiKeys (GATEWAY_API_KEYS) or bind 127.0.0.1",
+            cfg.host,
+        )
+    cors = cfg.cors
+    if (
+        cors is not None
+        and cors.credentials
+        and "*" in ([cors.origin] if isinstance(cors.origin, str) else cors.origin)
+    ):
+        log.warning(
+            'cors: origin "*" with credentials lets every web site call the gateway with its '
+            "users' credentials; list your origins in cors.origin instead"
+        )
 
 
 class GatewayServer:
@@ -51,10 +87,29 @@ class GatewayServer:
         self.backends = {b.id: Backend(b, self.registry.create(b)) for b in self.config.backends}
         # The guarded image fetcher (None when media.remoteFetch is off); checks media.allowCidrs now.
         self._images = make_fetcher(self.config.media)
-        compile_rules(self.config)  # a bad routing rule stops start-up here
+        rules = compile_rules(self.config)  # a bad routing rule stops start-up here
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
-        self.edge.instrument(self.backends)
+        # Metric labels: configured model names, and names matching a rule's model glob.
+        self.edge.metrics.label_models(
+            (m for b in self.config.backends for m in b.model_mapping),
+            (cond.model for cond, _ in rules if cond.model is not None),
+        )
+        # Backend health shared with every replica through Redis (failover.redisUrl).
+        redis_url = self.config.health_redis_url
+        self.shared = (
+            SharedHealth(
+                redis_url,
+                sync_interval_s=self.config.failover.sync_interval_ms / 1000,
+                # Long enough for a probe's verdict (its first byte) before others retry.
+                probe_hold_s=self.config.first_byte_timeout_s + 1.0,
+                metrics=self.edge.metrics,
+            )
+            if redis_url
+            else None
+        )
+        self._retired: list[Backend] = []
+        self._retire_tasks: set[asyncio.Task[None]] = set()
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -71,8 +126,13 @@ class GatewayServer:
         cfg = self.config
         app = web.Application(client_max_size=cfg.max_body_bytes)
         router = Router(cfg, self.backends)
+        self.edge.watch(router)
         self.state = GatewayState(cfg, self.backends, router, cfg.first_byte_timeout_s)
-        self.state.on_upstream_error = self.edge.upstream_error
+        self.state.responses = make_responses_dialect(cfg)
+        self.state.version = self.edge.metrics.config_version = config_version(cfg)
+        if self.shared is not None:
+            self.state.shared = self.shared
+            self.shared.bind(router)
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)
@@ -94,19 +154,45 @@ class GatewayServer:
             # leak between users), and skip the jar's per-request work.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        if self._images is not None:
+            await self._images.start()
+        runtime = self.runtime(cfg)
+        for b in self.backends.values():
+            await b.provider.start(runtime)
+
+    def runtime(self, cfg: GatewayConfig) -> BackendRuntime:
+        """What providers get at start: the one shared session and ``cfg``'s timeouts."""
+        assert self._session is not None
         t = cfg.timeouts
         timeout = aiohttp.ClientTimeout(
             total=t.total_ms / 1000 if t.total_ms else None,
             sock_connect=t.connect_ms / 1000,
             sock_read=t.idle_ms / 1000,
         )
-        if self._images is not None:
-            await self._images.start()
-        runtime = BackendRuntime(
+        return BackendRuntime(
             self._session, cfg, timeout, cfg.first_byte_timeout_s, images=self._images
         )
-        for b in self.backends.values():
-            await b.provider.start(runtime)
+
+    def retire(self, backends: list[Backend], grace: float) -> None:
+        """Backends a hot reload replaced: closed after ``grace`` (or at stop)."""
+        self._retired.extend(backends)
+
+        async def later() -> None:
+            await asyncio.sleep(grace)
+            for b in backends:
+                if b in self._retired:
+                    self._retired.remove(b)
+                    await self._close_backend(b)
+
+        task = asyncio.get_running_loop().create_task(later())
+        self._retire_tasks.add(task)
+        task.add_done_callback(self._retire_tasks.discard)
+
+    async def _close_backend(self, b: Backend) -> None:
+        try:
+            await b.provider.close()
+        except Exception:
+            log.exception("closing backend %s failed", b.id)
 
     async def start(self) -> None:
         app = self.build_app()
@@ -118,8 +204,14 @@ class GatewayServer:
             app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0
         )
         await self._runner.setup()
-        # aiohttp has no header-read timeout: close slowloris connections (headerTimeoutMs).
-        guard_headers(self._runner.server, self.config.header_timeout_ms / 1000)
+        # aiohttp has no header/body read timeouts nor a connection cap (headerguard.py).
+        cfg = self.config
+        guard_connections(
+            self._runner.server,
+            cfg.header_timeout_ms / 1000,
+            cfg.body_timeout_ms / 1000,
+            connection_cap(cfg.max_connections),
+        )
         if self._sock is not None:
             site: web.BaseSite = web.SockSite(self._runner, self._sock)
         else:
@@ -136,6 +228,9 @@ class GatewayServer:
         if sockets:
             self.port = sockets[0].getsockname()[1]
         self.edge.start()
+        startup_warnings(self.config)
+        if self.shared is not None:
+            self.shared.start()
 
     async def stop(self) -> None:
         if self.state is not None:
@@ -148,16 +243,22 @@ class GatewayServer:
             await self._runner.cleanup()
             self._runner = None
         await self.edge.close()
-        for b in self.backends.values():
-            try:
-                await b.provider.close()
-            except Exception:
-                log.exception("closing backend %s failed", b.id)
+        if self.shared is not None:
+            await self.shared.close()
+        for task in list(self._retire_tasks):
+            task.cancel()
+        for b in [*self.backends.values(), *self._retired]:
+            await self._close_backend(b)
+        self._retired.clear()
         if self._session is not None:
             await self._session.close()
             self._session = None
         if self._images is not None:
             await self._images.close()
+        if self.state is not None and self.state.responses is not None:
+            store = self.state.responses.store
+            if store is not None:
+                await store.close()
 
     async def __aenter__(self) -> GatewayServer:
         await self.start()
@@ -185,3 +286,19 @@ class GatewayServer:
                 f"(all interfaces; from this machine: {self.url})"
             )
         return f"chromagent_proxy listening on {self.url} with backends: {names or 'none'}"
+
+
+def make_responses_dialect(cfg: GatewayConfig) -> ResponsesDialect:
+    """The Responses dialect with its sealer (stateSecret) and response store."""
+    rc = cfg.responses
+    store: ResponseStore | None = None
+    if rc.store == "memory":
+        store = MemoryStore(rc.max_stored, rc.ttl_ms / 1000)
+    elif rc.store == "redis":
+        url = rc.redis_url or (cfg.rate_limit.redis_url if cfg.rate_limit else None)
+        if not url:
+            raise ConfigError(
+                'config $.responses.store: "redis" needs responses.redisUrl (or rateLimit.redisUrl)'
+            )
+        store = RedisStore(url, rc.ttl_ms / 1000)
+    return ResponsesDialect(Sealer(cfg.state_secret), store, rc.hosted_tools == "refuse")

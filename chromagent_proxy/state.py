@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from .breaker_redis import SharedHealth
 from .config import GatewayConfig
-from .errors import GatewayError
+from .dialects.responses.dialect import ResponsesDialect
 from .routing import Backend, Router
 
 log = logging.getLogger("chromagent_proxy")
@@ -26,9 +26,13 @@ class GatewayState:
     router: Router
     first_byte_timeout: float
     draining: bool = False
-    # Told of upstream failures the handler itself detects (its first-chunk timeout),
-    # which the backend wrappers in instrument.py cannot see; set by the edge.
-    on_upstream_error: Callable[[str, GatewayError], None] | None = None
+    # The Responses dialect (sealer and response store built from the config).
+    responses: ResponsesDialect | None = None
+    # The config version (reload.config_version); config, backends and router are swapped
+    # together, with no await in between, by a hot reload (reload.py).
+    version: str = ""
+    # Backend health shared through Redis (failover.redisUrl), or None.
+    shared: SharedHealth | None = None
     _models_cache: tuple[float, dict[str, list[str]]] = (0.0, {})
     _models_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

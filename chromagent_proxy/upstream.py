@@ -2,17 +2,27 @@
 
 Every backend sends through ``open_response`` so connect failures, timeouts
 and HTTP errors become the same ``GatewayError`` classes everywhere.
+
+Compressed answers (gzip, deflate) are inflated here, not by aiohttp: a few KB
+of gzip can expand to gigabytes, and aiohttp inflates in a loop that does not
+give the event loop back while its buffer drains. ``body_chunks`` inflates in
+64 KB steps, gives the loop back every MB, and refuses to expand one answer
+past ``DECOMPRESSED_LIMIT``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import socket
+import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from . import codec
@@ -25,16 +35,39 @@ from .errors import (
     upstream_http_error,
 )
 
+log = logging.getLogger("chromagent_proxy")
+
 ERROR_BODY_LIMIT = 64 * 1024
 DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
+# Most bytes one compressed answer (stream or not) may inflate to.
+DECOMPRESSED_LIMIT = DEFAULT_BODY_LIMIT
+# What upstreams are offered: only what body_chunks can inflate step by step.
+ACCEPT_ENCODING = "gzip, deflate"
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_INFLATE_STEP = 64 * 1024
+_YIELD_EVERY = 1024 * 1024
 
 ErrorParser = Callable[[str, int, bytes, "CIMultiDictProxy[str]"], GatewayError]
 
 
-def origin(url: str) -> str:
-    """scheme://host:port of a URL: what error messages may show (never a query or path)."""
+def _origin(url: str) -> str:
     u = URL(url)
-    return str(u.origin()) if u.host else url
+    return str(u.origin()) if u.host else "(no host)"
+
+
+def _connect_reason(err: OSError) -> str:
+    """Why a connection failed, from errno: aiohttp's own text carries the address."""
+    if isinstance(err, socket.gaierror):
+        return "its host name does not resolve"
+    return os.strerror(err.errno) if err.errno else "connection failed"
+
+
+def redirect_error(backend_id: str, status: int) -> UpstreamProtocolError:
+    """Upstream redirects are never followed; the target (Location) is not shown either."""
+    return UpstreamProtocolError(
+        f"backend '{backend_id}' answered with a redirect (HTTP {status}); the gateway does not "
+        "follow upstream redirects: point the backend's baseUrl at the final address"
+    )
 
 
 def openai_error(
@@ -51,6 +84,23 @@ def openai_error(
         upstream_code=code,
         param=param,
     )
+
+
+def error_in_ok_body(backend_id: str, body: bytes) -> GatewayError | None:
+    """An OpenAI-style ``{"error": ...}`` body without ``choices`` sent with HTTP 200 (some
+    compatible servers and proxies do): the error it is, mapped like an HTTP error."""
+    if b'"error"' not in body or b'"choices"' in body:
+        return None  # the fast path: an ordinary answer
+    try:
+        data: Any = codec.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "error" not in data or "choices" in data:
+        return None
+    err = data["error"]
+    code = err.get("code") if isinstance(err, dict) else None
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    return openai_error(backend_id, status, body, CIMultiDictProxy(CIMultiDict()))
 
 
 def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
@@ -77,12 +127,61 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
     )
 
 
+def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
+    """The body as it arrives, inflated when the upstream compressed it."""
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return resp.content.iter_any()
+    return _inflate(resp, backend_id, encoding)
+
+
+async def _inflate(
+    resp: aiohttp.ClientResponse, backend_id: str, encoding: str
+) -> AsyncIterator[bytes]:
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' answered with Content-Encoding {encoding[:40]!r}, "
+            f"which the gateway does not accept (it asks for {ACCEPT_ENCODING})"
+        )
+    inflater: Any = None
+    total = since_yield = 0
+    async for data in resp.content.iter_any():
+        if inflater is None:
+            # "deflate" should be zlib-wrapped (RFC 9110); some servers send it raw.
+            raw = wbits == 15 and bool(data) and data[0] & 0x0F != 8
+            inflater = zlib.decompressobj(-15 if raw else wbits)
+        pending = data
+        while pending and not inflater.eof:
+            try:
+                out = inflater.decompress(pending, _INFLATE_STEP)
+            except zlib.error:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a corrupt {encoding} body"
+                ) from None
+            pending = inflater.unconsumed_tail
+            total += len(out)
+            if total > DECOMPRESSED_LIMIT:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a {encoding} body that inflates to more "
+                    f"than {DECOMPRESSED_LIMIT} bytes"
+                )
+            if out:
+                yield out
+            since_yield += len(out)
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)  # inflating is CPU only: let other requests run
+    if inflater is not None and not inflater.eof:
+        raise UpstreamProtocolError(f"backend '{backend_id}' ended a {encoding} body early")
+
+
 async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str) -> bytes:
     """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
     parts: list[bytes] = []
     size = 0
     try:
-        async for data in resp.content.iter_any():
+        async for data in body_chunks(resp, backend_id):
             size += len(data)
             if size > limit:
                 raise UpstreamProtocolError(
@@ -103,15 +202,15 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str)
 async def iter_body(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
     """Yield body bytes as they arrive; the session's sock_read timeout is the idle gap."""
     try:
-        async for data in resp.content.iter_any():
+        async for data in body_chunks(resp, backend_id):
             yield data
     except STREAM_ERRORS as exc:
         raise stream_error(backend_id, exc) from None
 
 
 # What reading a streamed body raises, and what it becomes: for a relay that iterates
-# ``resp.content.iter_any()`` itself instead of through iter_body (one async generator
-# less held per open stream).
+# ``body_chunks`` itself instead of through iter_body (one async generator less held per
+# open stream).
 STREAM_ERRORS = (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError)
 
 
@@ -167,15 +266,22 @@ class open_response:  # lower case: it was a function, callers write `async with
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         runtime, backend_id, url, hint = self._runtime, self._backend_id, self._url, self._hint
+        # Client-facing messages name the backend, never its address (it may be internal).
         try:
             async with asyncio.timeout(runtime.first_byte_timeout):
                 resp = await runtime.session.post(
-                    url, data=self._body, headers=self._headers, timeout=runtime.timeout
+                    url,
+                    data=self._body,
+                    headers={**self._headers, "Accept-Encoding": ACCEPT_ENCODING},
+                    timeout=runtime.timeout,
+                    # A redirect would re-send the provider key and the prompt to another host.
+                    allow_redirects=False,
+                    auto_decompress=False,  # body_chunks inflates, bounded
                 )
         except aiohttp.ConnectionTimeoutError:
             # Also a TimeoutError: name the phase that ran out (timeouts.connectMs).
             raise UpstreamTimeout(
-                f"backend '{backend_id}' at {origin(url)} did not accept a connection within "
+                f"backend '{backend_id}' did not accept a connection within "
                 f"{runtime.timeout.sock_connect or 0:g}s{hint}"
             ) from None
         except TimeoutError:
@@ -183,13 +289,15 @@ class open_response:  # lower case: it was a function, callers write `async with
                 f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
             ) from None
         except aiohttp.ClientConnectorError as exc:
-            reason = exc.os_error.strerror or str(exc.os_error)
+            reason = _connect_reason(exc.os_error)
+            # The address goes to the operator's log only.
+            log.warning("backend %s at %s is unreachable: %s", backend_id, _origin(url), reason)
             raise UpstreamUnavailable(
-                f"backend '{backend_id}' at {origin(url)} is unreachable: {reason}{hint}"
+                f"backend '{backend_id}' is unreachable: {reason}{hint}"
             ) from None
         except aiohttp.ClientError as exc:
             raise UpstreamUnavailable(
-                f"backend '{backend_id}' at {origin(url)} failed: {exc.__class__.__name__}{hint}"
+                f"backend '{backend_id}' failed: {exc.__class__.__name__}{hint}"
             ) from None
         if resp.status >= 400:
             try:
@@ -197,6 +305,9 @@ class open_response:  # lower case: it was a function, callers write `async with
                 raise self._error_parser(backend_id, resp.status, data, resp.headers)
             finally:
                 _release(resp)
+        if resp.status >= 300:
+            resp.close()
+            raise redirect_error(backend_id, resp.status)
         self._resp = resp
         return resp
 

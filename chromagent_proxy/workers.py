@@ -9,7 +9,8 @@ SO_REUSEPORT listening socket; the kernel spreads connections over them.
 A worker that dies is restarted (a worker that keeps dying within a second of
 starting five times in a row stops the supervisor: that is a bug, not load).
 SIGTERM/SIGINT are forwarded to every worker, which drain as a single process
-does; the supervisor exits 0 when they all did.
+does; the supervisor exits 0 when they all did. SIGHUP is forwarded too: every
+worker hot-reloads the config file itself (reload.py).
 
 Rate limits must stay exact across workers: with N > 1 a ``rateLimit`` needs a
 ``redisUrl`` (shared state); in-memory limits would give each worker its own
@@ -123,6 +124,12 @@ class Supervisor:
                 return
             await asyncio.sleep(min(0.1 * quick, 1.0))
 
+    def _hup(self) -> None:
+        for proc in self.procs.values():
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGHUP)
+
     def _stop(self) -> None:
         if self.stopping:
             return
@@ -138,9 +145,14 @@ class Supervisor:
         port = holder.getsockname()[1]
         metrics_dir = tempfile.mkdtemp(prefix="chromagent-metrics-")
         env = {**os.environ, SNAPSHOT_DIR_ENV: metrics_dir}
+        if not cfg.state_secret and not env.get("GATEWAY_STATE_SECRET"):
+            # Reasoning state sealed by one worker must open in its siblings (core/seal.py):
+            # without a configured stateSecret, the workers share one made here.
+            env["GATEWAY_STATE_SECRET"] = os.urandom(32).hex()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._stop)
+        loop.add_signal_handler(signal.SIGHUP, self._hup)
         host = cfg.host if cfg.host not in ("0.0.0.0", "::") else "127.0.0.1"
         log.info("supervisor: %d workers on http://%s:%d", self.n, host, port)
         try:

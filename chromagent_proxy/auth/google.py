@@ -54,11 +54,18 @@ class _Response(google.auth.transport.Response):
         return self._data
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Token requests carry credentials: a redirect is answered as the 3xx it is, never followed."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class UrllibTransport(google.auth.transport.Request):
     """google-auth's transport interface over ``urllib.request`` (blocking; threads only)."""
 
     def __init__(self) -> None:
-        self._opener = urllib.request.build_opener()
+        self._opener = urllib.request.build_opener(_NoRedirect)
 
     def __call__(
         self,

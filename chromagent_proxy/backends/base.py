@@ -12,18 +12,19 @@ stream parts may be a ``ChatCompletionChunk``, a dict, or one chunk's JSON bytes
 from __future__ import annotations
 
 import contextvars
-from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import aiohttp
 
+from ..core import ir
 from ..errors import UnsupportedFeature
 from ..schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
 
 if TYPE_CHECKING:
     from ..config import BackendConfig, GatewayConfig
+    from ..media import ImageBudget
 
 CompletionResult = ChatCompletion | Mapping[str, Any] | bytes
 StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
@@ -32,7 +33,11 @@ StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
 class ImageFetcher(Protocol):
     """Fetches a remote image for a backend that needs inline bytes (see media.py)."""
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]: ...
+    async def fetch(
+        self, url: str, param: str, budget: ImageBudget | None = None
+    ) -> tuple[bytes, str]:
+        """(bytes, media type); every byte read is taken from ``budget`` (the request's)."""
+        ...
 
 
 @dataclass(slots=True)
@@ -53,6 +58,8 @@ class RequestContext:
     client_model: str
     upstream_model: str
     backend_id: str
+    # True for every stream: report usage in a final chunk (empty ``choices``). The gateway
+    # counts it, and forwards it only to clients that sent stream_options.include_usage.
     include_usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -69,10 +76,19 @@ def set_context(ctx: RequestContext) -> contextvars.Token[RequestContext]:
     return _current.set(ctx)
 
 
-class BackendProvider(ABC):
+class BackendProvider:
     """Subclass this to add a backend type; register it with ``DefaultBackendRegistry``."""
 
     type: ClassVar[str] = "custom"
+    #: Client dialects this backend serves as a byte relay, without the IR ("chat" for the
+    #: openai backend, "messages" for the anthropic ones). See DESIGN.md §9.
+    native_dialects: ClassVar[frozenset[str]] = frozenset()
+    #: The backend dialect's name in the policy table (core/policy.py) and for signatures'
+    #: origin; set by translating backends ("gemini", "anthropic", "ollama", "openai").
+    dialect: ClassVar[str] = "custom"
+    #: True when ``generate`` / ``generate_stream`` are implemented (the IR path). Custom
+    #: backends that implement only ``chat_completion`` keep working: the gateway adapts.
+    translates: ClassVar[bool] = False
 
     def __init__(self) -> None:
         self.config: BackendConfig | None = None
@@ -103,14 +119,38 @@ class BackendProvider(ABC):
         """Models this backend serves beyond its ``modelMapping`` (e.g. what Ollama has pulled)."""
         return []
 
-    @abstractmethod
     async def chat_completion(
         self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> CompletionResult: ...
+    ) -> CompletionResult:
+        """The Chat Completions contract (custom backends implement this; translating
+        built-ins implement ``generate`` instead and the gateway never calls this)."""
+        raise NotImplementedError
 
     def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> AsyncIterator[StreamPart]:
         raise UnsupportedFeature(
             f"backend '{config.id}' does not support streaming", param="stream"
+        )
+
+    # -- the IR path (translating backends; DESIGN.md §9) --------------------------------
+
+    async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
+        """A whole answer as IR events (``request.model`` is the upstream model)."""
+        raise NotImplementedError
+
+    def generate_stream(
+        self, request: ir.Request, ctx: RequestContext
+    ) -> AsyncIterator[list[ir.Event]]:
+        """The answer as lists of IR events, one list per upstream read (backends/shell.py)."""
+        raise NotImplementedError
+
+    # -- embeddings (/v1/embeddings)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        """Embed ``request.inputs`` in order; backends without embeddings keep this."""
+        raise UnsupportedFeature(
+            f"backend '{ctx.backend_id}' has no embeddings; model '{ctx.client_model}' cannot "
+            "be used with /v1/embeddings",
+            param="model",
         )

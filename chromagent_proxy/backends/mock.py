@@ -7,6 +7,8 @@ result, so agent loops finish. Useful for demos and smoke tests.
 
 from __future__ import annotations
 
+import hashlib
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +16,7 @@ from typing import Any, ClassVar
 
 from .. import codec
 from ..config import BackendConfig
+from ..core import ir
 from ..schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -28,7 +31,13 @@ from ..schema.openai import (
     ToolCallDelta,
     Usage,
 )
-from .base import BackendProvider, CompletionResult, StreamPart, current_context
+from .base import (
+    BackendProvider,
+    CompletionResult,
+    RequestContext,
+    StreamPart,
+    current_context,
+)
 
 
 def _content_text(content: Any) -> str:
@@ -136,5 +145,23 @@ class MockBackend(BackendProvider):
             for i, word in enumerate(words):
                 yield chunk(Delta(content=word if i == 0 else " " + word))
             yield chunk(Delta(), "stop")
-        if ctx.include_usage:
-            yield ChatCompletionChunk(cid, created, model, [], usage)
+        # Always: the gateway counts it, and keeps it from clients that did not ask.
+        yield ChatCompletionChunk(cid, created, model, [], usage)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        """Deterministic unit vectors from each text's SHA-256 (same text, same vector), of
+        ``dimensions`` (default 16) values: enough to try a vector store without a provider."""
+        size = request.dimensions or 16
+        vectors = [_vector(text, size) for text in request.inputs]
+        return ir.EmbedResult(vectors, sum(_count(t) for t in request.inputs))
+
+
+def _vector(text: str, size: int) -> list[float]:
+    raw = b""
+    counter = 0
+    while len(raw) < size * 4:
+        raw += hashlib.sha256(f"{counter}:{text}".encode()).digest()
+        counter += 1
+    values = [int.from_bytes(raw[i * 4 : i * 4 + 4], "little") / 2**31 - 1.0 for i in range(size)]
+    norm = math.sqrt(sum(v * v for v in values)) or 1.0
+    return [v / norm for v in values]

@@ -94,3 +94,20 @@ def _register_builtins(registry: DefaultBackendRegistry) -> None:
         VertexGeminiBackend,
     ):
         registry.register_custom_backend(cls.type, cls)
+
+
+# gen_ai.provider.name (OpenTelemetry GenAI semantic conventions) per built-in backend type;
+# other (custom) types report their own type name.
+_GENAI_PROVIDERS = {
+    "openai": "openai",
+    "gemini": "gcp.gemini",
+    "vertex-gemini": "gcp.vertex_ai",
+    "anthropic": "anthropic",
+    "vertex-anthropic": "gcp.vertex_ai",
+    "ollama": "ollama",
+    "mock": "mock",
+}
+
+
+def genai_provider_name(type_name: str) -> str:
+    return _GENAI_PROVIDERS.get(type_name, type_name)

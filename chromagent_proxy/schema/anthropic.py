@@ -37,6 +37,8 @@ class ContentBlock(Struct):
 class Message(Struct):
     """A non-stream response body, and ``message_start.message`` in a stream."""
 
+    # "message"; "error" when an upstream answers HTTP 200 with an error envelope.
+    type: str = "message"
     id: str = ""
     model: str = ""
     role: str = "assistant"

@@ -27,6 +27,8 @@ class ContentPart(Struct):
     image_url: ImageURL | None = None
     input_audio: dict[str, Any] | None = None
     file: dict[str, Any] | None = None
+    # Prompt-cache breakpoint (the LiteLLM / OpenRouter convention), for Anthropic backends.
+    cache_control: dict[str, Any] | None = None
 
 
 class FunctionCall(Struct):
@@ -51,6 +53,9 @@ class Message(Struct, omit_defaults=True):
     reasoning_content: str | None = None
     # Provider reasoning blocks with their signatures (Anthropic thinking), replayed verbatim.
     thinking_blocks: list[dict[str, Any]] | None = None
+    # Legacy function-calling turn (before tool_calls).
+    function_call: FunctionCall | None = None
+    cache_control: dict[str, Any] | None = None
 
 
 class StreamOptions(Struct):
@@ -67,6 +72,7 @@ class FunctionDef(Struct):
 class Tool(Struct):
     function: FunctionDef
     type: str = "function"
+    cache_control: dict[str, Any] | None = None
 
 
 class NamedFunction(Struct):
@@ -113,6 +119,20 @@ class ChatCompletionRequest(Struct, omit_defaults=True):
     reasoning_effort: str | None = None
     user: str | None = None
     metadata: dict[str, Any] | None = None
+    # Fields the translating backends map, pass or refuse by the one policy table
+    # (core/policy.py). Declared so that decision is made on this one decode.
+    functions: list[FunctionDef] | None = None
+    function_call: str | NamedFunction | None = None
+    logit_bias: dict[str, Any] | None = None
+    audio: dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    prediction: dict[str, Any] | None = None
+    web_search_options: dict[str, Any] | None = None
+    service_tier: str | None = None
+    store: bool | None = None
+    verbosity: str | None = None
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
 
 
 # ---------------------------------------------------------------- response

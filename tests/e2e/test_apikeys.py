@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from chromagent_proxy.config import build_config
+from chromagent_proxy.errors import ConfigError
 from tests.support.gateway import run_gateway, sdk
 
 MOCK = {"backends": [{"id": "mock", "type": "mock", "modelMapping": {"echo": "echo"}}]}
@@ -80,5 +81,8 @@ async def test_off_by_default() -> None:
 
 
 def test_keys_from_env() -> None:
-    c = build_config(MOCK, env={"GATEWAY_API_KEYS": " k1 , k2,,"})
+    c = build_config(MOCK, env={"GATEWAY_API_KEYS": " k1 , k2"})
     assert c.api_keys == ["k1", "k2"]
+    # An empty entry is a mistake (it could be the only one): refused, not dropped.
+    with pytest.raises(ConfigError, match="GATEWAY_API_KEYS: entry 3 of 4 is empty"):
+        build_config(MOCK, env={"GATEWAY_API_KEYS": " k1 , k2,,"})

@@ -435,7 +435,8 @@ async def test_vertex_persistent_401_is_reported_after_one_retry(
         with pytest.raises(openai.APIStatusError) as info:
             await sdk(gw).chat.completions.create(model="gpt-4o", messages=MSG)
     assert info.value.status_code == 502
-    assert "invalid credentials" in info.value.message
+    assert "(upstream status 401)" in info.value.message
+    assert "invalid credentials" not in info.value.message  # upstream auth text is never relayed
     assert len([r for r in upstream.received if r.path.startswith("/v1/")]) == 2
 
 

@@ -44,17 +44,17 @@ async def test_an_internal_bug_is_a_json_500_with_the_request_id_and_others_carr
     async with run_gateway(cfg) as gw:
         assert gw.app is not None
         router = gw.app[STATE].router
-        real_plan = router.plan
+        real_plan = router.plan_for
         calls = 0
 
-        def flaky_plan(req: ChatCompletionRequest) -> Any:
+        def flaky_plan(model: str, needs: Any) -> Any:
             nonlocal calls
             calls += 1
             if calls == 1:
                 raise RuntimeError("simulated bug")
-            return real_plan(req)
+            return real_plan(model, needs)
 
-        monkeypatch.setattr(router, "plan", flaky_plan)
+        monkeypatch.setattr(router, "plan_for", flaky_plan)
         status, ctype, body = await post(gw.url)
         assert status == 500 and ctype.startswith("application/json")
         assert body["error"]["code"] == "internal_error"

@@ -242,30 +242,70 @@ async def test_metrics_match_the_traffic(upstream: FakeUpstream) -> None:
     assert as_json["chromagent_active_streams"]["samples"][0]["value"] == 0
 
 
-async def test_model_label_values_are_bounded() -> None:
-    cfg = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
+async def test_model_label_values_are_bounded_to_configured_names() -> None:
+    cfg = {
+        "backends": [{"id": "m", "type": "mock", "modelMapping": {"gpt-4o": "x"}}],
+        "defaultBackend": "m",
+        "routingRules": [{"condition": "model: claude-*", "backendId": "m"}],
+    }
     async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
-        for i in range(230):  # the default backend passes any model name through
-            body = {"model": f"random-{i}", "messages": [{"role": "user", "content": "x"}]}
+
+        async def send(model: str) -> None:
+            body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
             async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
                 assert r.status == 200
+
+        # 230 made-up names first (the default backend passes any name through): they
+        # must not take the label slots the configured names need.
+        for i in range(230):
+            await send(f"random-{i}")
+        await send("gpt-4o")
+        for i in range(210):  # names a rule's glob matches: kept up to the cap
+            await send(f"claude-{i}")
         async with s.get(f"{gw.url}/metrics") as r:
             m = scrape(await r.text())
     models = {lab["model"] for lab, _ in m["chromagent_requests_total"]}
-    assert len(models) == 201 and "other" in models
-    assert value(m, "chromagent_requests_total") == 230
+    assert "gpt-4o" in models and "other" in models
+    assert not any(name.startswith("random-") for name in models)
+    assert len([n for n in models if n.startswith("claude-")]) == 200
+    assert value(m, "chromagent_requests_total") == 230 + 1 + 210
+    others = sum(v for lab, v in m["chromagent_requests_total"] if lab["model"] == "other")
+    assert others == 230 + 10
 
 
 def test_usage_is_read_from_every_result_shape() -> None:
-    from chromagent_proxy.instrument import _usage
-    from chromagent_proxy.schema.openai import ChatCompletionChunk, Usage
+    from chromagent_proxy.core.ir import Usage as U
+    from chromagent_proxy.dialects.chat.dialect import _usage_of as _usage
+    from chromagent_proxy.schema.openai import (
+        ChatCompletionChunk,
+        CompletionTokensDetails,
+        PromptTokensDetails,
+        Usage,
+    )
 
-    nested = b'{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":3}}}'
-    assert _usage(nested) == (12, 5)
-    assert _usage(b'{"choices":[],"usage": {"prompt_tokens": 2, "completion_tokens": 9}}') == (2, 9)
+    # Disjoint counts: input is the uncached prompt, output the visible completion.
+    nested = b'{"choices":[],"usage":{"prompt_tokens":12,"completion_tokens":5,"total_tokens":17,"prompt_tokens_details":{"cached_tokens":3},"completion_tokens_details":{"reasoning_tokens":2}}}'
+    assert _usage(nested) == U(input=9, output=3, cache_read=3, reasoning=2)
+    plain = b'{"choices":[],"usage": {"prompt_tokens": 2, "completion_tokens": 9}}'
+    assert _usage(plain) == U(input=2, output=9)
     assert _usage(b'{"choices":[{"delta":{"content":"usage"}}],"usage":null}') is None
     assert _usage(b'{"choices":[{"delta":{"content":"hi"}}]}') is None
-    assert _usage({"usage": {"prompt_tokens": 4, "completion_tokens": 1}}) == (4, 1)
+    assert _usage({"usage": {"prompt_tokens": 4, "completion_tokens": 1}}) == U(4, 1)
+    details = {"cached_tokens": 1, "cache_creation_tokens": 2}
+    mapping = {
+        "usage": {"prompt_tokens": 4, "completion_tokens": 1, "prompt_tokens_details": details}
+    }
+    assert _usage(mapping) == U(input=1, output=1, cache_read=1, cache_write=2)
     assert _usage({"choices": []}) is None
     chunk = ChatCompletionChunk("c", 1, "m", [], Usage(7, 8, 15))
-    assert _usage(chunk) == (7, 8)
+    assert _usage(chunk) == U(7, 8)
+    detailed = Usage(
+        30,
+        8,
+        38,
+        PromptTokensDetails(cached_tokens=20, cache_creation_tokens=5),
+        CompletionTokensDetails(reasoning_tokens=6),
+    )
+    u = _usage(ChatCompletionChunk("c", 1, "m", [], detailed))
+    assert u == U(input=5, output=2, cache_read=20, cache_write=5, reasoning=6)
+    assert u is not None and (u.prompt_total, u.completion_total) == (30, 8)

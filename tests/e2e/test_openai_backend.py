@@ -179,7 +179,8 @@ async def test_upstream_unreachable_is_502_naming_backend() -> None:
         with pytest.raises(openai.InternalServerError) as info:
             await sdk(gw).chat.completions.create(model="m", messages=MSG)
     assert info.value.status_code == 502
-    assert "'gone'" in info.value.message and f"127.0.0.1:{port}" in info.value.message
+    assert "'gone'" in info.value.message
+    assert str(port) not in info.value.message  # the upstream address stays internal
 
 
 async def test_first_byte_timeout_is_504(upstream: FakeUpstream) -> None:

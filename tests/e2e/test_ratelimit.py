@@ -117,6 +117,27 @@ async def test_forwarded_for_is_used_only_from_trusted_proxies() -> None:
             assert [a[0][0], b[0][0]] == [200, 429]
 
 
+async def test_forwarded_for_on_two_header_lines_is_read_as_one_list() -> None:
+    """A proxy that adds its own X-Forwarded-For line (instead of appending to the client's)
+    must not let the client's line choose the budget (issue 13, item 8)."""
+    body = json.dumps(BODY).encode()
+    statuses = []
+    async with run_gateway(config(max=5, trustedProxies=["127.0.0.0/8"])) as gw:
+        for i in range(12):
+            reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+            writer.write(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                b"Content-Type: application/json\r\nContent-Length: %d\r\n"
+                b"X-Forwarded-For: 198.51.100.%d\r\n"  # the client's own, a new one each time
+                b"X-Forwarded-For: 203.0.113.7\r\n"  # the line the trusted proxy added
+                b"\r\n%s" % (len(body), i + 1, body)
+            )
+            head = await reader.readuntil(b"\r\n\r\n")
+            statuses.append(int(head.split(b" ", 2)[1]))
+            writer.close()
+    assert statuses == [200] * 5 + [429] * 7
+
+
 async def test_per_key_budget_and_the_tighter_budget_in_headers() -> None:
     cfg = {**config(max=100, perKeyMax=2), "apiKeys": ["key-one", "key-two"]}
     async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:

@@ -94,7 +94,8 @@ async def test_redis_down_fail_open_keeps_serving_and_logs(
         results = [await post(s, gw.url) for _ in range(5)]
     assert [r[0] for r in results] == [200] * 5  # more than max=2: nothing can count them
     assert all("X-RateLimit-Limit" not in h for _, h in results)
-    warnings = [r.getMessage() for r in caplog.records if "Redis" in r.getMessage()]
+    # (The shared backend health logs its own line about the same Redis; not counted here.)
+    warnings = [r.getMessage() for r in caplog.records if "rate limiter" in r.getMessage()]
     assert len(warnings) == 1 and "unreachable" in warnings[0]  # logged once, not per request
 
 

@@ -31,6 +31,7 @@ EXPECT = {
     "class MyCustomBackend": [],  # a module: defining the class is the whole run
     "GatewayServer(config, registry)": ["Hello, you said: world"],
     "GatewayClient(": ["Hello", "'echo'", "404 model_not_found"],
+    "embeddings.create(": ["2 16"],
     "OpenAI(base_url": ["content='hi'"],
 }
 ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):3000")

@@ -20,8 +20,8 @@ from chromagent_proxy.backends.anthropic.errors import http_error
 from chromagent_proxy.backends.anthropic.request import THINKING_BUDGETS, build_body
 from chromagent_proxy.backends.anthropic.response import decode_message, to_chat_completion
 from chromagent_proxy.backends.anthropic.stream import StreamState, decode_event, finish, step
+from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import UpstreamError
-from chromagent_proxy.handlers import parse_request
 from chromagent_proxy.media import collect_images
 from chromagent_proxy.sse import SSEDecoder
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks, provider_files

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from chromagent_proxy.backends.anthropic.request import build_body
+from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.handlers import parse_request
 from chromagent_proxy.media import collect_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
@@ -46,7 +46,7 @@ class StubFetcher:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+    async def fetch(self, url: str, param: str, budget: Any = None) -> tuple[bytes, str]:
         self.calls.append((url, param))
         return JPEG, "image/jpeg"
 

@@ -94,7 +94,7 @@ class FakeFetcher:
         self.delay = delay
         self.fail = fail or {}
 
-    async def fetch(self, url: str, param: str) -> tuple[bytes, str]:
+    async def fetch(self, url: str, param: str, budget: Any = None) -> tuple[bytes, str]:
         self.calls.append((url, param))
         self.active += 1
         self.peak = max(self.peak, self.active)

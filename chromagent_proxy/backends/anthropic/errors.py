@@ -79,6 +79,12 @@ def http_error(
     return err
 
 
+def ok_body_error(backend_id: str, body: bytes, headers: CIMultiDictProxy[str]) -> GatewayError:
+    """An error envelope sent with HTTP 200: mapped like the status its type stands for."""
+    _, etype, _ = _fields(body)
+    return http_error(backend_id, _STATUS_BY_TYPE.get(etype or "", 500), body, headers)
+
+
 def stream_error(backend_id: str, etype: str, message: str) -> UpstreamHTTPError:
     """An ``event: error`` inside a 200 stream, mapped like the HTTP status it stands for."""
     status = _STATUS_BY_TYPE.get(etype, 500)

@@ -33,7 +33,7 @@ from ...sse import SSEDecoder
 from ...upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
 from ..base import BackendProvider, CompletionResult, StreamPart, current_context
 from ..vertex import location_of, vertex_base_url
-from .errors import UpstreamUnauthorized, http_error
+from .errors import UpstreamUnauthorized, http_error, ok_body_error
 from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
 from .response import decode_message, to_chat_completion
 from .stream import StreamState, decode_event, finish, step
@@ -109,7 +109,12 @@ class AnthropicBackend(BackendProvider):
 
     async def _prepare(self, request: ChatCompletionRequest) -> tuple[str, bytes]:
         assert self.runtime is not None
-        images = await collect_images(request, self.runtime.images, fetch_remote=self._fetch_remote)
+        images = await collect_images(
+            request,
+            self.runtime.images,
+            fetch_remote=self._fetch_remote,
+            limits=self.runtime.gateway.media,
+        )
         body = build_body(
             request,
             request.model,
@@ -157,6 +162,8 @@ class AnthropicBackend(BackendProvider):
             raise UpstreamProtocolError(
                 f"backend '{config.id}' sent a response that is not a Messages object: {exc}"
             ) from None
+        if msg.type == "error":  # an error envelope with HTTP 200: not an empty completion
+            raise ok_body_error(config.id, data, resp.headers)
         return to_chat_completion(
             msg,
             id=f"chatcmpl-{current_context().request_id}",

@@ -122,7 +122,9 @@ class GeminiBackend(BackendProvider):
     async def _body(self, request: ChatCompletionRequest, config: BackendConfig) -> bytes:
         assert self.runtime is not None
         check_extras(current_context().raw_body)
-        images = await collect_images(request, self.runtime.images)
+        images = await collect_images(
+            request, self.runtime.images, limits=self.runtime.gateway.media
+        )
         body = build_body(
             request,
             request.model,

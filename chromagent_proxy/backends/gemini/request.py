@@ -16,7 +16,7 @@ from ...errors import InvalidRequest, UnsupportedFeature
 from ...media import Image
 from ...schema.openai import ChatCompletionRequest, ContentPart, Message
 from .ids import split_tool_call_id
-from .schema_clean import is_empty_object, to_gemini_schema
+from .schema_clean import Budget, SchemaTooLarge, is_empty_object, to_gemini_schema
 
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 # Google's documented stand-in for a lost signature (Gemini 3 rejects a replayed
@@ -221,7 +221,19 @@ def build_contents(
     return system, contents
 
 
-def _tools(req: ChatCompletionRequest) -> list[dict[str, Any]]:
+def _schema(schema: dict[str, Any], budget: Budget, what: str, param: str) -> dict[str, Any]:
+    try:
+        return to_gemini_schema(schema, budget)
+    except SchemaTooLarge as exc:
+        raise InvalidRequest(
+            f"{what} is too large for Gemini: with $ref inlined, the request's schemas expand "
+            f"to more than {exc.limit} nodes; use fewer $ref reuses or a simpler schema",
+            param=param,
+            code="schema_too_large",
+        ) from None
+
+
+def _tools(req: ChatCompletionRequest, budget: Budget) -> list[dict[str, Any]]:
     decls = []
     for i, tool in enumerate(req.tools or ()):
         if tool.type != "function":
@@ -241,7 +253,12 @@ def _tools(req: ChatCompletionRequest) -> list[dict[str, Any]]:
             decl["description"] = fn.description
         if not is_empty_object(fn.parameters):
             assert fn.parameters is not None
-            decl["parameters"] = to_gemini_schema(fn.parameters)
+            decl["parameters"] = _schema(
+                fn.parameters,
+                budget,
+                f"the parameters schema of tool {fn.name!r}",
+                f"tools[{i}].function.parameters",
+            )
         decls.append(decl)
     return [{"functionDeclarations": decls}] if decls else []
 
@@ -294,7 +311,11 @@ def _thinking(effort: str, model: str) -> dict[str, Any]:
 
 
 def _generation_config(
-    req: ChatCompletionRequest, model: str, default_max_tokens: int | None, include_thoughts: bool
+    req: ChatCompletionRequest,
+    model: str,
+    default_max_tokens: int | None,
+    include_thoughts: bool,
+    budget: Budget,
 ) -> dict[str, Any]:
     gc: dict[str, Any] = {}
     if req.temperature is not None:
@@ -326,7 +347,12 @@ def _generation_config(
         elif fmt.type == "json_schema" and fmt.json_schema is not None:
             gc["responseMimeType"] = "application/json"
             if fmt.json_schema.schema_:
-                gc["responseSchema"] = to_gemini_schema(fmt.json_schema.schema_)
+                gc["responseSchema"] = _schema(
+                    fmt.json_schema.schema_,
+                    budget,
+                    "the response_format schema",
+                    "response_format.json_schema.schema",
+                )
         else:
             raise InvalidRequest(
                 f"response_format type {fmt.type!r} is not supported", param="response_format"
@@ -355,13 +381,14 @@ def build_body(
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
-    tools = _tools(req)
+    budget = Budget()  # one for all of this request's schemas
+    tools = _tools(req, budget)
     if tools:
         body["tools"] = tools
     tool_config = _tool_config(req)
     if tool_config:
         body["toolConfig"] = tool_config
-    gc = _generation_config(req, upstream_model, default_max_tokens, include_thoughts)
+    gc = _generation_config(req, upstream_model, default_max_tokens, include_thoughts, budget)
     if gc:
         body["generationConfig"] = gc
     if safety_settings:

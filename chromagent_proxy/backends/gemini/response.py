@@ -212,6 +212,7 @@ def trailing_error(backend_id: str, tail: bytes) -> UpstreamHTTPError | None:
 
 def mid_stream_error(backend_id: str, status: Status) -> UpstreamHTTPError:
     err = status_error(backend_id, status.code or 502, status)
-    err.message = f"backend '{backend_id}' reported an error mid-stream: {status.message}"
+    if err.code != "upstream_auth_failed":  # never relay auth-error text (it may echo the key)
+        err.message = f"backend '{backend_id}' reported an error mid-stream: {status.message}"
     err.retryable = False
     return err

@@ -7,6 +7,13 @@ accepts and keeps the meaning where the subset can say it: ``$ref`` inlined,
 ``const`` → ``enum``, nullable unions → ``nullable``, ``oneOf`` → ``anyOf``,
 ``allOf`` merged. Constraints it cannot express are moved into the
 ``description`` as words, so the model still sees them.
+
+Inlining ``$ref`` can grow a small schema exponentially (a chain of
+definitions each using the next twice doubles per level), so cleaning draws on
+a ``Budget`` shared by the whole request: every node produced (and every
+reference followed) costs one unit, long text costs more, and running out
+raises ``SchemaTooLarge`` for the translator to turn into a 400 naming the
+schema. The budget also bounds the time one request holds the event loop.
 """
 
 from __future__ import annotations
@@ -44,6 +51,35 @@ _DESCRIBE = {
     "example": "example: {}",
 }
 _MAX_DEPTH = 32
+# Output nodes one request's schemas (all tools and response_format) may expand to.
+# Generous for real tool sets (Claude Code's ~20 tools use a few hundred) and a few ms
+# of CPU at worst; Gemini itself refuses far smaller schemas as "too many states".
+MAX_NODES = 4000
+# Characters of text (descriptions, enum values) that cost one node.
+_CHARS_PER_NODE = 256
+
+
+class SchemaTooLarge(Exception):
+    """The schema expands past the request's budget (``Budget.limit`` nodes)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"more than {limit} nodes once $ref is inlined")
+        self.limit = limit
+
+
+class Budget:
+    """What one request's schemas may still expand to; shared by all its schemas."""
+
+    __slots__ = ("left", "limit")
+
+    def __init__(self, limit: int = MAX_NODES) -> None:
+        self.limit = limit
+        self.left = limit
+
+    def take(self, cost: int = 1) -> None:
+        self.left -= cost
+        if self.left < 0:
+            raise SchemaTooLarge(self.limit)
 
 
 def _text(value: Any) -> str:
@@ -51,7 +87,8 @@ def _text(value: Any) -> str:
 
 
 class _Cleaner:
-    def __init__(self, root: dict[str, Any]) -> None:
+    def __init__(self, root: dict[str, Any], budget: Budget) -> None:
+        self.budget = budget
         self.defs: dict[str, Any] = {}
         for key in ("$defs", "definitions"):
             defs = root.get(key)
@@ -68,6 +105,7 @@ class _Cleaner:
             if target is None or ref in seen or not isinstance(target, dict):
                 # Unknown or recursive reference: an object the model fills freely.
                 return {"type": "object", "description": schema.get("description", "")}, seen
+            self.budget.take()
             seen = (*seen, ref)
             # Sibling keywords next to $ref (e.g. description) win over the target's.
             merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
@@ -77,6 +115,7 @@ class _Cleaner:
     def clean(self, schema: Any, seen: tuple[str, ...] = (), depth: int = 0) -> dict[str, Any]:
         if not isinstance(schema, dict) or depth > _MAX_DEPTH:
             return {}
+        self.budget.take()
         schema, seen = self.resolve(schema, seen)
         notes: list[str] = []
         out: dict[str, Any] = {}
@@ -139,6 +178,7 @@ class _Cleaner:
             values = [e for e in enum if e is not None]
             if None in enum:
                 nullable = True
+            self.budget.take(len(values) // 16)
             if values and all(isinstance(e, str) for e in values):
                 out["enum"] = values
                 out["type"] = "STRING"
@@ -201,14 +241,19 @@ class _Cleaner:
             out["description"] = (
                 f"{out['description']} ({extra})" if "description" in out else extra
             )
+        if "description" in out:
+            self.budget.take(len(out["description"]) // _CHARS_PER_NODE)
         if nullable:
             out["nullable"] = True
         return out
 
 
-def to_gemini_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A cleaned copy of ``schema`` (the input is never modified)."""
-    return _Cleaner(schema).clean(schema)
+def to_gemini_schema(schema: dict[str, Any], budget: Budget | None = None) -> dict[str, Any]:
+    """A cleaned copy of ``schema`` (the input is never modified).
+
+    Raises ``SchemaTooLarge`` when it would expand past ``budget`` (one per request).
+    """
+    return _Cleaner(schema, budget or Budget()).clean(schema)
 
 
 def is_empty_object(schema: dict[str, Any] | None) -> bool:

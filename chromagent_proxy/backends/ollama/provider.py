@@ -16,13 +16,15 @@ from multidict import CIMultiDictProxy
 
 from ... import codec
 from ...config import BackendConfig
+from ...core import ir
 from ...errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError, upstream_http_error
 from ...media import collect_images
 from ...schema.ollama import ChatResponse, TagList
 from ...schema.openai import ChatCompletionRequest
 from ...sse import NDJSONDecoder
 from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, iter_body, open_response, read_capped
-from ..base import BackendProvider, CompletionResult, StreamPart, current_context
+from ..base import BackendProvider, CompletionResult, RequestContext, StreamPart, current_context
+from . import embed as embedding
 from .request import build_body
 from .response import to_completion
 from .stream import StreamState, decode_line, error_of, finish, step
@@ -43,6 +45,7 @@ class OllamaBackend(BackendProvider):
         self.base_url = DEFAULT_BASE_URL
         self._chat_url = DEFAULT_BASE_URL + "/api/chat"
         self._tags_url = DEFAULT_BASE_URL + "/api/tags"
+        self._embed_url = DEFAULT_BASE_URL + "/api/embed"
         self._headers: dict[str, str] = {}
         self._hint = ""
 
@@ -70,6 +73,7 @@ class OllamaBackend(BackendProvider):
         self.base_url = base
         self._chat_url = base + "/api/chat"
         self._tags_url = base + "/api/tags"
+        self._embed_url = base + "/api/embed"
         headers = {"Content-Type": "application/json"}
         if config.api_key:
             headers["Authorization"] = f"Bearer {config.api_key}"
@@ -83,7 +87,9 @@ class OllamaBackend(BackendProvider):
         self, request: ChatCompletionRequest, config: BackendConfig, *, stream: bool
     ) -> bytes:
         assert self.runtime is not None
-        images = await collect_images(request, self.runtime.images)
+        images = await collect_images(
+            request, self.runtime.images, limits=self.runtime.gateway.media
+        )
         body = build_body(
             request,
             request.model,
@@ -148,12 +154,25 @@ class OllamaBackend(BackendProvider):
         for chunk in finish(state):
             yield chunk
 
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        assert self.runtime is not None and self.config is not None
+        return await embedding.embed(
+            self.runtime,
+            self.config.id,
+            self._embed_url,
+            self._headers,
+            request,
+            self.config.keep_alive,
+            _error_parser(request.model, self.base_url),
+            self._hint,
+        )
+
     async def list_models(self) -> list[str]:
         """The models pulled into this Ollama (``GET /api/tags``); raises when it is down."""
         assert self.runtime is not None and self.config is not None
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
         async with self.runtime.session.get(
-            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT
+            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT, allow_redirects=False
         ) as resp:
             if resp.status != 200:
                 raise UpstreamHTTPError(

@@ -1,0 +1,118 @@
+"""What every client dialect (chat, messages, responses) gives the request path.
+
+The request path (serving.py) is one loop for every dialect: parse → route → for each
+attempt, relay natively (same-dialect backend), or go through the IR (translating
+backend) → answer or stream. A dialect supplies only what differs: how its body is
+decoded, how IR events are encoded back, how errors look, and how it relays.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from ..core import ir
+from ..core.accumulate import Answer
+from ..errors import GatewayError
+
+if TYPE_CHECKING:
+    from ..backends.base import BackendProvider, RequestContext
+
+
+@dataclass(slots=True)
+class Inbound:
+    """A decoded client request: what routing and the loop need, plus the dialect's own
+    decoded form (``native``) and the raw body for relays."""
+
+    model: str
+    stream: bool
+    tools: bool
+    images: bool
+    body: bytes
+    native: Any
+    include_usage: bool = False  # chat: stream_options.include_usage (others: always usage)
+    session_id: str | None = None  # for the access log (never a metric label)
+    headers: dict[str, str] | None = None  # extra response headers the dialect decided on
+    state: Any = None  # the dialect's own per-request state (e.g. the finished response)
+
+
+class EventEncoder(Protocol):
+    """IR event lists → the dialect's stream bytes (one buffer per list)."""
+
+    usage: ir.Usage | None
+
+    def encode(self, events: list[ir.Event]) -> bytes: ...
+
+    def finish(self) -> bytes: ...
+
+
+# A relayed stream yields framed bytes for the client, or an ``ir.Usage`` it read on the
+# way (reported to metrics and the access log, never written).
+RelayPart = bytes | ir.Usage
+
+
+class Dialect(ABC):
+    name: ClassVar[str]
+    #: written after the last event of a successful stream (chat: ``data: [DONE]``)
+    stream_end: ClassVar[bytes] = b""
+    #: True: answered by ``answer`` (embeddings), not by the IR conversation path
+    direct: ClassVar[bool] = False
+
+    @abstractmethod
+    def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
+        """Decode and validate; raise InvalidRequest (400) naming the field."""
+
+    @abstractmethod
+    def to_ir(self, inbound: Inbound, backend_dialect: str) -> ir.Request:
+        """The IR request for a translating backend (``backend_dialect`` for the policy)."""
+
+    @abstractmethod
+    def stream_encoder(self, inbound: Inbound, rid: str, model: str) -> EventEncoder: ...
+
+    @abstractmethod
+    def complete(self, inbound: Inbound, answer: Answer, rid: str, model: str) -> bytes:
+        """A whole (non-stream) answer's JSON body."""
+
+    @abstractmethod
+    def error_body(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
+        """(status, JSON body, extra headers) of an error answered before any byte."""
+
+    @abstractmethod
+    def stream_error(self, err: GatewayError, encoder: EventEncoder | None) -> bytes:
+        """The framed event(s) that end a stream that failed after its first byte
+        (``encoder``: the stream's encoder on the IR path, None on a relay)."""
+
+    async def resolve(self, inbound: Inbound) -> None:
+        """After parse, before routing: load what the request refers to (stored state)."""
+
+    async def completed(self, inbound: Inbound) -> None:
+        """After a successful answer was sent (e.g. store it)."""
+
+    def relays(self, provider: BackendProvider) -> bool:
+        return self.name in provider.native_dialects
+
+    async def relay(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> tuple[bytes, ir.Usage | None]:
+        """Same-dialect backend, non-stream: the upstream's answer bytes and its usage."""
+        raise NotImplementedError
+
+    def relayed(self, part: Any, want_usage: bool) -> tuple[bytes, ir.Usage | None]:
+        """What to write for one relayed stream part, and the usage it carries."""
+        if type(part) is ir.Usage:
+            return b"", part
+        return part, None
+
+    async def answer(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> tuple[bytes, ir.Usage | None]:
+        """A ``direct`` dialect's whole answer from a backend that does not relay it."""
+        raise NotImplementedError
+
+    def relay_stream(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> AsyncIterator[RelayPart]:
+        """Same-dialect backend, stream: framed bytes as they arrive (and usage)."""
+        raise NotImplementedError
