@@ -71,7 +71,11 @@ async def test_gzip_bombs_are_refused_and_ordinary_requests_carry_on(
     ]
     msg = [{"role": "user", "content": "hi"}]
     try:
-        async with gateway(config(*backends, maxAttempts=1)) as gw:
+        # Inflating four bombs to the 64 MiB cap at once takes longer than the suite's 0.4 s
+        # timeout on a busy 2-core machine (a 504 instead of the 502 under test): a budget that
+        # does not depend on the machine's load.
+        slow_ok = {"timeout": 10_000, "timeouts": {"idleMs": 10_000, "connectMs": 1000}}
+        async with gateway(config(*backends, maxAttempts=1, **slow_ok)) as gw:
             # Not scaled up: each bomb may hold up to the 64 MiB cap until it is refused.
             results = await asyncio.gather(
                 *(post(gw, {"model": "bomb", "messages": msg}) for _ in range(4)),
