@@ -311,6 +311,8 @@ def _explain(exc: msgspec.ValidationError) -> str:
     unknown = _UNKNOWN.fullmatch(text)
     if unknown is not None:
         text += _hint(where, unknown.group(1))
+    # An odd key (a newline, a control character) is shown escaped: errors stay one line.
+    text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     return f"config: {text}" if i == -1 else f"config {where}: {text}"
 
 

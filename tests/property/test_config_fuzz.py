@@ -151,6 +151,7 @@ def outcome(
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(config, env)
 @example({"apiKeys": {"\n": "${NOT_SET_VAR}"}}, {})  # found: a newline key made a 2-line error
+@example({"rateLimit": {"\n": None}}, {})  # found: an unknown newline key, the same
 def test_random_configs_are_accepted_or_refused_with_one_config_error(
     cfg: Any, env_vars: dict[str, str]
 ) -> None:
