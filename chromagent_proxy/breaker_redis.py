@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from .metrics import Metrics
-from .ratelimit import _driver_info, _safe_url
+from .ratelimit import _safe_url, redis_driver_info
 from .routing import Health, Router
 
 log = logging.getLogger("chromagent_proxy")
@@ -152,7 +152,7 @@ class SharedHealth:
             socket_connect_timeout=0.5,
             socket_timeout=1.0,
             retry_on_timeout=False,
-            **_driver_info(),  # no package-metadata scan on the loop at the first connection
+            **redis_driver_info(),  # no package-metadata scan on the loop at first connect
         )
         self._trip: Any = self._redis.register_script(_TRIP)
         self._fail: Any = self._redis.register_script(_FAIL)

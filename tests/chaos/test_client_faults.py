@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.support import (
+from tests.chaos.test_upstream_faults import COMPLETION, chunk_event, config, relay
+from tests.support.chaos import (
     CliGateway,
     Conn,
     FaultServer,
@@ -30,7 +31,6 @@ from tests.chaos.support import (
     rss_bytes,
     scaled,
 )
-from tests.chaos.test_upstream_faults import COMPLETION, chunk_event, config, relay
 from tests.support.gateway import run_gateway
 
 MOCK = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
@@ -106,6 +106,7 @@ async def test_a_silent_connection_is_closed_after_the_header_timeout() -> None:
         writer.close()
 
 
+@pytest.mark.slow
 async def test_idle_keep_alive_and_slow_bodies_are_not_cut_by_the_header_timeout() -> None:
     async with run_gateway({**MOCK, "headerTimeoutMs": 300}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -272,6 +273,7 @@ async def _act(
             pass
 
 
+@pytest.mark.slow
 async def test_random_aborts_leave_no_task_and_no_upstream_connection(
     fault: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from tests.chaos.support import scaled
 from tests.chaos.test_client_faults import (
     HELLO,
     MOCK,
@@ -20,6 +19,7 @@ from tests.chaos.test_client_faults import (
     read_response,
     request_bytes,
 )
+from tests.support.chaos import scaled
 from tests.support.gateway import run_gateway
 
 

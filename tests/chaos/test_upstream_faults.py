@@ -21,7 +21,7 @@ import pytest
 from chromagent_proxy import GatewayServer
 from chromagent_proxy.sse import MAX_LINE_BYTES, SSEDecoder
 from chromagent_proxy.upstream import DEFAULT_BODY_LIMIT
-from tests.chaos.support import (
+from tests.support.chaos import (
     Conn,
     FaultServer,
     acquired_upstream_connections,

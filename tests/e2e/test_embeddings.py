@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import aiohttp
+import httpx
 import openai
 import pytest
 from aiohttp import web
@@ -239,13 +240,15 @@ async def test_backend_without_embeddings_and_token_ids(upstream: FakeUpstream) 
 
 @pytest.mark.parametrize("model", ["oa-embed", "ol-embed", "mock-embed", "gm-embed", "vx-embed"])
 async def test_langchain_openai_embeddings(upstream: FakeUpstream, model: str) -> None:
-    async with run_gateway(_config(upstream)) as gw:
+    # Our own HTTP client, closed at the end: LangChain never closes the one it would make.
+    async with run_gateway(_config(upstream)) as gw, httpx.AsyncClient() as http:
         emb = OpenAIEmbeddings(
             model=model,
             base_url=f"{gw.url}/v1",
             api_key="test-key",  # type: ignore[arg-type]
             check_embedding_ctx_length=False,  # no tiktoken download: plain strings
             max_retries=0,
+            http_async_client=http,
         )
         docs = await emb.aembed_documents(["first doc", "second doc"])
         query = await emb.aembed_query("first doc")

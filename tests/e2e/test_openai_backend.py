@@ -16,7 +16,7 @@ from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunk
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, hang, json_reply, stream_reply
 
-MSG = [{"role": "user", "content": "Hello!"}]
+MSG: Any = [{"role": "user", "content": "Hello!"}]
 
 
 def config(up: FakeUpstream, **extra: Any) -> dict[str, Any]:
@@ -39,7 +39,7 @@ async def test_non_stream_relays_recorded_answer(upstream: FakeUpstream) -> None
     rec = recorded("envoy-ai-gateway--chat-basic.yaml")
     upstream.route("/v1/chat/completions", json_reply(rec.body))
     async with run_gateway(config(upstream)) as gw:
-        resp = await sdk(gw).chat.completions.create(model="gpt-5-nano", messages=MSG)  # type: ignore[arg-type]
+        resp = await sdk(gw).chat.completions.create(model="gpt-5-nano", messages=MSG)
     expected = json.loads(rec.body)
     assert resp.choices[0].message.content == expected["choices"][0]["message"]["content"]
     assert resp.usage is not None and resp.usage.total_tokens == expected["usage"]["total_tokens"]
@@ -56,7 +56,7 @@ async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(
     async with run_gateway(config(upstream)) as gw:
         await sdk(gw).chat.completions.create(
             model="gpt-4o",
-            messages=MSG,  # type: ignore[arg-type]
+            messages=MSG,
             temperature=0.3,
             extra_body={"some_future_param": {"x": [1, 2]}, "verbosity": "low"},
         )
@@ -99,10 +99,7 @@ async def test_stream_text_with_usage_chunk(upstream: FakeUpstream) -> None:
     )
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="same",
-            messages=MSG,
-            stream=True,
-            stream_options={"include_usage": True},  # type: ignore[arg-type]
+            model="same", messages=MSG, stream=True, stream_options={"include_usage": True}
         )
         chunks = [c async for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -118,15 +115,8 @@ async def test_stream_tool_calls(upstream: FakeUpstream) -> None:
     upstream.route("/v1/chat/completions", stream_reply(rec.body, split=61))
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="gpt-4o-mini",
-            messages=MSG,
-            stream=True,  # type: ignore[arg-type]
-            tools=[
-                {
-                    "type": "function",
-                    "function": {"name": "get_capital", "parameters": {"type": "object"}},
-                }
-            ],
+            model="gpt-4o-mini", messages=MSG, stream=True,
+            tools=[{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}],
         )
         chunks = [c async for c in stream]
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
@@ -145,7 +135,7 @@ async def test_first_chunk_reaches_client_before_upstream_sends_second(
     second = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" two"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
     upstream.route("/v1/chat/completions", stream_reply([first, second], gate=gate))
     async with run_gateway(config(upstream)) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         it = stream.__aiter__()
         c1 = await asyncio.wait_for(it.__anext__(), 5)
         assert c1.choices[0].delta.content == "one"
@@ -159,7 +149,7 @@ async def test_mid_stream_error_event_raises_api_error(upstream: FakeUpstream) -
     rec = recorded("pydantic-ai--test_groq--test_tool_use_failed_error_streaming.yaml")
     upstream.route("/v1/chat/completions", stream_reply(rec.body, split=500))
     async with run_gateway(config(upstream)) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         got = 0
         with pytest.raises(openai.APIError, match="Tool call validation failed"):
             async for _ in stream:
@@ -223,7 +213,7 @@ async def test_upstream_errors_map_to_openai_errors(
     upstream.route("/v1/chat/completions", json_reply(raw, status=status, headers=headers))
     async with run_gateway(config(upstream)) as gw:
         with pytest.raises(exc) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG)
     err = info.value
     assert err.status_code == client_status
     assert isinstance(err.body, dict) and {"message", "type", "param", "code"} <= set(err.body)
@@ -248,7 +238,7 @@ async def test_upstream_unreachable_is_502_naming_backend() -> None:
     }
     async with run_gateway(cfg) as gw:
         with pytest.raises(openai.InternalServerError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG)
     assert info.value.status_code == 502
     assert "'gone'" in info.value.message
     assert str(port) not in info.value.message  # the upstream address stays internal
@@ -258,10 +248,10 @@ async def test_first_byte_timeout_is_504(upstream: FakeUpstream) -> None:
     upstream.route("/v1/chat/completions", hang())
     async with run_gateway(config(upstream, timeout=300)) as gw:
         with pytest.raises(openai.APIStatusError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG)
         assert info.value.status_code == 504
         with pytest.raises(openai.APIStatusError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         assert info.value.status_code == 504
 
 
@@ -269,7 +259,7 @@ async def test_headers_then_silence_before_first_chunk_is_504(upstream: FakeUpst
     upstream.route("/v1/chat/completions", hang(before_headers=False))
     async with run_gateway(config(upstream, timeout=300)) as gw:
         with pytest.raises(openai.APIStatusError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
     assert info.value.status_code == 504
 
 
@@ -277,7 +267,7 @@ async def test_idle_timeout_mid_stream_is_an_error_event(upstream: FakeUpstream)
     first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
     upstream.route("/v1/chat/completions", stream_reply([first], then_hang=True))
     async with run_gateway(config(upstream, timeouts={"idleMs": 300})) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         with pytest.raises(openai.APIError, match="idle timeout"):
             async for _ in stream:
                 pass
@@ -289,7 +279,7 @@ async def test_total_timeout_cuts_a_long_request(upstream: FakeUpstream) -> None
     ] * 50
     upstream.route("/v1/chat/completions", stream_reply(slow, delay=0.05))
     async with run_gateway(config(upstream, timeouts={"totalMs": 400})) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         with pytest.raises(openai.APIError):
             async for _ in stream:
                 pass
@@ -301,7 +291,7 @@ async def test_long_stream_is_not_cut_by_default_timeouts(upstream: FakeUpstream
         "/v1/chat/completions", stream_reply([chunk] * 20 + [b"data: [DONE]\n\n"], delay=0.05)
     )
     async with run_gateway(config(upstream, timeouts={"idleMs": 500})) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         assert len([c async for c in stream]) == 20
 
 
@@ -402,7 +392,7 @@ async def test_sdk_exception_types_for_gateway_errors(upstream: FakeUpstream) ->
     del cfg["defaultBackend"]
     async with run_gateway(cfg) as gw:
         with pytest.raises(openai.NotFoundError):
-            await sdk(gw).chat.completions.create(model="unknown-model", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="unknown-model", messages=MSG)
         with pytest.raises(openai.BadRequestError):
             await sdk(gw).chat.completions.create(model="gpt-4o", messages=[])
 
@@ -442,11 +432,9 @@ async def test_other_requests_carry_on_while_one_stream_hangs(upstream: FakeUpst
     upstream.route("/v1/chat/completions", route)
     async with run_gateway(config(upstream)) as gw:
         client = sdk(gw)
-        slow = asyncio.create_task(
-            client.chat.completions.create(model="slow", messages=MSG, stream=True)
-        )  # type: ignore[arg-type]
+        slow = asyncio.create_task(client.chat.completions.create(model="slow", messages=MSG, stream=True))
         results = await asyncio.gather(
-            *(client.chat.completions.create(model="fast", messages=MSG) for _ in range(10))  # type: ignore[arg-type]
+            *(client.chat.completions.create(model="fast", messages=MSG) for _ in range(10))
         )
         assert all(r.choices[0].message.content for r in results)
         slow.cancel()
@@ -481,7 +469,7 @@ async def test_connect_timeout_is_504_naming_the_phase() -> None:
             loop = asyncio.get_running_loop()
             start = loop.time()
             with pytest.raises(openai.APIStatusError) as info:
-                await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+                await sdk(gw).chat.completions.create(model="m", messages=MSG)
             assert loop.time() - start < 5  # the 10 s first-byte timeout did not fire
         assert info.value.status_code == 504
         assert "did not accept a connection within 0.2s" in info.value.message

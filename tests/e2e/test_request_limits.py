@@ -15,7 +15,7 @@ import pytest
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, json_reply
 
-MSG = [{"role": "user", "content": "hi"}]
+MSG: Any = [{"role": "user", "content": "hi"}]
 OPENAI_ANSWER = {
     "id": "x",
     "object": "chat.completion",
@@ -110,10 +110,10 @@ async def test_unencodable_values_are_a_400_naming_the_field(
                 model=model,
                 messages=MSG,
                 stream=stream,
-                extra_body=extra,  # type: ignore[arg-type,call-overload]
+                extra_body=extra,
             )
         # The gateway carries on.
-        ok = await client.chat.completions.create(model="r", messages=MSG)  # type: ignore[arg-type]
+        ok = await client.chat.completions.create(model="r", messages=MSG)
         assert ok.choices[0].message.content == "hi"
     err = info.value.body
     assert isinstance(err, dict)
@@ -131,7 +131,7 @@ async def test_relay_rename_keeps_values_it_cannot_re_encode_exact(
         ok = await client.chat.completions.create(
             model="r",
             messages=MSG,
-            extra_body=extra,  # type: ignore[arg-type,call-overload]
+            extra_body=extra,
         )
         assert ok.choices[0].message.content == "hi"
     sent = upstream.received[0].json

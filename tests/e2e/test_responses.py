@@ -378,7 +378,7 @@ def _native_events() -> bytes:
     resp = {"id": "resp_up", "object": "response", "created_at": 1, "status": "in_progress",
             "model": "gpt-5", "output": [], "parallel_tool_calls": True, "tool_choice": "auto",
             "tools": []}  # fmt: skip
-    done = {**resp, "status": "completed", "output": [
+    done: dict[str, Any] = {**resp, "status": "completed", "output": [
         {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
          "content": [{"type": "output_text", "text": "native hi", "annotations": []}]}],
         "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 4},

@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.e2e.routing_support import answer, backend, body, error_reply, hits
 from tests.support.cli_process import CliProcess, launch
 from tests.support.gateway import run_gateway
 from tests.support.redis import RedisServer
+from tests.support.routing import answer, backend, body, error_reply, hits
 from tests.support.upstream import FakeUpstream, Handler
 
 pytestmark = pytest.mark.redis

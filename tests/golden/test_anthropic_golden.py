@@ -132,7 +132,7 @@ def expected(events: list[dict[str, Any]]) -> dict[str, Any]:
         "text": "".join(text),
         "reasoning": "".join(reasoning),
         "tools": [{**t, "args": t["args"] or "{}"} for t in tools],
-        "finish": FINISH[stop],
+        "finish": FINISH[str(stop)],
         "prompt": prompt,
         "completion": usage["output_tokens"],
         "cached": usage.get("cache_read_input_tokens", 0),
