@@ -4,12 +4,17 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .backends.base import BackendProvider, BackendRuntime, RequestContext, current_context
-from .backends.registry import DefaultBackendRegistry
-from .client import GatewayClient
-from .config import BackendConfig, GatewayConfig
-from .errors import ConfigError, GatewayError
-from .server import GatewayServer
+from chromagent_proxy.backends.base import (
+    BackendProvider,
+    BackendRuntime,
+    RequestContext,
+    current_context,
+)
+from chromagent_proxy.backends.registry import DefaultBackendRegistry
+from chromagent_proxy.client import GatewayClient
+from chromagent_proxy.core.config import BackendConfig, GatewayConfig
+from chromagent_proxy.core.errors import ConfigError, GatewayError
+from chromagent_proxy.service.server import GatewayServer
 
 __all__ = [
     "BackendConfig",

@@ -1,3 +1,3 @@
-from .cli import main
+from chromagent_proxy.cli import main
 
 raise SystemExit(main())

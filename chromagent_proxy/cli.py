@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any, NoReturn
 
-from .backends.registry import DefaultBackendRegistry
-from .config import GatewayConfig, build_config, read_json
-from .errors import ConfigError
+from chromagent_proxy.backends.registry import DefaultBackendRegistry
+from chromagent_proxy.core.config import GatewayConfig, build_config, read_json
+from chromagent_proxy.core.errors import ConfigError
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -67,7 +67,7 @@ def load(
     """The checked config, and whether only a check (--check) was asked for."""
     args = _parser().parse_args(argv)
     if args.version:
-        from . import __version__
+        from chromagent_proxy import __version__
 
         print(__version__)
         raise SystemExit(0)
@@ -99,7 +99,7 @@ def load(
 def check(config: GatewayConfig, registry: DefaultBackendRegistry) -> str:
     """Everything start-up checks before binding (backends, credentials files, media, rules,
     edge), without binding; the one line to print when it passes."""
-    from .server import GatewayServer
+    from chromagent_proxy.service.server import GatewayServer
 
     server = GatewayServer(config, registry)
     names = ", ".join(f"{b.id} ({b.config.type})" for b in server.backends.values())
@@ -108,7 +108,7 @@ def check(config: GatewayConfig, registry: DefaultBackendRegistry) -> str:
 
 def setup_logging(level: str, fmt: str = "text") -> None:
     """App log to stderr, one access line per request to stdout (accesslog.py)."""
-    from .accesslog import setup_logging as setup
+    from chromagent_proxy.ops.accesslog import setup_logging as setup
 
     setup(level, fmt)
 
@@ -116,9 +116,9 @@ def setup_logging(level: str, fmt: str = "text") -> None:
 async def serve(
     config: GatewayConfig, registry: DefaultBackendRegistry, argv: Sequence[str] | None = None
 ) -> None:
-    from .reload import Reloader
-    from .server import GatewayServer
-    from .workers import WORKER_ENV, reuseport_socket
+    from chromagent_proxy.ops.workers import WORKER_ENV, reuseport_socket
+    from chromagent_proxy.service.reload import Reloader
+    from chromagent_proxy.service.server import GatewayServer
 
     # A worker under --workers N opens its own SO_REUSEPORT socket on the shared port.
     sock = reuseport_socket(config.host, config.port) if os.environ.get(WORKER_ENV) else None
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         setup_logging(config.log_level, config.log_format)
         if config.workers > 1:
-            from .workers import supervise
+            from chromagent_proxy.ops.workers import supervise
 
             return supervise(list(sys.argv[1:] if argv is None else argv), config)
         _install_uvloop()

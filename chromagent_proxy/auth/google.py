@@ -25,7 +25,7 @@ import google.auth
 import google.auth.exceptions
 import google.auth.transport
 
-from ..errors import UpstreamHTTPError
+from chromagent_proxy.core.errors import UpstreamHTTPError
 
 # Application Default Credentials read this file first (google.auth.default).
 ADC_ENV = "GOOGLE_APPLICATION_CREDENTIALS"

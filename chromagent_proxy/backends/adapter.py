@@ -12,13 +12,17 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 
-from .. import codec
-from ..core import ir
-from ..errors import UpstreamProtocolError
-from ..schema.openai import ChatCompletionRequest
-from ..sse import SSEDecoder
-from . import openai_chat
-from .base import BackendProvider, CompletionResult, RequestContext, StreamPart
+from chromagent_proxy.backends import openai_chat
+from chromagent_proxy.backends.base import (
+    BackendProvider,
+    CompletionResult,
+    RequestContext,
+    StreamPart,
+)
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.core.sse import SSEDecoder
+from chromagent_proxy.schema.openai import ChatCompletionRequest
 
 
 def chat_request(request: ir.Request, *, stream: bool) -> ChatCompletionRequest:

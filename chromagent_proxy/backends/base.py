@@ -14,30 +14,24 @@ from __future__ import annotations
 import contextvars
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
 
-from ..core import ir
-from ..errors import UnsupportedFeature
-from ..schema.openai import ChatCompletion, ChatCompletionChunk, ChatCompletionRequest
+from chromagent_proxy.core import ir
+from chromagent_proxy.core.errors import UnsupportedFeature
+from chromagent_proxy.media.images import ImageFetcher
+from chromagent_proxy.schema.openai import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+)
 
 if TYPE_CHECKING:
-    from ..config import BackendConfig, GatewayConfig
-    from ..media import ImageBudget
+    from chromagent_proxy.core.config import BackendConfig, GatewayConfig
 
 CompletionResult = ChatCompletion | Mapping[str, Any] | bytes
 StreamPart = ChatCompletionChunk | Mapping[str, Any] | bytes
-
-
-class ImageFetcher(Protocol):
-    """Fetches a remote image for a backend that needs inline bytes (see media.py)."""
-
-    async def fetch(
-        self, url: str, param: str, budget: ImageBudget | None = None
-    ) -> tuple[bytes, str]:
-        """(bytes, media type); every byte read is taken from ``budget`` (the request's)."""
-        ...
 
 
 @dataclass(slots=True)

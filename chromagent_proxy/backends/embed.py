@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from ..core import ir
+from chromagent_proxy.core import ir
 
 MAX_CONCURRENT_BATCHES = 8
 

@@ -14,10 +14,16 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from .. import codec
-from ..config import BackendConfig
-from ..core import ir
-from ..schema.openai import (
+from chromagent_proxy.backends.base import (
+    BackendProvider,
+    CompletionResult,
+    RequestContext,
+    StreamPart,
+    current_context,
+)
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
@@ -30,13 +36,6 @@ from ..schema.openai import (
     ToolCall,
     ToolCallDelta,
     Usage,
-)
-from .base import (
-    BackendProvider,
-    CompletionResult,
-    RequestContext,
-    StreamPart,
-    current_context,
 )
 
 

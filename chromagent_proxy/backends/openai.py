@@ -13,16 +13,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, ClassVar
 
-from .. import codec
-from ..config import BackendConfig
-from ..core import ir
-from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
-from ..media import Image, check_inline_parts, collect_images
-from ..media_ir import inline_images
-from ..rawjson import rename_model
-from ..schema.openai import ChatCompletionRequest
-from ..sse import SSEDecoder, framed
-from ..upstream import (
+from chromagent_proxy.backends import openai_chat
+from chromagent_proxy.backends.base import (
+    BackendProvider,
+    CompletionResult,
+    RequestContext,
+    StreamPart,
+    current_context,
+)
+from chromagent_proxy.backends.shell import stream_events
+from chromagent_proxy.backends.upstream import (
     DEFAULT_BODY_LIMIT,
     STREAM_ERRORS,
     body_chunks,
@@ -31,9 +31,14 @@ from ..upstream import (
     read_capped,
     stream_error,
 )
-from . import openai_chat
-from .base import BackendProvider, CompletionResult, RequestContext, StreamPart, current_context
-from .shell import stream_events
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
+from chromagent_proxy.core.rawjson import rename_model
+from chromagent_proxy.core.sse import SSEDecoder, framed
+from chromagent_proxy.media.images import Image, check_inline_parts, collect_images
+from chromagent_proxy.media.inline import inline_images
+from chromagent_proxy.schema.openai import ChatCompletionRequest
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 

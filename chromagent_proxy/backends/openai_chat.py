@@ -19,10 +19,9 @@ from typing import Any
 
 from msgspec import Struct
 
-from .. import codec
-from ..core import ir
-from ..errors import UpstreamHTTPError, UpstreamProtocolError
-from .shell import Translator
+from chromagent_proxy.backends.shell import Translator
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamHTTPError, UpstreamProtocolError
 
 # ---------------------------------------------------------------- request
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import importlib
 
-from ..config import BackendConfig
-from ..errors import ConfigError
-from .base import BackendProvider
+from chromagent_proxy.backends.base import BackendProvider
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import ConfigError
 
 
 class DefaultBackendRegistry:
@@ -78,11 +78,11 @@ def _load_module_class(config: BackendConfig) -> type[BackendProvider]:
 
 def _register_builtins(registry: DefaultBackendRegistry) -> None:
     # Imported here so that importing the registry stays cheap and cycle-free.
-    from .anthropic import AnthropicBackend, VertexAnthropicBackend
-    from .gemini import GeminiBackend, VertexGeminiBackend
-    from .mock import MockBackend
-    from .ollama import OllamaBackend
-    from .openai import OpenAIBackend
+    from chromagent_proxy.backends.anthropic import AnthropicBackend, VertexAnthropicBackend
+    from chromagent_proxy.backends.gemini import GeminiBackend, VertexGeminiBackend
+    from chromagent_proxy.backends.mock import MockBackend
+    from chromagent_proxy.backends.ollama import OllamaBackend
+    from chromagent_proxy.backends.openai import OpenAIBackend
 
     for cls in (
         OpenAIBackend,

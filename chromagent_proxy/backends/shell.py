@@ -17,11 +17,10 @@ from typing import Generic, Literal, TypeVar
 
 import aiohttp
 
-from .. import codec
-from ..core import ir
-from ..errors import GatewayError, UpstreamProtocolError
-from ..sse import NDJSONDecoder, SSEDecoder
-from ..upstream import STREAM_ERRORS, body_chunks, stream_error
+from chromagent_proxy.backends.upstream import STREAM_ERRORS, body_chunks, stream_error
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import GatewayError, UpstreamProtocolError
+from chromagent_proxy.core.sse import NDJSONDecoder, SSEDecoder
 
 S = TypeVar("S")
 E = TypeVar("E")

@@ -17,12 +17,12 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from ..errors import GatewayError, UpstreamHTTPError
-from ..upstream import ErrorParser, open_response
+from chromagent_proxy.backends.upstream import ErrorParser, open_response
+from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
 
 if TYPE_CHECKING:
-    from ..config import BackendConfig
-    from .base import BackendRuntime
+    from chromagent_proxy.backends.base import BackendRuntime
+    from chromagent_proxy.core.config import BackendConfig
 
 _REGION_HOST = re.compile(r"^([a-z0-9-]+)-aiplatform\.googleapis\.com$")
 _MULTI_REGION_HOST = re.compile(r"^aiplatform\.([a-z]+)\.rep\.googleapis\.com$")

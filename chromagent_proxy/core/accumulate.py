@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import ir
+from chromagent_proxy.core import ir
 
 
 @dataclass(slots=True)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct
 
-from ..errors import InvalidRequest
+from chromagent_proxy.core.errors import InvalidRequest
 
 # ---------------------------------------------------------------- request parts
 
@@ -284,7 +284,7 @@ def parse_arguments(raw: str, param: str) -> Any:
 
     The one place tool-call arguments are parsed (every builder that needs an object —
     Gemini ``args``, Anthropic ``input``, Ollama ``arguments`` — calls this)."""
-    from .. import codec
+    from chromagent_proxy.core import codec
 
     if not raw.strip():
         return {}

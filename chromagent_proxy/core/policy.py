@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from ..errors import UnsupportedFeature
+from chromagent_proxy.core.errors import UnsupportedFeature
 
 Action = Literal["map", "ignore", "refuse"]
 BACKENDS = ("gemini", "anthropic", "ollama")

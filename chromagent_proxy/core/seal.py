@@ -23,7 +23,7 @@ from typing import Any
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from .. import codec
+from chromagent_proxy.core import codec
 
 PREFIX = "cgs1_"  # version tag: lets a later format coexist
 _NONCE = 12

@@ -13,12 +13,12 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from ..core import ir
-from ..core.accumulate import Answer
-from ..errors import GatewayError
+from chromagent_proxy.core import ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.errors import GatewayError
 
 if TYPE_CHECKING:
-    from ..backends.base import BackendProvider, RequestContext
+    from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
 
 @dataclass(slots=True)

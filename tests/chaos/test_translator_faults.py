@@ -135,7 +135,7 @@ async def test_error_event_mid_stream_ends_the_stream_with_it(
 
 @providers
 async def test_endless_line_is_capped(fault: FaultServer, provider: str) -> None:
-    from chromagent_proxy.sse import MAX_LINE_BYTES
+    from chromagent_proxy.core.sse import MAX_LINE_BYTES
 
     async def run(c: Conn) -> None:
         await c.headers(ctype=PROVIDERS[provider]["ctype"])

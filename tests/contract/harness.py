@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from chromagent_proxy import GatewayServer
-from chromagent_proxy.sse import SSEDecoder
+from chromagent_proxy.core.sse import SSEDecoder
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks
 from tests.support.upstream import FakeUpstream
 

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chromagent_proxy.accesslog import ACCESS_LOGGER, setup_logging
+from chromagent_proxy.ops.accesslog import ACCESS_LOGGER, setup_logging
 from tests.support.gateway import run_gateway
 
 CFG: dict[str, Any] = {"backends": [{"id": "m", "type": "mock", "modelMapping": {"echo": "echo"}}]}

@@ -9,8 +9,8 @@ import aiohttp
 import openai
 import pytest
 
-from chromagent_proxy.config import build_config
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.errors import ConfigError
 from tests.support.gateway import run_gateway, sdk
 
 MOCK = {"backends": [{"id": "mock", "type": "mock", "modelMapping": {"echo": "echo"}}]}

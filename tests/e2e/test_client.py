@@ -12,7 +12,7 @@ import pytest
 
 from chromagent_proxy import BackendConfig, BackendProvider, DefaultBackendRegistry, GatewayClient
 from chromagent_proxy import client as gc
-from chromagent_proxy.errors import GatewayError
+from chromagent_proxy.core.errors import GatewayError
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 from tests.support.gateway import run_gateway
 from tests.support.routing import TOOLS, backend, error_reply

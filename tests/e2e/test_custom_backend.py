@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from chromagent_proxy import BackendConfig, BackendProvider, DefaultBackendRegistry, GatewayServer
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.errors import ConfigError
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 from tests.custom_backend_example import MyCustomBackend
 from tests.support.gateway import run_gateway, sdk

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chromagent_proxy.errors import GatewayError
+from chromagent_proxy.core.errors import GatewayError
 from tests.support.gateway import run_gateway, sdk
 from tests.support.routing import answer, backend, body, error_reply, hits
 from tests.support.upstream import FakeUpstream, Handler, hang, stream_reply

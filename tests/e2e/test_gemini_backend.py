@@ -15,7 +15,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from chromagent_proxy import codec
+from chromagent_proxy.core import codec
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply

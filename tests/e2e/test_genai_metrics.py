@@ -15,7 +15,7 @@ import aiohttp
 import openai
 from aiohttp import web
 
-from chromagent_proxy.genai import DURATION_BUCKETS, ERROR_TYPES, TPOT_BUCKETS, TTFT_BUCKETS
+from chromagent_proxy.ops.genai import DURATION_BUCKETS, ERROR_TYPES, TPOT_BUCKETS, TTFT_BUCKETS
 from tests.e2e.test_metrics import scrape, value
 from tests.support.cli_process import launch
 from tests.support.gateway import run_gateway

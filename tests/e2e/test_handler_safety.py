@@ -9,7 +9,7 @@ import pytest
 
 from chromagent_proxy import BackendConfig, BackendProvider, DefaultBackendRegistry
 from chromagent_proxy.schema.openai import ChatCompletionRequest
-from chromagent_proxy.state import STATE
+from chromagent_proxy.service.state import STATE
 from tests.support.gateway import run_gateway
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}

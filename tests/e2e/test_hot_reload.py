@@ -17,9 +17,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from chromagent_proxy.errors import ConfigError
-from chromagent_proxy.reload import apply as reload_apply
-from chromagent_proxy.server import make_config
+from chromagent_proxy.core.errors import ConfigError
+from chromagent_proxy.service.reload import apply as reload_apply
+from chromagent_proxy.service.server import make_config
 from tests.support.cli_process import CliProcess, launch, start_gateway
 from tests.support.gateway import run_gateway
 from tests.support.routing import answer, backend, body, error_reply, hits, sse

@@ -22,8 +22,8 @@ import openai
 import pytest
 
 from chromagent_proxy import GatewayServer
-from chromagent_proxy.errors import ConfigError
-from chromagent_proxy.media import parse_data_url
+from chromagent_proxy.core.errors import ConfigError
+from chromagent_proxy.media.images import parse_data_url
 from tests.support.gateway import run_gateway, sdk
 from tests.support.image_server import PNG, CountingServer, Writer, reply
 from tests.support.upstream import FakeUpstream, json_reply

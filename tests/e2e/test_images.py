@@ -400,7 +400,7 @@ async def test_openai_inline_images_leaves_text_only_requests_byte_identical(
 
 async def test_bad_allow_cidr_stops_start_up() -> None:
     from chromagent_proxy import GatewayServer
-    from chromagent_proxy.errors import ConfigError
+    from chromagent_proxy.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"media\.allowCidrs\[0\]"):
         GatewayServer({"media": {"allowCidrs": ["10.0.0.0/33"]}})

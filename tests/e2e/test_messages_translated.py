@@ -19,7 +19,7 @@ import pytest
 from chromagent_proxy import BackendProvider, DefaultBackendRegistry
 from chromagent_proxy.backends.base import RequestContext
 from chromagent_proxy.core import ir
-from chromagent_proxy.errors import UpstreamError
+from chromagent_proxy.core.errors import UpstreamError
 from tests.support import claude_code as cc
 from tests.support.anthropic_sdk import anthropic_client, close_anthropic_clients  # noqa: F401
 from tests.support.gateway import run_gateway

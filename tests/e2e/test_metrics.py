@@ -362,8 +362,8 @@ async def test_models_a_backend_lists_get_their_own_label(upstream: FakeUpstream
 
 
 async def test_a_hot_reload_relabels_models_by_the_new_config() -> None:
-    from chromagent_proxy.reload import apply as reload_apply
-    from chromagent_proxy.server import make_config
+    from chromagent_proxy.service.reload import apply as reload_apply
+    from chromagent_proxy.service.server import make_config
 
     cfg: dict[str, Any] = {
         "backends": [{"id": "m", "type": "mock", "modelMapping": {"old-model": "x"}}],

@@ -15,7 +15,7 @@ from typing import Any
 import openai
 import pytest
 
-from chromagent_proxy import codec
+from chromagent_proxy.core import codec
 from tests.support.fixtures import fixture_path, load
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply
@@ -397,7 +397,7 @@ async def test_ollama_down_is_502_naming_backend_not_its_url(stream: bool) -> No
 
 
 async def test_v1_base_url_is_rejected_at_start() -> None:
-    from chromagent_proxy.errors import ConfigError
+    from chromagent_proxy.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="native API"):
         async with run_gateway(config("http://127.0.0.1:11434/v1")):

@@ -14,7 +14,7 @@ import aiohttp
 import openai
 import pytest
 
-from chromagent_proxy.ratelimit import MemoryLimiter
+from chromagent_proxy.ops.ratelimit import MemoryLimiter
 from tests.support.cli_process import ROOT
 from tests.support.gateway import run_gateway, sdk
 

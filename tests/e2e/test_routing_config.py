@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chromagent_proxy import GatewayServer
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

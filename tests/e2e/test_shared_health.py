@@ -367,8 +367,8 @@ async def test_redis_unreachable_at_start_means_local_breakers_and_a_metric(
 async def test_a_hot_reloaded_replica_keeps_sharing_health(
     upstream: FakeUpstream, redis: RedisServer
 ) -> None:
-    from chromagent_proxy.reload import apply
-    from chromagent_proxy.server import make_config
+    from chromagent_proxy.service.reload import apply
+    from chromagent_proxy.service.server import make_config
 
     backends = [
         backend(upstream, "a", modelMapping={"m": "m"}),

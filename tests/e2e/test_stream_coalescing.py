@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 
-from chromagent_proxy.sse import Framed, frame, framed
+from chromagent_proxy.core.sse import Framed, frame, framed
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, stream_reply
 

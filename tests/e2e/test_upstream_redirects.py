@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from chromagent_proxy.auth.google import GoogleAuth
-from chromagent_proxy.errors import UpstreamHTTPError
+from chromagent_proxy.core.errors import UpstreamHTTPError
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream
 from tests.unit.test_google_auth import write_service_account

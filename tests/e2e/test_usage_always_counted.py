@@ -20,7 +20,7 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from chromagent_proxy.backends.base import BackendProvider
-from chromagent_proxy.config import BackendConfig
+from chromagent_proxy.core.config import BackendConfig
 from chromagent_proxy.schema.openai import (
     ChatCompletionChunk,
     ChatCompletionRequest,

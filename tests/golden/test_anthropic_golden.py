@@ -24,9 +24,9 @@ from chromagent_proxy.backends.anthropic.stream import (
     decode_message,
 )
 from chromagent_proxy.core import ir
+from chromagent_proxy.core.errors import UpstreamError
 from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.dialects.chat.dialect import parse_request
-from chromagent_proxy.errors import UpstreamError
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks, provider_files
 from tests.support.translate import chat_chunks, chat_completion, drive, flat, usage_of
 

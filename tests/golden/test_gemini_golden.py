@@ -13,13 +13,12 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.gemini import stream
 from chromagent_proxy.backends.gemini.errors import gemini_error
-from chromagent_proxy.core import ir
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import GatewayError
+from chromagent_proxy.core.sse import SSEDecoder
 from chromagent_proxy.dialects.chat.ids import split_tool_call_id
-from chromagent_proxy.errors import GatewayError
-from chromagent_proxy.sse import SSEDecoder
 from tests.support.fixtures import (
     Interaction,
     chunks_as_sse,

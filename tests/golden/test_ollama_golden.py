@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.ollama.errors import error_parser as _error_parser
 from chromagent_proxy.backends.ollama.stream import TRANSLATOR, StreamState, answer, decode_line
-from chromagent_proxy.core import ir
-from chromagent_proxy.errors import UpstreamHTTPError
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamHTTPError
 from tests.support.fixtures import fixture_path, load
 from tests.support.translate import chat_chunks, chat_completion, drive, flat, usage_of
 

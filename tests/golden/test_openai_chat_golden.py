@@ -13,12 +13,11 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends import openai_chat
-from chromagent_proxy.core import ir
+from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
-from chromagent_proxy.errors import UpstreamHTTPError
-from chromagent_proxy.sse import SSEDecoder
+from chromagent_proxy.core.errors import UpstreamHTTPError
+from chromagent_proxy.core.sse import SSEDecoder
 from tests.support.fixtures import (
     Interaction,
     chunks_as_sse,

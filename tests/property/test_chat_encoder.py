@@ -6,8 +6,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chromagent_proxy import codec
-from chromagent_proxy.core import ir
+from chromagent_proxy.core import codec, ir
 from chromagent_proxy.dialects.chat.encode import StreamEncoder
 
 texts = st.text(max_size=20)

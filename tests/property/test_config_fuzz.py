@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from chromagent_proxy import DefaultBackendRegistry, GatewayServer
-from chromagent_proxy.config import (
+from chromagent_proxy.core.config import (
     ENV_VARS,
     BackendConfig,
     FailoverConfig,
@@ -33,7 +33,7 @@ from chromagent_proxy.config import (
     TimeoutsConfig,
     build_config,
 )
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 REGISTRY = DefaultBackendRegistry()

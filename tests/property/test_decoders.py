@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chromagent_proxy.errors import UpstreamProtocolError
-from chromagent_proxy.sse import NDJSONDecoder, SSEDecoder, SSEEvent
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.core.sse import NDJSONDecoder, SSEDecoder, SSEEvent
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

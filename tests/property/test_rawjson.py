@@ -16,7 +16,7 @@ import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from chromagent_proxy.rawjson import rename_model
+from chromagent_proxy.core.rawjson import rename_model
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

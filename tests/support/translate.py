@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.shell import Translator
-from chromagent_proxy.core import ir
+from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.sse import NDJSONDecoder, SSEDecoder
 from chromagent_proxy.dialects.chat.encode import StreamEncoder, completion
-from chromagent_proxy.sse import NDJSONDecoder, SSEDecoder
 
 S = TypeVar("S")
 E = TypeVar("E")

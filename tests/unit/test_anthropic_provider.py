@@ -17,9 +17,9 @@ from chromagent_proxy.backends.anthropic.provider import AnthropicBackend, Verte
 from chromagent_proxy.backends.anthropic.stream import answer, decode_message
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
 from chromagent_proxy.backends.vertex import location_of, vertex_base_url
-from chromagent_proxy.config import BackendConfig
 from chromagent_proxy.core import ir
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import ConfigError
 from tests.support.translate import chat_completion
 
 

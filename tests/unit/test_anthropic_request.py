@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from chromagent_proxy.backends.anthropic.request import build_body
+from chromagent_proxy.core.errors import InvalidRequest
 from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.dialects.chat.dialect import parse_request
-from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.media_ir import inline_images
+from chromagent_proxy.media.inline import inline_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 PNG_B64 = base64.b64encode(PNG).decode()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockingError
 
-from chromagent_proxy.config import read_json
-from chromagent_proxy.server import GatewayServer
+from chromagent_proxy.core.config import read_json
+from chromagent_proxy.service.server import GatewayServer
 
 
 async def test_gateway_code_reading_a_file_on_the_loop_fails(tmp_path: Path) -> None:

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy.config import build_config
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,10 +11,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chromagent_proxy.addresses import block_reason, parse_ip_literal
-from chromagent_proxy.config import MediaConfig
-from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.fetcher import GuardedFetcher, PinnedResolver
+from chromagent_proxy.core.config import MediaConfig
+from chromagent_proxy.core.errors import InvalidRequest
+from chromagent_proxy.media.addresses import block_reason, parse_ip_literal
+from chromagent_proxy.media.fetcher import GuardedFetcher, PinnedResolver
 from tests.support.image_server import PNG, CountingServer, redirect, reply, stall
 
 PARAM = "messages[0].content[1].image_url"
@@ -429,7 +429,7 @@ def test_ip_literal_forms_are_normalised_like_the_os(host: str, expected: str | 
 
 
 def test_bad_allow_cidr_is_a_config_error() -> None:
-    from chromagent_proxy.errors import ConfigError
+    from chromagent_proxy.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"media\.allowCidrs\[1\]"):
         GuardedFetcher(MediaConfig(allow_cidrs=["10.0.0.0/8", "not-a-net"]))
@@ -441,7 +441,7 @@ def test_bad_allow_cidr_is_a_config_error() -> None:
      ({"connect_timeout_ms": -1}, "connectTimeoutMs"), ({"max_redirects": -1}, "maxRedirects")],
 )  # fmt: skip
 def test_bad_limits_are_config_errors(media: dict[str, Any], where: str) -> None:
-    from chromagent_proxy.errors import ConfigError
+    from chromagent_proxy.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"media\.{where}"):
         GuardedFetcher(MediaConfig(**media))

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.gemini.request import SKIP_SIGNATURE, build_body
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import InvalidRequest
 from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.dialects.chat.ids import join_tool_call_id, split_tool_call_id
-from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.media_ir import inline_images
+from chromagent_proxy.media.inline import inline_images
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 
 _decode = codec.decoder(ChatCompletionRequest).decode

@@ -6,13 +6,12 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.gemini import stream
 from chromagent_proxy.backends.gemini.errors import trailing_error
 from chromagent_proxy.backends.gemini.provider import GeminiBackend, VertexGeminiBackend
-from chromagent_proxy.config import BackendConfig
-from chromagent_proxy.core import ir
-from chromagent_proxy.errors import UpstreamHTTPError, UpstreamProtocolError
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import UpstreamHTTPError, UpstreamProtocolError
 from tests.support.translate import chat_chunks, chat_completion
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chromagent_proxy.genai import (
+from chromagent_proxy.ops.genai import (
     DURATION_BUCKETS,
     ERROR_TYPES,
     FROM_UPSTREAM_CLASS,
@@ -10,8 +10,8 @@ from chromagent_proxy.genai import (
     merge_into,
     request_error_type,
 )
-from chromagent_proxy.instrument import classify
-from chromagent_proxy.metrics import ERROR_CLASSES
+from chromagent_proxy.ops.instrument import classify
+from chromagent_proxy.ops.metrics import ERROR_CLASSES
 
 
 def test_request_error_type_by_status_and_upstream_failure() -> None:

@@ -18,9 +18,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from chromagent_proxy import codec
 from chromagent_proxy.auth.google import CLOUD_PLATFORM, GoogleAuth
-from chromagent_proxy.errors import UpstreamHTTPError
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import UpstreamHTTPError
 from tests.support.upstream import FakeUpstream
 
 

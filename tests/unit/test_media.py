@@ -10,10 +10,10 @@ from typing import Any
 import msgspec
 import pytest
 
-from chromagent_proxy.config import MediaConfig
-from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.fetcher import GuardedFetcher
-from chromagent_proxy.media import Image, collect_images, image_parts, parse_data_url, sniff
+from chromagent_proxy.core.config import MediaConfig
+from chromagent_proxy.core.errors import InvalidRequest
+from chromagent_proxy.media.fetcher import GuardedFetcher
+from chromagent_proxy.media.images import Image, collect_images, image_parts, parse_data_url, sniff
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 from tests.support.image_server import GIF, JPEG, PNG, WEBP, CountingServer, Writer, reply
 

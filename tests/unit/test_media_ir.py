@@ -7,11 +7,11 @@ import base64
 
 import pytest
 
-from chromagent_proxy.config import MediaConfig
 from chromagent_proxy.core import ir
-from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.media import ImageBudget
-from chromagent_proxy.media_ir import INLINE_ENCODE_LIMIT, inline_images
+from chromagent_proxy.core.config import MediaConfig
+from chromagent_proxy.core.errors import InvalidRequest
+from chromagent_proxy.media.images import ImageBudget
+from chromagent_proxy.media.inline import INLINE_ENCODE_LIMIT, inline_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 

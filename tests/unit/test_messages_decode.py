@@ -8,11 +8,11 @@ import json
 import pytest
 
 from chromagent_proxy.core import ir
-from chromagent_proxy.core.seal import Sealer
-from chromagent_proxy.dialects.messages import MessagesDialect
-from chromagent_proxy.errors import (
+from chromagent_proxy.core.errors import (
     InvalidRequest,
 )
+from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.dialects.messages import MessagesDialect
 
 CLAUDE_CODE_LIKE = {
     "model": "claude-sonnet-4-5",

@@ -7,9 +7,7 @@ import json
 
 import pytest
 
-from chromagent_proxy.core.seal import Sealer
-from chromagent_proxy.dialects.messages import MessagesDialect
-from chromagent_proxy.errors import (
+from chromagent_proxy.core.errors import (
     AuthenticationFailed,
     GatewayError,
     InvalidRequest,
@@ -17,6 +15,8 @@ from chromagent_proxy.errors import (
     RequestTooLarge,
     upstream_http_error,
 )
+from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.dialects.messages import MessagesDialect
 
 
 @pytest.mark.parametrize(

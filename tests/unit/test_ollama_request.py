@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.ollama.request import build_body
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 from chromagent_proxy.dialects.chat.decode import to_ir
-from chromagent_proxy.errors import InvalidRequest, UnsupportedFeature
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 from tests.support.fixtures import fixture_path, load
 

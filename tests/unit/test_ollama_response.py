@@ -7,13 +7,12 @@ from typing import Any
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.ollama.errors import error_parser as _error_parser
 from chromagent_proxy.backends.ollama.provider import OllamaBackend
 from chromagent_proxy.backends.ollama.stream import StreamState, answer, decode_line, step
-from chromagent_proxy.config import BackendConfig
-from chromagent_proxy.core import ir
-from chromagent_proxy.errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError
 from tests.support.translate import chat_completion
 
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy import codec
 from chromagent_proxy.backends.adapter import legacy_generate, legacy_generate_stream
 from chromagent_proxy.backends.base import (
     BackendProvider,
@@ -17,16 +16,16 @@ from chromagent_proxy.backends.base import (
     StreamPart,
 )
 from chromagent_proxy.backends.openai_chat import build
-from chromagent_proxy.config import BackendConfig
-from chromagent_proxy.core import ir
-from chromagent_proxy.errors import UpstreamProtocolError
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.core.sse import framed
 from chromagent_proxy.schema.openai import (
     ChatCompletionChunk,
     ChatCompletionRequest,
     ChunkChoice,
     Delta,
 )
-from chromagent_proxy.sse import framed
 
 
 def conversation() -> ir.Request:

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from chromagent_proxy import codec
-from chromagent_proxy.core import policy
+from chromagent_proxy.core import codec, policy
+from chromagent_proxy.core.errors import UnsupportedFeature
 from chromagent_proxy.dialects.chat.decode import present_fields, to_ir
-from chromagent_proxy.errors import UnsupportedFeature
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
-from chromagent_proxy.config import build_config
+from chromagent_proxy.core.config import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -51,7 +51,8 @@ def test_every_json_config_example_in_the_readme_is_valid() -> None:
 def test_readme_documents_every_config_key_env_var_and_flag() -> None:
     import msgspec
 
-    from chromagent_proxy import cli, config
+    from chromagent_proxy import cli
+    from chromagent_proxy.core import config
 
     structs = [
         obj

@@ -7,15 +7,15 @@ from typing import Any
 import pytest
 
 from chromagent_proxy.backends.mock import MockBackend
-from chromagent_proxy.config import BackendConfig, build_config
-from chromagent_proxy.errors import (
+from chromagent_proxy.core.config import BackendConfig, build_config
+from chromagent_proxy.core.errors import (
     ConfigError,
     UpstreamHTTPError,
     UpstreamUnavailable,
     upstream_http_error,
 )
-from chromagent_proxy.routing import Backend, Pool, Router
-from chromagent_proxy.rules import Needs, parse_condition
+from chromagent_proxy.routing.router import Backend, Pool, Router
+from chromagent_proxy.routing.rules import Needs, parse_condition
 from chromagent_proxy.schema.openai import ChatCompletionRequest, Message
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy.config import build_config
-from chromagent_proxy.errors import ConfigError
+from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.errors import ConfigError
 from tests.support.cli_process import start_gateway
 from tests.unit.test_cli_config import BASE, run_cli, write
 

@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from chromagent_proxy.errors import UpstreamProtocolError
-from chromagent_proxy.sse import DONE, NDJSONDecoder, SSEDecoder, SSEEvent, frame
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.core.sse import DONE, NDJSONDecoder, SSEDecoder, SSEEvent, frame
 
 STREAM = (
     b": OPENROUTER PROCESSING\n\n"

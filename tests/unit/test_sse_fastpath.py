@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chromagent_proxy.sse import SSEDecoder, SSEEvent
+from chromagent_proxy.core.sse import SSEDecoder, SSEEvent
 
 LINES = st.sampled_from(
     [

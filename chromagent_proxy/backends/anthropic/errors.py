@@ -11,8 +11,8 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from ... import codec
-from ...errors import GatewayError, UpstreamHTTPError, upstream_http_error
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError, upstream_http_error
 
 # Anthropic error.type → the HTTP status it stands for (used for mid-stream errors).
 _STATUS_BY_TYPE = {

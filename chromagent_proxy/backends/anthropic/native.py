@@ -24,13 +24,13 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from multidict import CIMultiDictProxy
 
-from ... import codec
-from ...errors import GatewayError, UpstreamHTTPError
-from ...upstream import ERROR_BODY_LIMIT, open_response, read_capped
-from .errors import http_error
+from chromagent_proxy.backends.anthropic.errors import http_error
+from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT, open_response, read_capped
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
 
 if TYPE_CHECKING:
-    from .provider import AnthropicBackend
+    from chromagent_proxy.backends.anthropic.provider import AnthropicBackend
 
 VERTEX_VERSION = "vertex-2023-10-16"
 GATEWAY_SIGNATURE = b'"cgs1_'

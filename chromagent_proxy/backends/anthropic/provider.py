@@ -22,18 +22,21 @@ from urllib.parse import quote
 
 import aiohttp
 
-from ... import codec
-from ...config import BackendConfig
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...media_ir import inline_images
-from ...upstream import DEFAULT_BODY_LIMIT, read_capped
-from ..base import BackendProvider, RequestContext
-from ..shell import stream_events
-from ..vertex import TokenSource, model_prefix, post, retrying_parser
-from . import native, stream
-from .errors import http_error, ok_body_error
-from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
+from chromagent_proxy.backends.anthropic import native, stream
+from chromagent_proxy.backends.anthropic.errors import http_error, ok_body_error
+from chromagent_proxy.backends.anthropic.request import (
+    DEFAULT_MAX_TOKENS,
+    build_body,
+    response_tool,
+)
+from chromagent_proxy.backends.base import BackendProvider, RequestContext
+from chromagent_proxy.backends.shell import stream_events
+from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.vertex import TokenSource, model_prefix, post, retrying_parser
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.media.inline import inline_images
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -167,7 +170,7 @@ class VertexAnthropicBackend(AnthropicBackend):
         self._headers = headers
         self._fetch_remote = True  # Vertex rejects URL image sources
         if "authorization" not in headers and not errors:
-            from ...auth.google import GoogleAuth
+            from chromagent_proxy.auth.google import GoogleAuth
 
             self.auth = GoogleAuth(
                 api_key=config.api_key,

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core import ir
-from ...errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.core import ir
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 
 ORIGIN = "anthropic"
 DEFAULT_MAX_TOKENS = 4096

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...schema.anthropic import Message, StreamEvent
-from ...schema.anthropic import Usage as AnthropicUsage
-from ..shell import Translator
-from .errors import stream_error
+from chromagent_proxy.backends.anthropic.errors import stream_error
+from chromagent_proxy.backends.shell import Translator
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.schema.anthropic import Message, StreamEvent
+from chromagent_proxy.schema.anthropic import Usage as AnthropicUsage
 
 ORIGIN = "anthropic"
 

@@ -1,5 +1,5 @@
 """Gemini API and Vertex AI Gemini backends (one translator, two URL/auth shapes)."""
 
-from .provider import GeminiBackend, VertexGeminiBackend
+from chromagent_proxy.backends.gemini.provider import GeminiBackend, VertexGeminiBackend
 
 __all__ = ["GeminiBackend", "VertexGeminiBackend"]

@@ -11,17 +11,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...media_ir import inline_images
-from ...upstream import ERROR_BODY_LIMIT, read_capped
-from ..base import RequestContext
-from ..vertex import post
-from .request import build_body
+from chromagent_proxy.backends.base import RequestContext
+from chromagent_proxy.backends.gemini.request import build_body
+from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.vertex import post
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.media.inline import inline_images
 
 if TYPE_CHECKING:
-    from .provider import GeminiBackend
+    from chromagent_proxy.backends.gemini.provider import GeminiBackend
 
 _COUNTED = ("contents", "systemInstruction", "tools")
 

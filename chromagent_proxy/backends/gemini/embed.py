@@ -15,16 +15,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...upstream import DEFAULT_BODY_LIMIT, read_capped
-from ..base import RequestContext
-from ..embed import in_batches
-from ..vertex import post
+from chromagent_proxy.backends.base import RequestContext
+from chromagent_proxy.backends.embed import in_batches
+from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.vertex import post
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
 
 if TYPE_CHECKING:
-    from .provider import GeminiBackend
+    from chromagent_proxy.backends.gemini.provider import GeminiBackend
 
 API_BATCH = 100
 VERTEX_BATCH = 250

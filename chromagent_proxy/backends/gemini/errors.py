@@ -9,9 +9,9 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from ... import codec
-from ...errors import GatewayError, UpstreamHTTPError, upstream_http_error
-from ...schema.gemini import Status
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError, upstream_http_error
+from chromagent_proxy.schema.gemini import Status
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 

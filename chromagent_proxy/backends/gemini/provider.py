@@ -15,21 +15,20 @@ from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-from ... import codec
-from ...auth.google import GoogleAuth
-from ...config import BackendConfig
-from ...core import ir
-from ...errors import InvalidRequest, UpstreamProtocolError
-from ...jsonlimits import unencodable
-from ...media_ir import inline_images
-from ...upstream import DEFAULT_BODY_LIMIT, read_capped
-from ..base import BackendProvider, RequestContext
-from ..shell import stream_events
-from ..vertex import model_prefix, post, retrying_parser
-from . import count, stream
-from . import embed as embedding
-from .errors import gemini_error, trailing_error
-from .request import build_body
+from chromagent_proxy.auth.google import GoogleAuth
+from chromagent_proxy.backends.base import BackendProvider, RequestContext
+from chromagent_proxy.backends.gemini import count, stream
+from chromagent_proxy.backends.gemini import embed as embedding
+from chromagent_proxy.backends.gemini.errors import gemini_error, trailing_error
+from chromagent_proxy.backends.gemini.request import build_body
+from chromagent_proxy.backends.shell import stream_events
+from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.vertex import model_prefix, post, retrying_parser
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import InvalidRequest, UpstreamProtocolError
+from chromagent_proxy.core.jsonlimits import unencodable
+from chromagent_proxy.media.inline import inline_images
 
 GEMINI_API = "https://generativelanguage.googleapis.com/v1beta"
 _PARSER = retrying_parser(gemini_error)

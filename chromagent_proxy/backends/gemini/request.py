@@ -11,10 +11,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ... import codec
-from ...core import ir
-from ...errors import InvalidRequest, UnsupportedFeature
-from .schema_clean import Budget, SchemaTooLarge, is_empty_object, to_gemini_schema
+from chromagent_proxy.backends.gemini.schema_clean import (
+    Budget,
+    SchemaTooLarge,
+    is_empty_object,
+    to_gemini_schema,
+)
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 
 ORIGIN = "gemini"
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import codec
+from chromagent_proxy.core import codec
 
 _TYPES = frozenset({"string", "number", "integer", "boolean", "array", "object", "null"})
 # Formats Gemini accepts per type; any other format is described instead.

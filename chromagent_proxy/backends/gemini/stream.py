@@ -14,12 +14,11 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...schema.gemini import GenerateContentResponse, UsageMetadata
-from ..shell import Translator
-from .errors import mid_stream_error
+from chromagent_proxy.backends.gemini.errors import mid_stream_error
+from chromagent_proxy.backends.shell import Translator
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.schema.gemini import GenerateContentResponse, UsageMetadata
 
 ORIGIN = "gemini"
 

@@ -1,5 +1,5 @@
 """Ollama native /api/chat backend (NDJSON streaming)."""
 
-from .provider import OllamaBackend
+from chromagent_proxy.backends.ollama.provider import OllamaBackend
 
 __all__ = ["OllamaBackend"]

@@ -7,12 +7,16 @@ from typing import Any
 
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, open_response, read_capped
-from ..base import BackendRuntime
-from ..embed import in_batches
+from chromagent_proxy.backends.base import BackendRuntime
+from chromagent_proxy.backends.embed import in_batches
+from chromagent_proxy.backends.upstream import (
+    DEFAULT_BODY_LIMIT,
+    ErrorParser,
+    open_response,
+    read_capped,
+)
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
 
 BATCH = 256  # inputs per upstream request (Ollama has no hard limit; keeps bodies sane)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from multidict import CIMultiDictProxy
 
-from ... import codec
-from ...errors import GatewayError, UpstreamHTTPError, upstream_http_error
-from ...upstream import ErrorParser
+from chromagent_proxy.backends.upstream import ErrorParser
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError, upstream_http_error
 
 
 def error_of(backend_id: str, error: object) -> UpstreamHTTPError:

@@ -12,19 +12,23 @@ from typing import ClassVar
 
 import aiohttp
 
-from ... import codec
-from ...config import BackendConfig
-from ...core import ir
-from ...errors import UpstreamHTTPError, UpstreamProtocolError
-from ...media_ir import inline_images
-from ...schema.ollama import TagList
-from ...upstream import ACCEPT_ENCODING, DEFAULT_BODY_LIMIT, open_response, read_capped
-from ..base import BackendProvider, RequestContext
-from ..shell import stream_events
-from . import embed as embedding
-from . import stream
-from .errors import error_parser
-from .request import build_body
+from chromagent_proxy.backends.base import BackendProvider, RequestContext
+from chromagent_proxy.backends.ollama import embed as embedding
+from chromagent_proxy.backends.ollama import stream
+from chromagent_proxy.backends.ollama.errors import error_parser
+from chromagent_proxy.backends.ollama.request import build_body
+from chromagent_proxy.backends.shell import stream_events
+from chromagent_proxy.backends.upstream import (
+    ACCEPT_ENCODING,
+    DEFAULT_BODY_LIMIT,
+    open_response,
+    read_capped,
+)
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.errors import UpstreamHTTPError, UpstreamProtocolError
+from chromagent_proxy.media.inline import inline_images
+from chromagent_proxy.schema.ollama import TagList
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 # /api/tags is asked while a client waits for GET /v1/models: keep it short.

@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...core import ir
-from ...errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.core import ir
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 
 # Reasoning effort → Ollama think (levels only matter to models that have them, e.g. gpt-oss).
 THINK: dict[str, bool | str] = {

@@ -12,12 +12,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...schema.ollama import ChatResponse, OllamaToolCall
-from ..shell import Translator
-from .errors import error_of
+from chromagent_proxy.backends.ollama.errors import error_of
+from chromagent_proxy.backends.shell import Translator
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.schema.ollama import ChatResponse, OllamaToolCall
 
 decode_line = codec.decoder(ChatResponse).decode
 

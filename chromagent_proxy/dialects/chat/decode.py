@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any, get_args
 
-from ...core import ir, policy
-from ...errors import InvalidRequest, UnsupportedFeature
-from ...schema.openai import ChatCompletionRequest, ContentPart, Message
-from .ids import split_tool_call_id
+from chromagent_proxy.core import ir, policy
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.dialects.chat.ids import split_tool_call_id
+from chromagent_proxy.schema.openai import ChatCompletionRequest, ContentPart, Message
 
 _EFFORTS = frozenset(get_args(ir.ReasoningEffort))
 _POLICY_FIELDS = tuple(policy.TABLE)

@@ -10,22 +10,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from ...errors import GatewayError, InvalidRequest, UpstreamError
-from ...schema.openai import (
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UpstreamError
+from chromagent_proxy.core.sse import DONE, Framed, frame
+from chromagent_proxy.dialects.base import Dialect, Inbound
+from chromagent_proxy.dialects.chat import decode, encode
+from chromagent_proxy.schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
     validation_param,
 )
-from ...sse import DONE, Framed, frame
-from ..base import Dialect, Inbound
-from . import decode, encode
 
 if TYPE_CHECKING:  # a runtime import would point upward
-    from ...backends.base import BackendProvider, RequestContext
+    from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
 _decode_request = codec.decoder(ChatCompletionRequest).decode
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})

@@ -5,10 +5,10 @@ one upstream read framed into one buffer, so the handler writes once), and a who
 
 from __future__ import annotations
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from ...schema.openai import (
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.dialects.chat.ids import join_tool_call_id
+from chromagent_proxy.schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     Choice,
@@ -23,7 +23,6 @@ from ...schema.openai import (
     ToolCallDelta,
     Usage,
 )
-from .ids import join_tool_call_id
 
 FINISH: dict[str, str] = {
     "stop": "stop",

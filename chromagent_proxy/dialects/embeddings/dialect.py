@@ -13,15 +13,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from ...errors import GatewayError, InvalidRequest, UnsupportedFeature
-from ...schema.openai import validation_param
-from ..base import Dialect, EventEncoder, Inbound
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UnsupportedFeature
+from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound
+from chromagent_proxy.schema.openai import validation_param
 
 if TYPE_CHECKING:  # a runtime import would point upward
-    from ...backends.base import BackendProvider, RequestContext
+    from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
 MAX_INPUTS = 2048  # OpenAI's own limit per request
 

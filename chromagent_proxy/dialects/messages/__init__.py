@@ -1,5 +1,5 @@
 """The Anthropic Messages client dialect (Claude Code, the Anthropic SDKs)."""
 
-from .dialect import MessagesDialect
+from chromagent_proxy.dialects.messages.dialect import MessagesDialect
 
 __all__ = ["MessagesDialect"]

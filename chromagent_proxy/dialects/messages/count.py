@@ -17,9 +17,8 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol, runtime_checkable
 
-from ... import codec
-from ...core import ir
-from .schema import Block, MessagesRequest
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.dialects.messages.schema import Block, MessagesRequest
 
 TTL_S = 30.0
 MAX_ENTRIES = 1024

@@ -19,11 +19,10 @@ from typing import Any
 
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...errors import InvalidRequest, UnsupportedFeature
-from .schema import KNOWN_FIELDS, Block, MessagesRequest
-from .signing import Sealed, Signer, is_gateway_made
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.dialects.messages.schema import KNOWN_FIELDS, Block, MessagesRequest
+from chromagent_proxy.dialects.messages.signing import Sealed, Signer, is_gateway_made
 
 _decode = codec.decoder(MessagesRequest).decode
 _ROLES = ("user", "assistant")

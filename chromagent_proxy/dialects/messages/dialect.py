@@ -8,18 +8,17 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from ...core.seal import Sealer
-from ...errors import GatewayError, UpstreamError, UpstreamProtocolError
-from ..base import Dialect, EventEncoder, Inbound, RelayPart
-from . import decode, encode, errors, relay
-from .schema import MessagesRequest
-from .signing import Signer
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.errors import GatewayError, UpstreamError, UpstreamProtocolError
+from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound, RelayPart
+from chromagent_proxy.dialects.messages import decode, encode, errors, relay
+from chromagent_proxy.dialects.messages.schema import MessagesRequest
+from chromagent_proxy.dialects.messages.signing import Signer
 
 if TYPE_CHECKING:
-    from ...backends.base import BackendProvider, RequestContext
+    from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
 # Client headers the native path forwards (others are the client's business).
 FORWARDED = ("anthropic-version", "anthropic-beta")

@@ -15,10 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from .signing import Sealed, Signer
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.dialects.messages.signing import Sealed, Signer
 
 STOP_REASON: dict[str, str] = {
     "stop": "end_turn",

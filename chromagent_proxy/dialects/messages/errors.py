@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import re
 
-from ... import codec
-from ...errors import GatewayError
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import GatewayError
 
 _TYPES = {
     400: "invalid_request_error",

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ... import codec
-from ...errors import InvalidRequest
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import InvalidRequest
 
 EPOCH = "1970-01-01T00:00:00Z"
 

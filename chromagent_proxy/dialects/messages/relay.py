@@ -17,13 +17,17 @@ from typing import Protocol, runtime_checkable
 import aiohttp
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...errors import UpstreamProtocolError
-from ...schema.anthropic import Message, StreamEvent
-from ...schema.anthropic import Usage as WireUsage
-from ...sse import MAX_LINE_BYTES
-from ...upstream import DEFAULT_BODY_LIMIT, STREAM_ERRORS, read_capped, stream_error
+from chromagent_proxy.backends.upstream import (
+    DEFAULT_BODY_LIMIT,
+    STREAM_ERRORS,
+    read_capped,
+    stream_error,
+)
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import UpstreamProtocolError
+from chromagent_proxy.core.sse import MAX_LINE_BYTES
+from chromagent_proxy.schema.anthropic import Message, StreamEvent
+from chromagent_proxy.schema.anthropic import Usage as WireUsage
 
 
 @runtime_checkable

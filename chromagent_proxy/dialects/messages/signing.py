@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ...core.seal import PREFIX, Sealer
+from chromagent_proxy.core.seal import PREFIX, Sealer
 
 PURPOSE = "messages.thinking"
 

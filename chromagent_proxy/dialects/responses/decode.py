@@ -14,11 +14,10 @@ from typing import Any
 
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...core.seal import Sealer
-from ...errors import InvalidRequest, UnsupportedFeature
-from ..chat.decode import image_from_url
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.dialects.chat.decode import image_from_url
 
 PURPOSE = "responses.reasoning"
 NS_SEP = "__"  # namespace tools are flattened to "<namespace>__<name>" for upstreams

@@ -15,20 +15,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from ...core.seal import Sealer
-from ...errors import GatewayError, InvalidRequest, NotFound
-from ...schema.openai import validation_param
-from ...sse import Framed, SSEDecoder
-from ..base import Dialect, Inbound
-from . import decode
-from .encode import ResponseEncoder, new_id
-from .store import ResponseStore
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.errors import GatewayError, InvalidRequest, NotFound
+from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.core.sse import Framed, SSEDecoder
+from chromagent_proxy.dialects.base import Dialect, Inbound
+from chromagent_proxy.dialects.responses import decode
+from chromagent_proxy.dialects.responses.encode import ResponseEncoder, new_id
+from chromagent_proxy.dialects.responses.store import ResponseStore
+from chromagent_proxy.schema.openai import validation_param
 
 if TYPE_CHECKING:  # a runtime import would point upward
-    from ...backends.base import BackendProvider, RequestContext
+    from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
 log = logging.getLogger("chromagent_proxy")
 _INPUT = re.compile(rb'"input_tokens"\s*:\s*(\d+)')

@@ -14,12 +14,11 @@ import os
 import time
 from typing import Any
 
-from ... import codec
-from ...core import ir
-from ...core.accumulate import Answer
-from ...core.seal import Sealer
-from ...errors import GatewayError
-from .decode import PURPOSE, ResponsesRequest, Tools
+from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.accumulate import Answer
+from chromagent_proxy.core.errors import GatewayError
+from chromagent_proxy.core.seal import Sealer
+from chromagent_proxy.dialects.responses.decode import PURPOSE, ResponsesRequest, Tools
 
 _dumps = codec.dumps
 

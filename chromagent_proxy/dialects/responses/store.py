@@ -12,7 +12,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Protocol
 
-from ... import codec
+from chromagent_proxy.core import codec
 
 log = logging.getLogger("chromagent_proxy")
 

@@ -1,0 +1,324 @@
+"""Talking to upstreams: one POST with phase timeouts, capped reads, error mapping.
+
+Every backend sends through ``open_response`` so connect failures, timeouts
+and HTTP errors become the same ``GatewayError`` classes everywhere.
+
+Compressed answers (gzip, deflate) are inflated here, not by aiohttp: a few KB
+of gzip can expand to gigabytes, and aiohttp inflates in a loop that does not
+give the event loop back while its buffer drains. ``body_chunks`` inflates in
+64 KB steps, gives the loop back every MB, and refuses to expand one answer
+past ``DECOMPRESSED_LIMIT``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import zlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from chromagent_proxy.backends.base import BackendRuntime
+from chromagent_proxy.core import codec
+from chromagent_proxy.core.errors import (
+    GatewayError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+    upstream_http_error,
+)
+
+log = logging.getLogger("chromagent_proxy")
+
+ERROR_BODY_LIMIT = 64 * 1024
+DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
+# Most bytes one compressed answer (stream or not) may inflate to.
+DECOMPRESSED_LIMIT = DEFAULT_BODY_LIMIT
+# What upstreams are offered: only what body_chunks can inflate step by step.
+ACCEPT_ENCODING = "gzip, deflate"
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
+_INFLATE_STEP = 64 * 1024
+_YIELD_EVERY = 1024 * 1024
+
+ErrorParser = Callable[[str, int, bytes, "CIMultiDictProxy[str]"], GatewayError]
+
+
+def _origin(url: str) -> str:
+    u = URL(url)
+    return str(u.origin()) if u.host else "(no host)"
+
+
+def _connect_reason(err: OSError) -> str:
+    """Why a connection failed, from errno: aiohttp's own text carries the address."""
+    if isinstance(err, socket.gaierror):
+        return "its host name does not resolve"
+    return os.strerror(err.errno) if err.errno else "connection failed"
+
+
+def redirect_error(backend_id: str, status: int) -> UpstreamProtocolError:
+    """Upstream redirects are never followed; the target (Location) is not shown either."""
+    return UpstreamProtocolError(
+        f"backend '{backend_id}' answered with a redirect (HTTP {status}); the gateway does not "
+        "follow upstream redirects: point the backend's baseUrl at the final address"
+    )
+
+
+def openai_error(
+    backend_id: str, status: int, body: bytes, headers: CIMultiDictProxy[str]
+) -> GatewayError:
+    """Parse ``{"error": {...}}`` (OpenAI and most compatible servers) or fall back to text."""
+    message, etype, code, param = _error_fields(body)
+    return upstream_http_error(
+        backend_id,
+        status,
+        message or f"upstream returned HTTP {status}",
+        retry_after=headers.get("Retry-After"),
+        upstream_type=etype,
+        upstream_code=code,
+        param=param,
+    )
+
+
+def error_in_ok_body(backend_id: str, body: bytes) -> GatewayError | None:
+    """An OpenAI-style ``{"error": ...}`` body without ``choices`` sent with HTTP 200 (some
+    compatible servers and proxies do): the error it is, mapped like an HTTP error."""
+    if b'"error"' not in body or b'"choices"' in body:
+        return None  # the fast path: an ordinary answer
+    try:
+        data: Any = codec.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or "error" not in data or "choices" in data:
+        return None
+    err = data["error"]
+    code = err.get("code") if isinstance(err, dict) else None
+    status = code if isinstance(code, int) and 400 <= code <= 599 else 502
+    return openai_error(backend_id, status, body, CIMultiDictProxy(CIMultiDict()))
+
+
+def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]:
+    try:
+        data: Any = codec.loads(body)
+    except ValueError:
+        return body[:500].decode("utf-8", "replace").strip(), None, None, None
+    if isinstance(data, list) and data:
+        data = data[0]
+    if not isinstance(data, dict):
+        return str(data)[:500], None, None, None
+    err = data.get("error", data)
+    if isinstance(err, str):
+        return err, None, None, None
+    if not isinstance(err, dict):
+        return str(err)[:500], None, None, None
+    code = err.get("code")
+    param = err.get("param")
+    return (
+        str(err.get("message") or err.get("detail") or "")[:2000],
+        err.get("type") if isinstance(err.get("type"), str) else None,
+        code if isinstance(code, str) else None,
+        param if isinstance(param, str) else None,
+    )
+
+
+def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
+    """The body as it arrives, inflated when the upstream compressed it.
+
+    For responses requested with ``auto_decompress=False`` (``open_response`` does so),
+    as are all that ``read_capped`` and ``iter_body`` read.
+    """
+    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return resp.content.iter_any()
+    return _inflate(resp, backend_id, encoding)
+
+
+async def _inflate(
+    resp: aiohttp.ClientResponse, backend_id: str, encoding: str
+) -> AsyncIterator[bytes]:
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' answered with Content-Encoding {encoding[:40]!r}, "
+            f"which the gateway does not accept (it asks for {ACCEPT_ENCODING})"
+        )
+    inflater: Any = None
+    total = since_yield = 0
+    async for data in resp.content.iter_any():
+        if inflater is None:
+            # "deflate" should be zlib-wrapped (RFC 9110); some servers send it raw.
+            raw = wbits == 15 and bool(data) and data[0] & 0x0F != 8
+            inflater = zlib.decompressobj(-15 if raw else wbits)
+        pending = data
+        while pending and not inflater.eof:
+            try:
+                out = inflater.decompress(pending, _INFLATE_STEP)
+            except zlib.error:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a corrupt {encoding} body"
+                ) from None
+            pending = inflater.unconsumed_tail
+            total += len(out)
+            if total > DECOMPRESSED_LIMIT:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a {encoding} body that inflates to more "
+                    f"than {DECOMPRESSED_LIMIT} bytes"
+                )
+            if out:
+                yield out
+            since_yield += len(out)
+            if since_yield >= _YIELD_EVERY:
+                since_yield = 0
+                await asyncio.sleep(0)  # inflating is CPU only: let other requests run
+    if inflater is not None and not inflater.eof:
+        raise UpstreamProtocolError(f"backend '{backend_id}' ended a {encoding} body early")
+
+
+async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str) -> bytes:
+    """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async for data in body_chunks(resp, backend_id):
+            size += len(data)
+            if size > limit:
+                raise UpstreamProtocolError(
+                    f"backend '{backend_id}' sent a response larger than {limit} bytes"
+                )
+            parts.append(data)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(
+            f"backend '{backend_id}' stopped sending its response body (idle timeout)"
+        ) from None
+    except aiohttp.ClientPayloadError as exc:
+        raise UpstreamProtocolError(
+            f"backend '{backend_id}' closed the connection mid-response: {exc}", retryable=True
+        ) from None
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+# What reading a streamed body raises, and what it becomes (``stream_error``): readers
+# iterate ``body_chunks`` themselves, no async generator wrapped around it (one less held
+# per open stream); the session's sock_read timeout is the idle gap.
+STREAM_ERRORS = (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError)
+
+
+def stream_error(backend_id: str, exc: BaseException) -> GatewayError:
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return UpstreamProtocolError(
+            f"backend '{backend_id}' closed the stream unexpectedly: {exc}"
+        )
+    return UpstreamTimeout(
+        f"backend '{backend_id}' went silent mid-stream (idle timeout)", retryable=False
+    )
+
+
+class open_response:  # lower case: it was a function, callers write `async with open_response(...)`
+    """POST and wait for a 2xx response's headers within the first-byte timeout.
+
+    The response is released to the pool when fully read, and its connection
+    closed otherwise (client gone, error), so an abandoned upstream stops at once.
+    A class, not ``@asynccontextmanager``: it is on every request's path and the
+    generator-based manager costs more (bench/README.md).
+    """
+
+    __slots__ = (
+        "_backend_id",
+        "_body",
+        "_error_parser",
+        "_headers",
+        "_hint",
+        "_resp",
+        "_runtime",
+        "_url",
+    )
+
+    def __init__(
+        self,
+        runtime: BackendRuntime,
+        backend_id: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        *,
+        error_parser: ErrorParser = openai_error,
+        hint: str = "",
+    ) -> None:
+        self._runtime = runtime
+        self._backend_id = backend_id
+        self._url = url
+        self._headers = headers
+        self._body = body
+        self._error_parser = error_parser
+        self._hint = hint
+        self._resp: aiohttp.ClientResponse | None = None
+
+    async def __aenter__(self) -> aiohttp.ClientResponse:
+        runtime, backend_id, url, hint = self._runtime, self._backend_id, self._url, self._hint
+        # Client-facing messages name the backend, never its address (it may be internal).
+        try:
+            async with asyncio.timeout(runtime.first_byte_timeout):
+                resp = await runtime.session.post(
+                    url,
+                    data=self._body,
+                    headers={**self._headers, "Accept-Encoding": ACCEPT_ENCODING},
+                    timeout=runtime.timeout,
+                    # A redirect would re-send the provider key and the prompt to another host.
+                    allow_redirects=False,
+                    auto_decompress=False,  # body_chunks inflates, bounded
+                )
+        except aiohttp.ConnectionTimeoutError:
+            # Also a TimeoutError: name the phase that ran out (timeouts.connectMs).
+            raise UpstreamTimeout(
+                f"backend '{backend_id}' did not accept a connection within "
+                f"{runtime.timeout.sock_connect or 0:g}s{hint}"
+            ) from None
+        except TimeoutError:
+            raise UpstreamTimeout(
+                f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
+            ) from None
+        except aiohttp.ClientConnectorError as exc:
+            reason = _connect_reason(exc.os_error)
+            # The address goes to the operator's log only.
+            log.warning("backend %s at %s is unreachable: %s", backend_id, _origin(url), reason)
+            raise UpstreamUnavailable(
+                f"backend '{backend_id}' is unreachable: {reason}{hint}"
+            ) from None
+        except aiohttp.ClientError as exc:
+            raise UpstreamUnavailable(
+                f"backend '{backend_id}' failed: {exc.__class__.__name__}{hint}"
+            ) from None
+        if resp.status >= 400:
+            try:
+                data = await read_capped(resp, ERROR_BODY_LIMIT, backend_id)
+                raise self._error_parser(backend_id, resp.status, data, resp.headers)
+            finally:
+                _release(resp)
+        if resp.status >= 300:
+            resp.close()
+            raise redirect_error(backend_id, resp.status)
+        self._resp = resp
+        return resp
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        resp, self._resp = self._resp, None
+        if resp is not None:
+            _release(resp)
+
+
+def _release(resp: aiohttp.ClientResponse) -> None:
+    if resp.content.is_eof():
+        resp.release()
+    else:
+        resp.close()
