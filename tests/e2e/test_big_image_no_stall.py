@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import os
 import time
@@ -80,10 +81,17 @@ async def test_five_megabyte_image_does_not_stall_a_concurrent_stream() -> None:
                         gaps.append(now - last)
                         last = now
 
+            payload = json.dumps(image_body).encode()
+
             async def images() -> None:
                 await asyncio.sleep(0.2)  # the stream is flowing
                 for _ in range(3):
-                    async with s.post(f"{gw.url}/v1/chat/completions", json=image_body) as r:
+                    # A file-like body: aiohttp sends it in pieces (raw bytes this size warn).
+                    async with s.post(
+                        f"{gw.url}/v1/chat/completions",
+                        data=io.BytesIO(payload),
+                        headers={"Content-Type": "application/json"},
+                    ) as r:
                         assert r.status == 200, await r.text()
 
             await asyncio.gather(stream(), images())
