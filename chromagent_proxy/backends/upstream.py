@@ -13,6 +13,7 @@ past ``DECOMPRESSED_LIMIT``.
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import socket
@@ -38,6 +39,7 @@ from chromagent_proxy.core.errors import (
 log = logging.getLogger("chromagent_proxy")
 
 ERROR_BODY_LIMIT = 64 * 1024
+_LARGE_BODY = 1024 * 1024
 DEFAULT_BODY_LIMIT = 64 * 1024 * 1024
 # Most bytes one compressed answer (stream or not) may inflate to.
 DECOMPRESSED_LIMIT = DEFAULT_BODY_LIMIT
@@ -266,7 +268,9 @@ class open_response:  # lower case: it was a function, callers write `async with
             async with asyncio.timeout(runtime.first_byte_timeout):
                 resp = await runtime.session.post(
                     url,
-                    data=self._body,
+                    # Large bodies (images) as a file, which aiohttp writes in pieces: raw
+                    # bytes past 1 MiB would go out in one write (and aiohttp warns about it).
+                    data=self._body if len(self._body) < _LARGE_BODY else io.BytesIO(self._body),
                     headers={**self._headers, "Accept-Encoding": ACCEPT_ENCODING},
                     timeout=runtime.timeout,
                     # A redirect would re-send the provider key and the prompt to another host.
