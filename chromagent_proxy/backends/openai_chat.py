@@ -20,7 +20,7 @@ from typing import Any
 from msgspec import Struct
 
 from .. import codec
-from ..core import ir
+from ..core import ir, reasoning
 from ..errors import UpstreamHTTPError, UpstreamProtocolError
 from .shell import Translator
 
@@ -136,8 +136,9 @@ def build(req: ir.Request, *, stream: bool) -> dict[str, Any]:
         ("user", req.user),
     )
     body.update({key: value for key, value in optional if value is not None})
-    if s.reasoning is not None and s.reasoning.effort is not None:
-        body["reasoning_effort"] = s.reasoning.effort
+    effort = reasoning.openai_effort(s.reasoning) if s.reasoning is not None else None
+    if effort is not None:
+        body["reasoning_effort"] = effort
     rf = s.response_format
     if rf is not None and rf.type != "text":
         if rf.type == "json_object":

@@ -16,7 +16,8 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
-from chromagent_proxy.backends.anthropic.request import THINKING_BUDGETS, build_body
+from chromagent_proxy.backends.anthropic.request import build_body
+from chromagent_proxy.core.reasoning import CLAUDE_BUDGET
 from chromagent_proxy.backends.anthropic.stream import (
     TRANSLATOR,
     StreamState,
@@ -413,7 +414,7 @@ def as_openai(rec: dict[str, Any]) -> dict[str, Any]:
             else {"auto": "auto", "none": "none", "any": "required"}[tc["type"]]
         )
     if "thinking" in rec:
-        effort = {v: k for k, v in THINKING_BUDGETS.items()}[rec["thinking"]["budget_tokens"]]
+        effort = {v: k for k, v in CLAUDE_BUDGET.items()}[rec["thinking"]["budget_tokens"]]
         out["reasoning_effort"] = effort
     return out
 

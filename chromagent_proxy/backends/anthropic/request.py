@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...core import ir
+from ...core import ir, reasoning
 from ...errors import InvalidRequest, UnsupportedFeature
 
 ORIGIN = "anthropic"
@@ -20,15 +20,6 @@ DEFAULT_MAX_TOKENS = 4096
 VERTEX_VERSION = "vertex-2023-10-16"
 # The tool a json_schema / json_object response_format becomes (its input is the answer).
 RESPONSE_TOOL = "json_response"
-# reasoning effort → thinking.budget_tokens (Anthropic's minimum budget is 1024).
-THINKING_BUDGETS = {
-    "minimal": 1024,
-    "low": 2048,
-    "medium": 8192,
-    "high": 16384,
-    "xhigh": 32768,
-}
-MIN_THINKING_BUDGET = 1024
 
 
 def response_tool(req: ir.Request) -> str | None:
@@ -70,28 +61,18 @@ def build_body(
             "Anthropic needs at least one user or assistant message besides system messages",
             param="messages",
         )
-    client_max = s.max_tokens
-    thinking = _thinking_budget(s.reasoning)
-    if thinking is None:
-        max_tokens = client_max if client_max is not None else default_max_tokens
-    elif client_max is None:
-        # OpenAI counts reasoning inside the completion budget; keep room for the answer.
-        max_tokens = default_max_tokens + thinking
+    if s.reasoning is not None:
+        thinking, max_tokens = reasoning.claude(
+            s.reasoning, req.model, s.max_tokens, default_max_tokens, req.dialect
+        )
     else:
-        max_tokens = client_max
-        thinking = min(thinking, client_max - 1)
-        if thinking < MIN_THINKING_BUDGET:
-            raise InvalidRequest(
-                f"with reasoning_effort set, max_tokens must be greater than "
-                f"{MIN_THINKING_BUDGET} (Anthropic's minimum thinking budget)",
-                param="max_tokens",
-            )
+        thinking, max_tokens = None, s.max_tokens or default_max_tokens
     body["max_tokens"] = max_tokens
     if system:
         body["system"] = system
     body["messages"] = messages
     if thinking is not None:
-        body["thinking"] = {"type": "enabled", "budget_tokens": thinking}
+        body["thinking"] = thinking
     if s.temperature is not None:
         # OpenAI allows 0-2, Anthropic 0-1: refuse rather than silently change the sampling.
         if not 0 <= s.temperature <= 1:
@@ -141,16 +122,6 @@ def _reject_unsupported(s: ir.Settings) -> None:
         raise UnsupportedFeature("Anthropic has no presence penalty", param="presence_penalty")
     if s.frequency_penalty:
         raise UnsupportedFeature("Anthropic has no frequency penalty", param="frequency_penalty")
-
-
-def _thinking_budget(reasoning: ir.Reasoning | None) -> int | None:
-    if reasoning is None:
-        return None
-    if reasoning.budget_tokens is not None:
-        return reasoning.budget_tokens
-    if reasoning.effort is None or reasoning.effort == "none":
-        return None
-    return THINKING_BUDGETS[reasoning.effort]
 
 
 # ---------------------------------------------------------------- messages
