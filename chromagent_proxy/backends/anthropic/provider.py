@@ -115,12 +115,12 @@ class AnthropicBackend(BackendProvider):
             ) from None
         if msg.type == "error":  # an error envelope with HTTP 200: not an empty answer
             raise ok_body_error(ctx.backend_id, data, resp.headers)
-        return stream.answer(msg, response_tool(request))
+        return stream.answer(msg, response_tool(request, vertex=self.vertex))
 
     async def generate_stream(
         self, request: ir.Request, ctx: RequestContext
     ) -> AsyncIterator[list[ir.Event]]:
-        state = stream.StreamState(ctx.backend_id, response_tool(request))
+        state = stream.StreamState(ctx.backend_id, response_tool(request, vertex=self.vertex))
         async with await self._post(request, ctx, stream=True) as resp:
             async for events in stream_events(resp, ctx.backend_id, stream.TRANSLATOR, state):
                 yield events

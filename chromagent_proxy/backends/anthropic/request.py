@@ -14,6 +14,7 @@ from typing import Any
 
 from ...core import ir, reasoning
 from ...errors import InvalidRequest, UnsupportedFeature
+from . import structured
 
 ORIGIN = "anthropic"
 DEFAULT_MAX_TOKENS = 4096
@@ -22,12 +23,13 @@ VERTEX_VERSION = "vertex-2023-10-16"
 RESPONSE_TOOL = "json_response"
 
 
-def response_tool(req: ir.Request) -> str | None:
-    """The forced-tool name when the client asked for JSON output, else None."""
+def response_tool(req: ir.Request, *, vertex: bool = False) -> str | None:
+    """The forced-tool name when the client asked for JSON output and the model has no
+    native structured output for it (structured.py), else None."""
     rf = req.settings.response_format
-    if rf is not None and rf.type in ("json_schema", "json_object"):
-        return RESPONSE_TOOL
-    return None
+    if rf is None or rf.type not in ("json_schema", "json_object"):
+        return None
+    return None if structured.output_config(req, vertex=vertex) else RESPONSE_TOOL
 
 
 def cache_control(mark: ir.CacheMark) -> dict[str, Any]:
@@ -73,6 +75,7 @@ def build_body(
     body["messages"] = messages
     if thinking is not None:
         body["thinking"] = thinking
+        _thinking_limits(req)
     if s.temperature is not None:
         # OpenAI allows 0-2, Anthropic 0-1: refuse rather than silently change the sampling.
         if not 0 <= s.temperature <= 1:
@@ -87,9 +90,12 @@ def build_body(
         body["top_k"] = s.top_k
     if s.stop:
         body["stop_sequences"] = list(s.stop)
-    tools = _tools(req)
+    tools = _tools(req, vertex)
     choice = _tool_choice(req.tool_choice, bool(tools))
-    forced = response_tool(req)
+    forced = response_tool(req, vertex=vertex)
+    native = structured.output_config(req, vertex=vertex)
+    if native is not None:
+        body["output_config"] = native
     if forced is not None:
         tools.append(_response_tool_def(req))
         # Force it only when nothing else competes: client tools keep their own choice,
@@ -107,6 +113,31 @@ def build_body(
     if stream:
         body["stream"] = True
     return body
+
+
+def _thinking_limits(req: ir.Request) -> None:
+    """What extended thinking does not allow (Anthropic "extended thinking" docs): a 400
+    here naming the field instead of the upstream's."""
+    s = req.settings
+    if s.temperature is not None and s.temperature != 1:
+        raise UnsupportedFeature(
+            "with thinking on, Anthropic takes no temperature other than 1; remove temperature "
+            "or the reasoning setting",
+            param="temperature",
+        )
+    if s.top_k is not None:
+        raise UnsupportedFeature("with thinking on, Anthropic takes no top_k", param="top_k")
+    if s.top_p is not None and not 0.95 <= s.top_p <= 1:
+        raise UnsupportedFeature(
+            "with thinking on, Anthropic takes top_p only between 0.95 and 1", param="top_p"
+        )
+    tc = req.tool_choice
+    if tc is not None and tc.mode in ("required", "tool") and req.tools:
+        raise UnsupportedFeature(
+            "with thinking on, Anthropic cannot be forced to call a tool; tool_choice must be "
+            "'auto' or 'none'",
+            param="tool_choice",
+        )
 
 
 def _reject_unsupported(s: ir.Settings) -> None:
@@ -236,9 +267,9 @@ def _assistant_blocks(msg: ir.Message, i: int) -> list[dict[str, Any] | None]:
 # ---------------------------------------------------------------- tools
 
 
-def _tools(req: ir.Request) -> list[dict[str, Any]]:
+def _tools(req: ir.Request, vertex: bool) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
-    forced = response_tool(req)
+    forced = response_tool(req, vertex=vertex)
     for k, tool in enumerate(req.tools or ()):
         if forced is not None and tool.name == forced:
             raise InvalidRequest(
