@@ -17,7 +17,6 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
 from chromagent_proxy.backends.anthropic.request import build_body
-from chromagent_proxy.core.reasoning import CLAUDE_BUDGET
 from chromagent_proxy.backends.anthropic.stream import (
     TRANSLATOR,
     StreamState,
@@ -25,6 +24,7 @@ from chromagent_proxy.backends.anthropic.stream import (
     decode_message,
 )
 from chromagent_proxy.core import ir
+from chromagent_proxy.core.reasoning import CLAUDE_BUDGET
 from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import UpstreamError
