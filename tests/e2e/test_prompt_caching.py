@@ -134,7 +134,10 @@ async def test_unmarked_system_prompt_stays_a_string(upstream: FakeUpstream) -> 
     async with run_gateway(config(upstream)) as gw:
         await sdk(gw).chat.completions.create(
             model="a:claude-sonnet-4-5",
-            messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}],
+            messages=[
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "hi"},
+            ],
         )
     body = upstream.received[-1].json
     assert body["system"] == "Be brief."

@@ -70,9 +70,7 @@ async def test_claude_forced_tool_only_without_native_support(upstream: FakeUpst
         assert body["tools"] == [tool]
         assert body["tool_choice"] == {"type": "tool", "name": "json_response"}
     # json_object has no native form on any model: the tool with an open object schema.
-    body, _ = await _sent(
-        upstream, "a:claude-sonnet-4-5", response_format={"type": "json_object"}
-    )
+    body, _ = await _sent(upstream, "a:claude-sonnet-4-5", response_format={"type": "json_object"})
     assert "output_config" not in body
     assert body["tools"] == [{**tool, "input_schema": {"type": "object"}}]
 
