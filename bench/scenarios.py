@@ -83,6 +83,9 @@ class Scenario:
     backends: int = 1  # > 1: round robin over that many backends of this dialect
     note: str = ""
     quick_levels: tuple[int, ...] = (1, 64)
+    client: str = (
+        "chat"  # the client dialect: chat (/v1/chat/completions) | messages (/v1/messages)
+    )
 
     @property
     def shape(self) -> Shape:
@@ -125,6 +128,43 @@ def all_scenarios() -> list[Scenario]:
             "fake-n20-g0-tools",
             levels=(1, 64),
             note="2 parallel tool calls, translated",
+        ),
+        # Anthropic Messages clients (Claude Code): native relay to Anthropic, translated to Gemini.
+        Scenario(
+            "messages-anthropic-json",
+            "anthropic",
+            False,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Anthropic, native relay",
+        ),
+        Scenario(
+            "messages-anthropic-stream",
+            "anthropic",
+            True,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Anthropic, native relay, 20 chunks",
+        ),
+        Scenario(
+            "messages-gemini-json",
+            "gemini",
+            False,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Gemini, translated",
+        ),
+        Scenario(
+            "messages-gemini-stream",
+            "gemini",
+            True,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Gemini, translated, 20 chunks",
         ),
         Scenario(
             "openai-stream-paced",
@@ -188,6 +228,18 @@ def openai_body(sc: Scenario, model: str) -> dict[str, Any]:
         body["stream_options"] = {"include_usage": True}
     if sc.tools:
         body["tools"] = TOOLS
+    return body
+
+
+def messages_body(sc: Scenario, model: str) -> dict[str, Any]:
+    """What an Anthropic SDK client sends to the gateway's /v1/messages."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": prompt_text(sc)}],
+    }
+    if sc.stream:
+        body["stream"] = True
     return body
 
 
@@ -354,6 +406,22 @@ def check_native(sc: Scenario, body: bytes) -> str | None:
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         return f"bad {sc.dialect} answer ({exc.__class__.__name__}): {body[:100]!r}"
     return _expect(sc, got, sc.stream)
+
+
+def check_messages(sc: Scenario, body: bytes) -> str | None:
+    """Check a gateway's /v1/messages answer (Message JSON, or the Messages event stream
+    ending with message_stop and carrying usage in message_delta)."""
+    got = Collected()
+    try:
+        _anthropic(sc, body, got)
+        if sc.stream:
+            got.usage = body.count(b'"message_delta"') if b'"output_tokens"' in body else 0
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        return f"bad Messages answer ({exc.__class__.__name__}): {body[:100]!r}"
+    err = _expect(sc, got, sc.stream)
+    if err is None and sc.stream and got.usage != 1:
+        return f"expected one message_delta with usage, got {got.usage}"
+    return err
 
 
 def _anthropic(sc: Scenario, body: bytes, got: Collected) -> None:

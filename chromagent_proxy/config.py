@@ -47,6 +47,9 @@ class BackendConfig(_Base):
     inline_images: bool = False
     default_max_tokens: int | None = None
     reply: str | None = None
+    # anthropic / vertex-anthropic: anthropic-beta values forwarded on the native Messages
+    # path (None: all on anthropic, a known-safe list on vertex-anthropic; ["*"]: all).
+    anthropic_betas: list[str] | None = None
     # openai backends: relay /v1/responses to {baseUrl}/responses as bytes (OpenAI itself,
     # or a server that implements the Responses API) instead of translating it.
     native_responses: bool = False

@@ -15,9 +15,12 @@ differ in URL, credentials and images:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
 from typing import ClassVar
 from urllib.parse import quote
+
+import aiohttp
 
 from ... import codec
 from ...config import BackendConfig
@@ -28,7 +31,7 @@ from ...upstream import DEFAULT_BODY_LIMIT, read_capped
 from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
 from ..vertex import TokenSource, model_prefix, post, retrying_parser
-from . import stream
+from . import native, stream
 from .errors import http_error, ok_body_error
 from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
 
@@ -42,6 +45,7 @@ class AnthropicBackend(BackendProvider):
     dialect: ClassVar[str] = "anthropic"
     translates: ClassVar[bool] = True
     vertex: ClassVar[bool] = False
+    native_dialects: ClassVar[frozenset[str]] = frozenset({"messages"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -124,6 +128,26 @@ class AnthropicBackend(BackendProvider):
         async with await self._post(request, ctx, stream=True) as resp:
             async for events in stream_events(resp, ctx.backend_id, stream.TRANSLATOR, state):
                 yield events
+
+    # -- the native Messages path (native.py; dialects/messages/relay.py calls these)
+
+    async def open_messages(
+        self,
+        stack: AsyncExitStack,
+        body: bytes,
+        client_headers: Mapping[str, str],
+        client_model: str,
+        model: str,
+        stream: bool,
+    ) -> aiohttp.ClientResponse:
+        url = self._url_for(model, stream)
+        body = native.rewrite_body(self, body, client_model, model)
+        return await native.open_native(self, stack, url, body, client_headers)
+
+    async def count_messages_tokens(
+        self, body: bytes, client_headers: Mapping[str, str], model: str
+    ) -> bytes:
+        return await native.count_tokens(self, body, client_headers, model)
 
 
 class VertexAnthropicBackend(AnthropicBackend):

@@ -26,7 +26,8 @@ from ...upstream import DEFAULT_BODY_LIMIT, read_capped
 from ..base import BackendProvider, RequestContext
 from ..shell import stream_events
 from ..vertex import model_prefix, post, retrying_parser
-from . import stream
+from . import count, stream
+from . import embed as embedding
 from .errors import gemini_error, trailing_error
 from .request import build_body
 
@@ -140,6 +141,13 @@ class GeminiBackend(BackendProvider):
                 trailing_error=partial(trailing_error, backend_id),
             ):
                 yield events
+
+    async def count_tokens(self, request: ir.Request, ctx: RequestContext) -> int:
+        """Gemini's countTokens (POST /v1/messages/count_tokens; count.py)."""
+        return await count.count_tokens(self, request, ctx, _PARSER)
+
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        return await embedding.embed(self, request, ctx, _PARSER)
 
 
 class VertexGeminiBackend(GeminiBackend):
