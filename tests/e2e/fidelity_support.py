@@ -149,8 +149,12 @@ def openai_answer(text: str = "ok", usage: dict[str, Any] | None = None) -> dict
     }
 
 
-def serve_all(up: FakeUpstream, text: str = "ok", **usage: dict[str, Any]) -> None:
-    """One route answering each provider in its own format (by path)."""
+def serve_all(
+    up: FakeUpstream, text: str = "ok", usage: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """One route answering each provider in its own format (by path); ``usage`` by
+    provider ("gemini", "anthropic", "openai")."""
+    usage = usage or {}
 
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path

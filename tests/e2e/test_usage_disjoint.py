@@ -35,13 +35,13 @@ CASES = {
     "a:claude-sonnet-4-5": (500, 200, 0),  # thinking is inside Anthropic's output_tokens
     "va:claude-sonnet-4-6": (500, 200, 0),
 }
-USAGE = {"gemini": GEMINI_USAGE, "anthropic": ANTHROPIC_USAGE, "openai": OPENAI_USAGE}
+USAGE: dict[str, dict[str, Any]] = {"gemini": GEMINI_USAGE, "anthropic": ANTHROPIC_USAGE, "openai": OPENAI_USAGE}
 
 
 @pytest.mark.parametrize("model", list(CASES))
 async def test_chat_and_responses_usage(upstream: FakeUpstream, model: str) -> None:
     cached, written, reasoning = CASES[model]
-    serve_all(upstream, **USAGE)
+    serve_all(upstream, usage=USAGE)
     async with run_gateway(config(upstream)) as gw:
         client = sdk(gw)
         chat = await client.chat.completions.create(
@@ -80,7 +80,7 @@ async def test_chat_and_responses_usage(upstream: FakeUpstream, model: str) -> N
 
 
 async def test_openai_upstream_for_a_responses_client(upstream: FakeUpstream) -> None:
-    serve_all(upstream, **USAGE)
+    serve_all(upstream, usage=USAGE)
     async with run_gateway(config(upstream)) as gw:
         client = sdk(gw)
         resp = await client.responses.create(model="oa:gpt", input="hi", store=False)
