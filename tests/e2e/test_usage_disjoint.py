@@ -35,7 +35,11 @@ CASES = {
     "a:claude-sonnet-4-5": (500, 200, 0),  # thinking is inside Anthropic's output_tokens
     "va:claude-sonnet-4-6": (500, 200, 0),
 }
-USAGE: dict[str, dict[str, Any]] = {"gemini": GEMINI_USAGE, "anthropic": ANTHROPIC_USAGE, "openai": OPENAI_USAGE}
+USAGE: dict[str, dict[str, Any]] = {
+    "gemini": GEMINI_USAGE,
+    "anthropic": ANTHROPIC_USAGE,
+    "openai": OPENAI_USAGE,
+}
 
 
 @pytest.mark.parametrize("model", list(CASES))
