@@ -33,11 +33,11 @@ async def test_budget_reaches_gemini_in_range(
 ) -> None:
     serve_all(upstream)
     async with run_gateway(config(upstream)) as gw:
-        await anthropic_client(gw).messages.create(
+        await anthropic_client(gw).messages.create(  # type: ignore[call-overload]
             model=model,
             max_tokens=60_000,
             messages=MSG,
-            thinking=thinking,  # type: ignore[arg-type]
+            thinking=thinking,
             timeout=30,  # the SDK wants a stream for this max_tokens unless a timeout is set
         )
     gc = upstream.received[-1].json["generationConfig"]
