@@ -161,8 +161,8 @@ _CLAUDE_NO_THINKING = ("claude-3-5", "claude-3-opus", "claude-3-haiku", "claude-
 
 
 def claude_thinks(model: str) -> bool:
-    name = model.lower().rsplit("/", 1)[-1]
-    return not name.startswith(_CLAUDE_NO_THINKING) and "claude-3-5" not in name
+    """Claude 3.7 and every Claude 4+ model have extended thinking; older ones do not."""
+    return not model.lower().rsplit("/", 1)[-1].startswith(_CLAUDE_NO_THINKING)
 
 
 def claude(
@@ -267,6 +267,7 @@ def markdown() -> str:
     rows = []
     for effort in EFFORTS:
         r = ir.Reasoning(effort=effort)
-        cells = [str(fn(r)).lower() if isinstance(fn(r), bool) else str(fn(r)) for _, fn in COLUMNS]
+        values = [fn(r) for _, fn in COLUMNS]
+        cells = [str(v).lower() if isinstance(v, bool) else str(v) for v in values]
         rows.append(f"| `{effort}` | " + " | ".join(cells) + " |")
     return "\n".join([head, rule, *rows])
