@@ -16,7 +16,8 @@ VERTEX_BASE = "/v1/projects/p/locations/us-east5/publishers"
 
 def config(up: FakeUpstream) -> dict[str, Any]:
     """Client model names: ``g:<id>`` Gemini API, ``vg:<id>`` Vertex Gemini (API key),
-    ``a:<id>`` Anthropic, ``va:<id>`` Vertex Anthropic, ``o:<id>`` Ollama, ``oa:<id>``
+    ``a:<id>`` Anthropic, ``va:<id>`` Vertex Anthropic (``van:<id>`` with
+    options.nativeStructuredOutput), ``o:<id>`` Ollama, ``oa:<id>``
     OpenAI-compatible; the id after the colon is the upstream model."""
     gem = ["gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.0-flash"]
     gem += ["gemini-3-pro-preview", "gemini-3-flash-preview"]
@@ -57,6 +58,16 @@ def config(up: FakeUpstream) -> dict[str, Any]:
                 "location": "us-east5",
                 "baseUrl": f"{up.url}/v1",
                 "modelMapping": {f"va:{m}": m for m in vclaude},
+            },
+            {
+                "id": "van",
+                "type": "vertex-anthropic",
+                "apiKey": "ya29.token",
+                "projectId": "p",
+                "location": "us-east5",
+                "baseUrl": f"{up.url}/v1",
+                "modelMapping": {f"van:{m}": m for m in vclaude},
+                "options": {"nativeStructuredOutput": True},
             },
             {
                 "id": "o",

@@ -45,7 +45,7 @@ async def test_claude_native_structured_output(upstream: FakeUpstream) -> None:
 
 async def test_claude_native_structured_output_while_thinking(upstream: FakeUpstream) -> None:
     body, _ = await _sent(
-        upstream, "va:claude-sonnet-4-6", response_format=JSON_SCHEMA, reasoning_effort="low"
+        upstream, "van:claude-sonnet-4-6", response_format=JSON_SCHEMA, reasoning_effort="low"
     )
     assert upstream.received[-1].path.endswith("/anthropic/models/claude-sonnet-4-6:rawPredict")
     assert body == {
@@ -63,8 +63,14 @@ async def test_claude_forced_tool_only_without_native_support(upstream: FakeUpst
         "description": "Give your final answer by calling this tool; its input is the answer.",
         "input_schema": SCHEMA,
     }
-    # Claude 4.1 on the API and Claude 4.5 on Vertex have no output_config.format.
-    for model in ("a:claude-opus-4-1-20250805", "va:claude-sonnet-4-5@20250929"):
+    # Claude 4.1 on the API and Claude 4.5 on Vertex have no output_config.format; Vertex
+    # backends use it only with options.nativeStructuredOutput (off by default there).
+    models = (
+        "a:claude-opus-4-1-20250805",
+        "van:claude-sonnet-4-5@20250929",
+        "va:claude-sonnet-4-6",
+    )
+    for model in models:
         body, _ = await _sent(upstream, model, response_format=JSON_SCHEMA)
         assert "output_config" not in body
         assert body["tools"] == [tool]

@@ -23,13 +23,15 @@ VERTEX_VERSION = "vertex-2023-10-16"
 RESPONSE_TOOL = "json_response"
 
 
-def response_tool(req: ir.Request, *, vertex: bool = False) -> str | None:
-    """The forced-tool name when the client asked for JSON output and the model has no
-    native structured output for it (structured.py), else None."""
+def response_tool(req: ir.Request, *, vertex: bool = False, native: bool = True) -> str | None:
+    """The forced-tool name when the client asked for JSON output and native structured
+    output (structured.py; ``native``: the backend allows it) does not apply, else None."""
     rf = req.settings.response_format
     if rf is None or rf.type not in ("json_schema", "json_object"):
         return None
-    return None if structured.output_config(req, vertex=vertex) else RESPONSE_TOOL
+    if native and structured.output_config(req, vertex=vertex) is not None:
+        return None
+    return RESPONSE_TOOL
 
 
 def cache_control(mark: ir.CacheMark) -> dict[str, Any]:
@@ -51,9 +53,11 @@ def build_body(
     stream: bool = False,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     vertex: bool = False,
+    native_structured: bool = True,
 ) -> dict[str, Any]:
     """The Messages body for ``req.model``. ``vertex``: no ``model`` (it is in the URL),
-    ``anthropic_version`` added."""
+    ``anthropic_version`` added. ``native_structured``: ``output_config.format`` may be
+    used for response_format (options.nativeStructuredOutput)."""
     s = req.settings
     _reject_unsupported(s)
     body: dict[str, Any] = {"anthropic_version": VERTEX_VERSION} if vertex else {"model": req.model}
@@ -90,10 +94,10 @@ def build_body(
         body["top_k"] = s.top_k
     if s.stop:
         body["stop_sequences"] = list(s.stop)
-    tools = _tools(req, vertex)
+    forced = response_tool(req, vertex=vertex, native=native_structured)
+    tools = _tools(req, forced)
     choice = _tool_choice(req.tool_choice, bool(tools))
-    forced = response_tool(req, vertex=vertex)
-    native = structured.output_config(req, vertex=vertex)
+    native = structured.output_config(req, vertex=vertex) if native_structured else None
     if native is not None:
         body["output_config"] = native
     if forced is not None:
@@ -267,9 +271,8 @@ def _assistant_blocks(msg: ir.Message, i: int) -> list[dict[str, Any] | None]:
 # ---------------------------------------------------------------- tools
 
 
-def _tools(req: ir.Request, vertex: bool) -> list[dict[str, Any]]:
+def _tools(req: ir.Request, forced: str | None) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
-    forced = response_tool(req, vertex=vertex)
     for k, tool in enumerate(req.tools or ()):
         if forced is not None and tool.name == forced:
             raise InvalidRequest(
