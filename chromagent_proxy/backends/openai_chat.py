@@ -20,7 +20,7 @@ from typing import Any
 from msgspec import Struct
 
 from chromagent_proxy.backends.shell import Translator
-from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core import codec, ir, reasoning
 from chromagent_proxy.core.errors import UpstreamHTTPError, UpstreamProtocolError
 
 # ---------------------------------------------------------------- request
@@ -135,8 +135,9 @@ def build(req: ir.Request, *, stream: bool) -> dict[str, Any]:
         ("user", req.user),
     )
     body.update({key: value for key, value in optional if value is not None})
-    if s.reasoning is not None and s.reasoning.effort is not None:
-        body["reasoning_effort"] = s.reasoning.effort
+    effort = reasoning.openai_effort(s.reasoning) if s.reasoning is not None else None
+    if effort is not None:
+        body["reasoning_effort"] = effort
     rf = s.response_format
     if rf is not None and rf.type != "text":
         if rf.type == "json_object":

@@ -67,6 +67,8 @@ NOTES: dict[str, str] = {
     "function_call": "legacy function_call becomes tool_choice",
     "seed": "Anthropic has no seed: ignored",
     "user": "Anthropic metadata.user_id",
+    "reasoning_effort": "each model's own control, in its range: the reasoning table below",
+    "response_format": "Claude 4.5+ output_config.format, else a forced tool: see below",
 }
 
 _NAMES = {"gemini": "Gemini", "anthropic": "Anthropic", "ollama": "Ollama"}

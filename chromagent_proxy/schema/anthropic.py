@@ -14,11 +14,17 @@ from typing import Any
 from msgspec import Struct
 
 
+class OutputTokensDetails(Struct):
+    thinking_tokens: int | None = None
+
+
 class Usage(Struct):
     input_tokens: int | None = None
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    # Only with the thinking-token-count beta; output_tokens includes them.
+    output_tokens_details: OutputTokensDetails | None = None
 
 
 class ContentBlock(Struct):

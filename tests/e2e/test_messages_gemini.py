@@ -156,7 +156,11 @@ async def test_claude_code_tool_loop_twice_on_gemini(upstream: FakeUpstream) -> 
     assert len(decls) == 24
     for d in decls:
         assert keys(d["parameters"]) <= GEMINI_KEYWORDS, d["name"]
-    assert sent[0]["generationConfig"]["thinkingConfig"]["thinkingBudget"] == 31999
+    # Claude Code's budget of 31999 on Gemini 3: its level (core/reasoning.py), not a budget
+    assert sent[0]["generationConfig"]["thinkingConfig"] == {
+        "thinkingLevel": "high",
+        "includeThoughts": True,
+    }
     # Turn 2 carries Gemini's own signature on the function call it belongs to; turn 3 both.
     model_calls = [
         p

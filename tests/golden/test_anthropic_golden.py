@@ -16,7 +16,7 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
-from chromagent_proxy.backends.anthropic.request import THINKING_BUDGETS, build_body
+from chromagent_proxy.backends.anthropic.request import build_body
 from chromagent_proxy.backends.anthropic.stream import (
     TRANSLATOR,
     StreamState,
@@ -25,6 +25,7 @@ from chromagent_proxy.backends.anthropic.stream import (
 )
 from chromagent_proxy.core import ir
 from chromagent_proxy.core.errors import UpstreamError
+from chromagent_proxy.core.reasoning import CLAUDE_BUDGET
 from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.dialects.chat.dialect import parse_request
 from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunks, provider_files
@@ -413,7 +414,7 @@ def as_openai(rec: dict[str, Any]) -> dict[str, Any]:
             else {"auto": "auto", "none": "none", "any": "required"}[tc["type"]]
         )
     if "thinking" in rec:
-        effort = {v: k for k, v in THINKING_BUDGETS.items()}[rec["thinking"]["budget_tokens"]]
+        effort = {v: k for k, v in CLAUDE_BUDGET.items()}[rec["thinking"]["budget_tokens"]]
         out["reasoning_effort"] = effort
     return out
 

@@ -253,3 +253,11 @@ def test_thinking_and_redacted_blocks_in_a_message() -> None:
         {"index": 1, "type": "redacted_thinking", "data": "opaque"},
     ]
     assert choice["finish_reason"] == "length"
+
+
+def test_native_structured_output_option_must_be_a_boolean() -> None:
+    ok, errors = AnthropicBackend().validate_config(
+        backend(type="anthropic", apiKey="k", options={"nativeStructuredOutput": "yes"})
+    )
+    assert not ok
+    assert errors == ["options.nativeStructuredOutput must be true or false"]

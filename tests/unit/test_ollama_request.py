@@ -212,18 +212,27 @@ def test_options_mapping_with_backend_defaults_and_keep_alive() -> None:
             "presence_penalty": 0.5,
             "frequency_penalty": 0.25,
         },
-        "think": "high",
+        "think": True,  # llama takes a boolean (levels are gpt-oss's)
         "keep_alive": "10m",
     }
 
 
 @pytest.mark.parametrize(
-    ("effort", "think"),
-    [("none", False), ("minimal", "low"), ("low", "low"), ("medium", "medium"), ("xhigh", "high")],
+    ("effort", "think", "levels"),
+    [
+        ("none", False, "low"),  # gpt-oss cannot stop thinking: its lowest level
+        ("minimal", True, "low"),
+        ("low", True, "low"),
+        ("medium", True, "medium"),
+        ("xhigh", True, "high"),
+    ],
 )
-def test_reasoning_effort_to_think(effort: str, think: Any) -> None:
+def test_reasoning_effort_to_think(effort: str, think: Any, levels: str) -> None:
     req = _req(messages=[{"role": "user", "content": "hi"}], reasoning_effort=effort)
     assert _body(req)["think"] == think
+    request = to_ir(req, "ollama")
+    request.model = "gpt-oss:20b"
+    assert build_body(request, stream=False)["think"] == levels
 
 
 def test_max_completion_tokens_and_stop_list_and_default_max_tokens() -> None:

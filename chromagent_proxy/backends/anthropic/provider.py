@@ -56,6 +56,7 @@ class AnthropicBackend(BackendProvider):
         self._headers: dict[str, str] = {}
         self._max_tokens = DEFAULT_MAX_TOKENS
         self._fetch_remote = False
+        self._native_structured = True
         self.auth: TokenSource | None = None
 
     def supports_tools(self) -> bool:
@@ -90,7 +91,16 @@ class AnthropicBackend(BackendProvider):
             if config.default_max_tokens < 1:
                 errors.append("defaultMaxTokens must be a positive integer")
             self._max_tokens = config.default_max_tokens
+        # Off by default on Vertex: its org policy (allowedPartnerModelFeatures) must allow it.
+        native = config.options.get("nativeStructuredOutput", not self.vertex)
+        if isinstance(native, bool):
+            self._native_structured = native
+        else:
+            errors.append("options.nativeStructuredOutput must be true or false")
         return errors
+
+    def _response_tool(self, request: ir.Request) -> str | None:
+        return response_tool(request, vertex=self.vertex, native=self._native_structured)
 
     def _url_for(self, model: str, stream: bool) -> str:
         return self._url
@@ -104,7 +114,11 @@ class AnthropicBackend(BackendProvider):
             fetch_remote=self._fetch_remote,
         )
         body = build_body(
-            request, stream=stream, default_max_tokens=self._max_tokens, vertex=self.vertex
+            request,
+            stream=stream,
+            default_max_tokens=self._max_tokens,
+            vertex=self.vertex,
+            native_structured=self._native_structured,
         )
         url = self._url_for(request.model, stream)
         return post(
@@ -122,12 +136,12 @@ class AnthropicBackend(BackendProvider):
             ) from None
         if msg.type == "error":  # an error envelope with HTTP 200: not an empty answer
             raise ok_body_error(ctx.backend_id, data, resp.headers)
-        return stream.answer(msg, response_tool(request))
+        return stream.answer(msg, self._response_tool(request))
 
     async def generate_stream(
         self, request: ir.Request, ctx: RequestContext
     ) -> AsyncIterator[list[ir.Event]]:
-        state = stream.StreamState(ctx.backend_id, response_tool(request))
+        state = stream.StreamState(ctx.backend_id, self._response_tool(request))
         async with await self._post(request, ctx, stream=True) as resp:
             async for events in stream_events(resp, ctx.backend_id, stream.TRANSLATOR, state):
                 yield events

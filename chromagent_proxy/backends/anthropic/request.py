@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chromagent_proxy.core import ir
+from chromagent_proxy.backends.anthropic import structured
+from chromagent_proxy.core import ir, reasoning
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 
 ORIGIN = "anthropic"
@@ -20,23 +21,17 @@ DEFAULT_MAX_TOKENS = 4096
 VERTEX_VERSION = "vertex-2023-10-16"
 # The tool a json_schema / json_object response_format becomes (its input is the answer).
 RESPONSE_TOOL = "json_response"
-# reasoning effort → thinking.budget_tokens (Anthropic's minimum budget is 1024).
-THINKING_BUDGETS = {
-    "minimal": 1024,
-    "low": 2048,
-    "medium": 8192,
-    "high": 16384,
-    "xhigh": 32768,
-}
-MIN_THINKING_BUDGET = 1024
 
 
-def response_tool(req: ir.Request) -> str | None:
-    """The forced-tool name when the client asked for JSON output, else None."""
+def response_tool(req: ir.Request, *, vertex: bool = False, native: bool = True) -> str | None:
+    """The forced-tool name when the client asked for JSON output and native structured
+    output (structured.py; ``native``: the backend allows it) does not apply, else None."""
     rf = req.settings.response_format
-    if rf is not None and rf.type in ("json_schema", "json_object"):
-        return RESPONSE_TOOL
-    return None
+    if rf is None or rf.type not in ("json_schema", "json_object"):
+        return None
+    if native and structured.output_config(req, vertex=vertex) is not None:
+        return None
+    return RESPONSE_TOOL
 
 
 def cache_control(mark: ir.CacheMark) -> dict[str, Any]:
@@ -58,9 +53,11 @@ def build_body(
     stream: bool = False,
     default_max_tokens: int = DEFAULT_MAX_TOKENS,
     vertex: bool = False,
+    native_structured: bool = True,
 ) -> dict[str, Any]:
     """The Messages body for ``req.model``. ``vertex``: no ``model`` (it is in the URL),
-    ``anthropic_version`` added."""
+    ``anthropic_version`` added. ``native_structured``: ``output_config.format`` may be
+    used for response_format (options.nativeStructuredOutput)."""
     s = req.settings
     _reject_unsupported(s)
     body: dict[str, Any] = {"anthropic_version": VERTEX_VERSION} if vertex else {"model": req.model}
@@ -70,28 +67,19 @@ def build_body(
             "Anthropic needs at least one user or assistant message besides system messages",
             param="messages",
         )
-    client_max = s.max_tokens
-    thinking = _thinking_budget(s.reasoning)
-    if thinking is None:
-        max_tokens = client_max if client_max is not None else default_max_tokens
-    elif client_max is None:
-        # OpenAI counts reasoning inside the completion budget; keep room for the answer.
-        max_tokens = default_max_tokens + thinking
+    if s.reasoning is not None:
+        thinking, max_tokens = reasoning.claude(
+            s.reasoning, req.model, s.max_tokens, default_max_tokens, req.dialect
+        )
     else:
-        max_tokens = client_max
-        thinking = min(thinking, client_max - 1)
-        if thinking < MIN_THINKING_BUDGET:
-            raise InvalidRequest(
-                f"with reasoning_effort set, max_tokens must be greater than "
-                f"{MIN_THINKING_BUDGET} (Anthropic's minimum thinking budget)",
-                param="max_tokens",
-            )
+        thinking, max_tokens = None, s.max_tokens or default_max_tokens
     body["max_tokens"] = max_tokens
     if system:
         body["system"] = system
     body["messages"] = messages
     if thinking is not None:
-        body["thinking"] = {"type": "enabled", "budget_tokens": thinking}
+        body["thinking"] = thinking
+        _thinking_limits(req)
     if s.temperature is not None:
         # OpenAI allows 0-2, Anthropic 0-1: refuse rather than silently change the sampling.
         if not 0 <= s.temperature <= 1:
@@ -106,9 +94,12 @@ def build_body(
         body["top_k"] = s.top_k
     if s.stop:
         body["stop_sequences"] = list(s.stop)
-    tools = _tools(req)
+    forced = response_tool(req, vertex=vertex, native=native_structured)
+    tools = _tools(req, forced)
     choice = _tool_choice(req.tool_choice, bool(tools))
-    forced = response_tool(req)
+    native = structured.output_config(req, vertex=vertex) if native_structured else None
+    if native is not None:
+        body["output_config"] = native
     if forced is not None:
         tools.append(_response_tool_def(req))
         # Force it only when nothing else competes: client tools keep their own choice,
@@ -128,6 +119,31 @@ def build_body(
     return body
 
 
+def _thinking_limits(req: ir.Request) -> None:
+    """What extended thinking does not allow (Anthropic "extended thinking" docs): a 400
+    here naming the field instead of the upstream's."""
+    s = req.settings
+    if s.temperature is not None and s.temperature != 1:
+        raise UnsupportedFeature(
+            "with thinking on, Anthropic takes no temperature other than 1; remove temperature "
+            "or the reasoning setting",
+            param="temperature",
+        )
+    if s.top_k is not None:
+        raise UnsupportedFeature("with thinking on, Anthropic takes no top_k", param="top_k")
+    if s.top_p is not None and not 0.95 <= s.top_p <= 1:
+        raise UnsupportedFeature(
+            "with thinking on, Anthropic takes top_p only between 0.95 and 1", param="top_p"
+        )
+    tc = req.tool_choice
+    if tc is not None and tc.mode in ("required", "tool") and req.tools:
+        raise UnsupportedFeature(
+            "with thinking on, Anthropic cannot be forced to call a tool; tool_choice must be "
+            "'auto' or 'none'",
+            param="tool_choice",
+        )
+
+
 def _reject_unsupported(s: ir.Settings) -> None:
     if s.n is not None and s.n > 1:
         raise UnsupportedFeature(
@@ -141,16 +157,6 @@ def _reject_unsupported(s: ir.Settings) -> None:
         raise UnsupportedFeature("Anthropic has no presence penalty", param="presence_penalty")
     if s.frequency_penalty:
         raise UnsupportedFeature("Anthropic has no frequency penalty", param="frequency_penalty")
-
-
-def _thinking_budget(reasoning: ir.Reasoning | None) -> int | None:
-    if reasoning is None:
-        return None
-    if reasoning.budget_tokens is not None:
-        return reasoning.budget_tokens
-    if reasoning.effort is None or reasoning.effort == "none":
-        return None
-    return THINKING_BUDGETS[reasoning.effort]
 
 
 # ---------------------------------------------------------------- messages
@@ -265,9 +271,8 @@ def _assistant_blocks(msg: ir.Message, i: int) -> list[dict[str, Any] | None]:
 # ---------------------------------------------------------------- tools
 
 
-def _tools(req: ir.Request) -> list[dict[str, Any]]:
+def _tools(req: ir.Request, forced: str | None) -> list[dict[str, Any]]:
     tools: list[dict[str, Any]] = []
-    forced = response_tool(req)
     for k, tool in enumerate(req.tools or ()):
         if forced is not None and tool.name == forced:
             raise InvalidRequest(

@@ -43,13 +43,14 @@ def finish_reason(stop_reason: str | None, tool_calls: bool) -> ir.FinishReason:
 class Counts:
     """Token counts merged from message_start and message_delta (later values win)."""
 
-    __slots__ = ("cache_creation", "cache_read", "input", "output")
+    __slots__ = ("cache_creation", "cache_read", "input", "output", "thinking")
 
     def __init__(self) -> None:
         self.input = 0
         self.output = 0
         self.cache_creation = 0
         self.cache_read = 0
+        self.thinking = 0
 
     def update(self, u: AnthropicUsage | None) -> None:
         if u is None:
@@ -62,15 +63,21 @@ class Counts:
             self.cache_creation = u.cache_creation_input_tokens
         if u.cache_read_input_tokens is not None:
             self.cache_read = u.cache_read_input_tokens
+        details = u.output_tokens_details
+        if details is not None and details.thinking_tokens is not None:
+            self.thinking = details.thinking_tokens
 
     def usage(self) -> ir.Usage:
         # Already disjoint: input_tokens excludes cache reads and writes. Thinking tokens
-        # are inside output_tokens (Anthropic does not count them apart).
+        # are inside output_tokens; they are split out only where Anthropic reports them
+        # (output_tokens_details.thinking_tokens), else they stay in output.
+        thinking = min(self.thinking, self.output)
         return ir.Usage(
             input=self.input,
-            output=self.output,
+            output=self.output - thinking,
             cache_read=self.cache_read,
             cache_write=self.cache_creation,
+            reasoning=thinking,
         )
 
 

@@ -17,7 +17,7 @@ from chromagent_proxy.backends.gemini.schema_clean import (
     is_empty_object,
     to_gemini_schema,
 )
-from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core import codec, ir, reasoning
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 
 ORIGIN = "gemini"
@@ -25,15 +25,6 @@ _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 # Google's documented stand-in for a lost signature (Gemini 3 rejects a replayed
 # function call without one): https://ai.google.dev/gemini-api/docs/thought-signatures
 SKIP_SIGNATURE = "skip_thought_signature_validator"
-_THINKING_BUDGET = {"none": 0, "minimal": 512, "low": 1024, "medium": 8192, "high": 24576}
-_THINKING_LEVEL = {
-    "none": "minimal",
-    "minimal": "minimal",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "xhigh": "high",
-}
 
 
 def _text(parts: list[ir.Text | ir.Image], param: str) -> str:
@@ -206,17 +197,6 @@ def _tool_config(req: ir.Request) -> dict[str, Any] | None:
     return {"functionCallingConfig": {"mode": _MODES[choice.mode]}}
 
 
-def _thinking(reasoning: ir.Reasoning, model: str) -> dict[str, Any]:
-    if reasoning.budget_tokens is not None:
-        return {"thinkingBudget": reasoning.budget_tokens}
-    effort = reasoning.effort
-    if effort is None:
-        return {}
-    if "gemini-3" in model:
-        return {"thinkingLevel": _THINKING_LEVEL[effort]}
-    return {"thinkingBudget": _THINKING_BUDGET["high" if effort == "xhigh" else effort]}
-
-
 def _generation_config(
     req: ir.Request, default_max_tokens: int | None, include_thoughts: bool, budget: Budget
 ) -> dict[str, Any]:
@@ -255,7 +235,9 @@ def _generation_config(
                 "the response_format schema",
                 "response_format.json_schema.schema",
             )
-    thinking = _thinking(s.reasoning, req.model) if s.reasoning is not None else {}
+    thinking = (
+        reasoning.gemini(s.reasoning, req.model, req.dialect) if s.reasoning is not None else {}
+    )
     if include_thoughts and thinking.get("thinkingBudget") != 0:
         thinking["includeThoughts"] = True
     if thinking:

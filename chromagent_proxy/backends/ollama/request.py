@@ -12,18 +12,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from chromagent_proxy.core import ir
+from chromagent_proxy.core import ir, reasoning
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
-
-# Reasoning effort → Ollama think (levels only matter to models that have them, e.g. gpt-oss).
-THINK: dict[str, bool | str] = {
-    "none": False,
-    "minimal": "low",
-    "low": "low",
-    "medium": "medium",
-    "high": "high",
-    "xhigh": "high",
-}
 
 
 def build_body(
@@ -52,12 +42,9 @@ def build_body(
     options = _options(req.settings, default_options or {}, default_max_tokens)
     if options:
         body["options"] = options
-    reasoning = req.settings.reasoning
-    if reasoning is not None:
-        if reasoning.effort is not None:
-            body["think"] = THINK[reasoning.effort]
-        elif reasoning.budget_tokens is not None:
-            body["think"] = reasoning.budget_tokens > 0  # Ollama takes no budget
+    think = reasoning.ollama(req.settings.reasoning, req.model) if req.settings.reasoning else None
+    if think is not None:
+        body["think"] = think
     if keep_alive is not None:
         body["keep_alive"] = keep_alive
     return body
