@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import aiohttp
@@ -62,6 +63,9 @@ class RequestContext:
     # counts it, and forwards it only to clients that sent stream_options.include_usage.
     include_usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Headers every upstream request of this attempt carries (W3C trace context when
+    # tracing is on): backends pass them to upstream.open_response(extra_headers=...).
+    upstream_headers: Mapping[str, str] = MappingProxyType({})
 
 
 _current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("chromagent_request")

@@ -111,14 +111,28 @@ class OpenAIBackend(BackendProvider):
         """POST ``body`` to ``{baseUrl}/{name}`` and return the answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
-        async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            self.config.id,
+            url,
+            self._headers,
+            body,
+            extra_headers=current_context().upstream_headers,
+        ) as resp:
             return await read_capped(resp, DEFAULT_BODY_LIMIT, self.config.id)
 
     async def stream_native(self, name: str, body: bytes) -> AsyncIterator[bytes]:
         """POST ``body`` to ``{baseUrl}/{name}`` and yield the streamed answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
-        async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            self.config.id,
+            url,
+            self._headers,
+            body,
+            extra_headers=current_context().upstream_headers,
+        ) as resp:
             try:
                 async for data in resp.content.iter_any():
                     yield data
@@ -132,7 +146,14 @@ class OpenAIBackend(BackendProvider):
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
-        async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            config.id,
+            self._url,
+            self._headers,
+            body,
+            extra_headers=current_context().upstream_headers,
+        ) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
         err = error_in_ok_body(config.id, data)
         if err is not None:
@@ -147,7 +168,14 @@ class OpenAIBackend(BackendProvider):
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
         decoder = SSEDecoder()
-        async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            config.id,
+            self._url,
+            self._headers,
+            body,
+            extra_headers=current_context().upstream_headers,
+        ) as resp:
             # body_chunks directly, not through upstream.iter_body: one async generator
             # less held per open stream (bench/README.md, memory per stream).
             try:

@@ -131,7 +131,15 @@ class AnthropicBackend(BackendProvider):
         headers = await self._request_headers()
         try:
             return await stack.enter_async_context(
-                open_response(self.runtime, config.id, url, headers, body, error_parser=http_error)
+                open_response(
+                    self.runtime,
+                    config.id,
+                    url,
+                    headers,
+                    body,
+                    error_parser=http_error,
+                    extra_headers=current_context().upstream_headers,
+                )
             )
         except UpstreamUnauthorized:
             # A cached Google token can be revoked before expiry: refresh once, retry once.
@@ -140,7 +148,15 @@ class AnthropicBackend(BackendProvider):
             await self.auth.invalidate(headers.get("Authorization"))
         headers = await self._request_headers()
         return await stack.enter_async_context(
-            open_response(self.runtime, config.id, url, headers, body, error_parser=http_error)
+            open_response(
+                self.runtime,
+                config.id,
+                url,
+                headers,
+                body,
+                error_parser=http_error,
+                extra_headers=current_context().upstream_headers,
+            )
         )
 
     @asynccontextmanager

@@ -151,7 +151,13 @@ class GeminiBackend(BackendProvider):
                 try:
                     resp = await stack.enter_async_context(
                         open_response(
-                            self.runtime, config.id, url, headers, body, error_parser=gemini_error
+                            self.runtime,
+                            config.id,
+                            url,
+                            headers,
+                            body,
+                            error_parser=gemini_error,
+                            extra_headers=current_context().upstream_headers,
                         )
                     )
                 except Unauthorized as exc:

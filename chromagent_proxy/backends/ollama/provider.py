@@ -114,6 +114,7 @@ class OllamaBackend(BackendProvider):
             body,
             error_parser=_error_parser(request.model, self.base_url),
             hint=self._hint,
+            extra_headers=current_context().upstream_headers,
         )
 
     async def chat_completion(
