@@ -22,7 +22,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from . import codec
-from .errors import ConfigError, UpstreamError
+from .errors import ConfigError
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -151,9 +151,9 @@ class Trace:
         if span is None:
             return
         self.attempt_span = None
+        # No http.response.status_code: the error holds the status the gateway answers
+        # with (an upstream 500 becomes a 502), not the upstream's.
         span.set_attribute("error.type", error_type or _error_type(exc))
-        if isinstance(exc, UpstreamError) and exc.status:
-            span.set_attribute("http.response.status_code", exc.status)
         message = getattr(exc, "message", None)
         span.set_status(StatusCode.ERROR, message if isinstance(message, str) else None)
         span.end()

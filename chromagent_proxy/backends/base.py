@@ -65,9 +65,10 @@ class RequestContext:
     extra: dict[str, Any] = field(default_factory=dict)
     # Headers every upstream request of this attempt carries (W3C trace context when
     # tracing is on): backends pass them to upstream.open_response(extra_headers=...).
-    upstream_headers: Mapping[str, str] = MappingProxyType({})
+    upstream_headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
 
 
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("chromagent_request")
 
 
