@@ -21,6 +21,8 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
+
 from . import codec
 from .errors import ConfigError
 
@@ -161,21 +163,22 @@ class Trace:
     def answered(self, payload: bytes) -> None:
         """A whole answer in the client's dialect: response model and finish reasons."""
         try:
-            data: Any = codec.loads(payload)
-        except ValueError:
+            # Typed decode: only the few fields named below are built (msgspec skips the rest).
+            summary = _SUMMARY.decode(payload)
+        except msgspec.ValidationError:
+            return  # not an answer shape we know (e.g. a list): nothing to record
+        except msgspec.DecodeError:
             return
-        if not isinstance(data, dict):
-            return
-        spans = [s for s in (self.attempt_span, self.span) if s is not None]
-        model = data.get("model")
-        reasons = _finish_reasons(data)
-        for s in spans:
-            if isinstance(model, str) and model:
-                s.set_attribute("gen_ai.response.model", model)
+        reasons = _finish_reasons(summary)
+        for s in (self.attempt_span, self.span):
+            if s is None:
+                continue
+            if summary.model:
+                s.set_attribute("gen_ai.response.model", summary.model)
             if reasons:
                 s.set_attribute("gen_ai.response.finish_reasons", reasons)
         if self.tracing.capture_content:
-            content = _response_content(data)
+            content = _response_content(payload)
             if content:
                 self.span.set_attribute("gen_ai.output.messages", content)
 
@@ -216,20 +219,30 @@ def _error_type(exc: BaseException) -> str:
     return code if isinstance(code, str) and code else type(exc).__name__
 
 
-def _finish_reasons(data: dict[str, Any]) -> list[str]:
-    choices = data.get("choices")
-    if isinstance(choices, list):  # chat completions
-        return [
-            c["finish_reason"]
-            for c in choices
-            if isinstance(c, dict) and isinstance(c.get("finish_reason"), str)
-        ]
-    stop = data.get("stop_reason")  # messages
-    if isinstance(stop, str):
-        return [stop]
-    status = data.get("status")  # responses
-    if isinstance(status, str) and data.get("object") == "response":
-        return [status]
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _Summary(msgspec.Struct):
+    """What spans take from a whole answer, in any client dialect."""
+
+    model: str | None = None
+    object: str | None = None
+    choices: list[_Choice] | None = None  # chat completions
+    stop_reason: str | None = None  # messages
+    status: str | None = None  # responses
+
+
+_SUMMARY = msgspec.json.Decoder(_Summary)
+
+
+def _finish_reasons(summary: _Summary) -> list[str]:
+    if summary.choices is not None:
+        return [c.finish_reason for c in summary.choices if c.finish_reason]
+    if summary.stop_reason:
+        return [summary.stop_reason]
+    if summary.status and summary.object == "response":
+        return [summary.status]
     return []
 
 
@@ -249,7 +262,13 @@ def _request_content(body: bytes) -> str:
     return _clip(picked) if picked else ""
 
 
-def _response_content(data: dict[str, Any]) -> str:
+def _response_content(payload: bytes) -> str:
+    try:
+        data: Any = codec.loads(payload)
+    except ValueError:
+        return ""
+    if not isinstance(data, dict):
+        return ""
     for key in ("choices", "content", "output"):
         if key in data:
             return _clip(data[key])
