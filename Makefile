@@ -8,15 +8,17 @@ STAMP := $(VENV)/.installed-dev
 CONFIG ?= config/default.json
 ARGS ?=
 
-.PHONY: help install run test lint typecheck check bench bench-quick bench-peers chaos soak clean
+.PHONY: help install run test test-all test-debug lint typecheck check bench bench-quick bench-peers chaos soak clean
 
 help:
 	@echo "make run                          start the gateway with $(CONFIG) on 127.0.0.1:3000"
 	@echo "make run CONFIG=my.json ARGS='--port 8080 --log-format text'"
 	@echo "                                  another config file; ARGS go to chromagent-gateway"
 	@echo "make install                      create .venv with the gateway and the dev tools"
-	@echo "make test                         run the test suite (skips nothing in CI)"
-	@echo "make check                        ruff + mypy --strict + tests (what CI runs)"
+	@echo "make test                         the test suite without the tests marked slow (< 3 min)"
+	@echo "make test-all                     every test, the slow ones too"
+	@echo "make test-debug                   the e2e tests with asyncio debug mode on"
+	@echo "make check                        ruff + mypy --strict + every test (what CI runs)"
 	@echo "make chaos / make soak            reliability suites at full size / 10-minute soak"
 	@echo "make bench                        full benchmark (bench/results/latest.md)"
 	@echo "make bench-quick                  quick benchmark (< 2 minutes)"
@@ -41,7 +43,14 @@ run: $(RUN_STAMP)
 	$(BIN)/python -m chromagent_proxy --config $(CONFIG) $(ARGS)
 
 test: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# asyncio debug mode: never-awaited coroutines, non-threadsafe loop calls, slow callbacks logged.
+test-debug: $(STAMP)
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -q -m "not slow" tests/e2e
 
 lint: $(STAMP)
 	$(BIN)/ruff check chromagent_proxy tests $(wildcard bench)
@@ -50,7 +59,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test-all
 
 # Benchmarks (bench/README.md): bench-only deps come from bench/install.sh.
 bench: $(STAMP)

@@ -2,7 +2,10 @@
 
     python -m bench.ab /tmp/ab/before /tmp/ab/after openai-json:64 openai-stream:64 -r 5
 
-Each argument directory holds a ``chromagent_proxy/`` package. Rounds alternate
+Each argument directory holds a ``chromagent_proxy/`` package; the word ``nginx``
+instead of a directory runs nginx ``proxy_pass`` (the floor) in that slot, so
+``python -m bench.ab nginx . openai-json:64`` gives the gateway's CPU per request
+as a ratio to nginx's, median of interleaved rounds (issue 20). Rounds alternate
 A and B (and which goes first), each on a freshly started gateway pinned like
 ``make bench``, so background load hits both alike; medians are reported. This
 is how every optimisation in bench/README.md was measured.
@@ -22,16 +25,29 @@ from bench import scenarios as sc
 from bench import targets as tg
 from bench.load import run_count, run_load, scenario_job
 
+NGINX = Path("nginx")
+
+
+WARMUP = [0.5]  # seconds of load before the window (--warmup; 1,024 clients need more)
+CONFIG = {"A": tg.ROOT / "config" / "bench.json", "B": tg.ROOT / "config" / "bench.json"}
+
+
+def target(src: Path, raw: Path, config: Path) -> tg.Target:
+    if src == NGINX:
+        return tg.Nginx(raw)
+    return tg.Gateway(raw, config, src)
+
 
 async def one(
-    src: Path, scen: sc.Scenario, conc: int, duration: float
-) -> tuple[float, float, float]:
+    src: Path, scen: sc.Scenario, conc: int, duration: float, config: Path
+) -> tuple[float, float, float, float]:
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
-    gw = tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+    gw = target(src, raw, config)
     gw.start()
     try:
-        job = scenario_job(scen, tg.HOST, gw.port)
+        job = gw.job(scen)
+        assert job is not None, f"{gw.name} cannot run {scen.name}"
         await run_load(job, 8, 0.5, 0.0)
         pids = gw.pids()
         marks: dict[str, float] = {}
@@ -39,13 +55,13 @@ async def one(
         def on_window(edge: str) -> None:
             marks[edge] = tg.cpu_seconds(pids)
 
-        res = await run_load(job, conc, duration, 0.5, on_window=on_window)
+        res = await run_load(job, conc, duration, WARMUP[0], on_window=on_window)
         if res.errors:
             print(f"  errors: {dict(res.errors)}", flush=True)
         cpu = (marks["end"] - marks["start"]) / max(res.counted, 1) * 1e6
         lat = sorted(res.latencies) or [0.0]
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000
-        return res.rps, cpu, p99
+        return res.rps, cpu, lat[len(lat) // 2] * 1000, p99
     finally:
         gw.stop()
 
@@ -98,22 +114,26 @@ async def main_async(args: argparse.Namespace) -> None:
                 flush=True,
             )
             continue
-        got: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
+        got: dict[str, list[tuple[float, float, float, float]]] = {"A": [], "B": []}
         for r in range(args.rounds):
             order = [("A", args.a), ("B", args.b)]
             if r % 2:
                 order.reverse()
             for label, src in order:
-                got[label].append(await one(src, scen, conc, args.duration))
-                rps, cpu, p99 = got[label][-1]
+                got[label].append(await one(src, scen, conc, args.duration, CONFIG[label]))
+                rps, cpu, p50, p99 = got[label][-1]
                 print(f"  {name} c={conc} round {r + 1} {label}: {rps:,.0f} req/s, "
-                      f"{cpu:.1f} µs CPU/req, p99 {p99:.3f} ms", flush=True)  # fmt: skip
-        med = {k: [statistics.median(x[i] for x in v) for i in range(3)] for k, v in got.items()}
-        (ra, ca, la), (rb, cb, lb) = med["A"], med["B"]
+                      f"{cpu:.1f} µs CPU/req, p50 {p50:.3f} ms, p99 {p99:.3f} ms", flush=True)  # fmt: skip
+        med = {k: [statistics.median(x[i] for x in v) for i in range(4)] for k, v in got.items()}
+        (ra, ca, ma, la), (rb, cb, mb, lb) = med["A"], med["B"]
+        # Per-round ratio B/A (same background load within a round), then the median.
+        ratios = [b[1] / a[1] for a, b in zip(got["A"], got["B"], strict=True) if a[1]]
         print(
-            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p99 {la:.3f} ms | "
-            f"B {rb:,.0f} req/s {cb:.1f} µs/req p99 {lb:.3f} ms | "
-            f"req/s {rb / ra - 1:+.1%}, CPU/req {cb / ca - 1:+.1%}",
+            f"{name} c={conc}: A {ra:,.0f} req/s {ca:.1f} µs/req p50 {ma:.3f} p99 {la:.3f} ms | "
+            f"B {rb:,.0f} req/s {cb:.1f} µs/req p50 {mb:.3f} p99 {lb:.3f} ms | "
+            f"req/s {rb / ra - 1:+.1%}, CPU/req {cb / ca - 1:+.1%}, "
+            f"CPU B/A per round {', '.join(f'{x:.2f}' for x in ratios)} "
+            f"(median {statistics.median(ratios):.2f}×)",
             flush=True,
         )
 
@@ -132,9 +152,21 @@ def main() -> None:
         help="count instructions (callgrind) over this many requests",
     )
     p.add_argument("--port-offset", type=int, default=0, help="run several A/Bs side by side")
+    p.add_argument("--config-a", type=Path, help="gateway config for A (default bench.json)")
+    p.add_argument("--config-b", type=Path, help="gateway config for B (e.g. workers: 2)")
+    p.add_argument(
+        "--no-pin", action="store_true", help="no taskset: targets may use every core (--workers)"
+    )
+    p.add_argument("--warmup", type=float, default=0.5, help="seconds of load before the window")
     args = p.parse_args()
+    WARMUP[0] = args.warmup
+    CONFIG["A"] = args.config_a or CONFIG["A"]
+    CONFIG["B"] = args.config_b or CONFIG["B"]
+    if args.no_pin:
+        tg.TASKSET = None
     tg.UPSTREAM_PORT += args.port_offset
     tg.PORTS["gateway"] += args.port_offset
+    tg.PORTS["nginx"] += args.port_offset
     if tg.TASKSET:
         os.sched_setaffinity(0, {tg.LOAD_CORE})
     up = subprocess.Popen(

@@ -454,6 +454,17 @@ def scenario_job(
             event_end=event_end(scen, True),
             check=lambda b: sc.check_native(scen, b),
         )
+    if scen.client == "messages":
+        return make_job(
+            host,
+            port,
+            "/v1/messages",
+            sc.messages_body(scen, model or scen.gateway_model),
+            {"anthropic-version": "2023-06-01", **hdrs},
+            stream=scen.stream,
+            event_end=b"\n\n",
+            check=lambda b: sc.check_messages(scen, b),
+        )
     body = sc.openai_body(scen, model or scen.gateway_model)
     return make_job(
         host,

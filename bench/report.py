@@ -150,6 +150,28 @@ def details(data: dict[str, Any]) -> list[str]:
     return out
 
 
+def floor(data: dict[str, Any]) -> list[str]:
+    """The headline (issue 20): CPU per request in the default configuration, ÷ nginx."""
+    rows: Rows = data["rows"]
+    out = [
+        "| scenario | clients | chromagent CPU µs/req | nginx CPU µs/req | ratio | target | "
+        "chromagent p99 ÷ p50 |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for scen in ("openai-json", "openai-stream"):
+        for lvl in sorted({r["concurrency"] for r in rows if r["scenario"] == scen}):
+            g, n = _get(rows, "gateway", scen, lvl), _get(rows, "nginx", scen, lvl)
+            if not g or lvl < 16:
+                continue
+            gc, nc = g.get("cpu_us_per_req"), (n or {}).get("cpu_us_per_req")
+            ratio = f"{gc / nc:.1f}×" if gc and nc else "–"
+            spread = f"{g['lat_p99_ms'] / g['lat_p50_ms']:.1f}" if g.get("lat_p50_ms") else "–"
+            out.append(
+                f"| {scen} | {lvl} | {_f(gc, 1)} | {_f(nc, 1)} | {ratio} | ≤ 5× | {spread} |"
+            )
+    return out
+
+
 def slow(data: dict[str, Any]) -> list[str]:
     out = [
         "| target | open streams | RSS before MB | RSS with all open MB | KB per stream | "
@@ -270,6 +292,14 @@ def write(data: dict[str, Any], out: Path) -> None:
         "Ratios = this row's req/s ÷ that gateway's req/s.",
         "",
         "![latency against concurrency](latest.png)",
+        "",
+        "## Headline: CPU per request against nginx (default configuration)",
+        "",
+        "Access log on (JSON to stdout), `modelMapping` renaming the model, a ≈ 1.1 KB chat "
+        "body; nginx `proxy_pass` relays the same requests in the same run. Only the ratios "
+        "compare across machines. p99 ÷ p50 ≤ 10 is the fairness target (issue 20).",
+        "",
+        *floor(data),
         "",
         "## Goals (issue 9)",
         "",

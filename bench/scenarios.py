@@ -83,6 +83,9 @@ class Scenario:
     backends: int = 1  # > 1: round robin over that many backends of this dialect
     note: str = ""
     quick_levels: tuple[int, ...] = (1, 64)
+    client: str = (
+        "chat"  # the client dialect: chat (/v1/chat/completions) | messages (/v1/messages)
+    )
 
     @property
     def shape(self) -> Shape:
@@ -90,10 +93,10 @@ class Scenario:
 
     @property
     def gateway_model(self) -> str:
-        """The model name clients send; the gateway's modelMapping maps it upstream."""
+        """The model name clients send; the gateway's modelMapping renames it upstream (the
+        default configuration of a real deployment: clients name an alias, not the provider's
+        model id), so every scenario pays for the rename."""
         prefix = "rr" if self.backends > 1 else self.dialect
-        if self.dialect == "openai" and self.backends == 1:
-            return self.upstream_model  # pass-through: no rename, the raw body is relayed
         return f"{prefix}-{self.upstream_model}"
 
     @property
@@ -103,8 +106,23 @@ class Scenario:
 
 def all_scenarios() -> list[Scenario]:
     out = [
-        Scenario("openai-json", "openai", False, "fake-n20-g0", note="pass-through"),
-        Scenario("openai-stream", "openai", True, "fake-n20-g0", note="pass-through, 20 chunks"),
+        Scenario(
+            "openai-json",
+            "openai",
+            False,
+            "fake-n20-g0",
+            levels=(1, 16, 64, 256, 1024),
+            quick_levels=(1, 64, 1024),
+            note="pass-through, renamed model",
+        ),
+        Scenario(
+            "openai-stream",
+            "openai",
+            True,
+            "fake-n20-g0",
+            levels=(1, 16, 64, 256, 1024),
+            note="pass-through, renamed model, 20 chunks",
+        ),
     ]
     for d in ("gemini", "anthropic", "vertex-anthropic", "ollama"):
         out.append(Scenario(f"{d}-json", d, False, "fake-n20-g0", note="translation"))
@@ -125,6 +143,43 @@ def all_scenarios() -> list[Scenario]:
             "fake-n20-g0-tools",
             levels=(1, 64),
             note="2 parallel tool calls, translated",
+        ),
+        # Anthropic Messages clients (Claude Code): native relay to Anthropic, translated to Gemini.
+        Scenario(
+            "messages-anthropic-json",
+            "anthropic",
+            False,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Anthropic, native relay",
+        ),
+        Scenario(
+            "messages-anthropic-stream",
+            "anthropic",
+            True,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Anthropic, native relay, 20 chunks",
+        ),
+        Scenario(
+            "messages-gemini-json",
+            "gemini",
+            False,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Gemini, translated",
+        ),
+        Scenario(
+            "messages-gemini-stream",
+            "gemini",
+            True,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="messages",
+            note="Messages → Gemini, translated, 20 chunks",
         ),
         Scenario(
             "openai-stream-paced",
@@ -177,11 +232,54 @@ def prompt_text(sc: Scenario) -> str:
     return "Say hello in twenty words."
 
 
+# A realistic small chat request (≈ 1 KB on the wire, issue 20): a system prompt with
+# quotes, a newline and a non-ASCII character (JSON escapes), one earlier exchange, the
+# question, and the sampling parameters clients usually send.
+SYSTEM_PROMPT = (
+    'You are a helpful assistant for the "Acme Travel" support desk. Answer briefly and '
+    "politely, in the customer's language. Never promise refunds; point to the booking page "
+    "instead.\nIf the customer asks about prices, say that they depend on the date and "
+    "the route, and offer to look up a concrete itinerary. Use metric units. Sign off as "
+    "Zoë from Acme."
+)
+HISTORY = [
+    {"role": "user", "content": "Hi! I booked a train from Paris to Lyon for next Friday."},
+    {
+        "role": "assistant",
+        "content": "Hello! Thanks for booking with Acme Travel. How can I help with your "
+        "trip from Paris to Lyon?",
+    },
+    {
+        "role": "user",
+        "content": "The train leaves at 08:12 — can I move it to a later one the same day, "
+        "and do I keep my seat reservation (car 7, seat 42)?",
+    },
+    {
+        "role": "assistant",
+        "content": "Yes: same-day changes are free up to 30 minutes before departure. Your "
+        "seat is released and a new one is assigned on the later train.",
+    },
+]
+
+
+def chat_messages(sc: Scenario) -> list[dict[str, Any]]:
+    if sc.prompt_bytes:
+        return [{"role": "user", "content": prompt_text(sc)}]
+    return [
+        {"role": "system", "content": SYSTEM_PROMPT},
+        *HISTORY,
+        {"role": "user", "content": prompt_text(sc)},
+    ]
+
+
 def openai_body(sc: Scenario, model: str) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
-        "messages": [{"role": "user", "content": prompt_text(sc)}],
+        "messages": chat_messages(sc),
         "max_tokens": 64,
+        "temperature": 0.7,
+        "top_p": 1,
+        "user": "bench-user-0042",
     }
     if sc.stream:
         body["stream"] = True
@@ -191,10 +289,22 @@ def openai_body(sc: Scenario, model: str) -> dict[str, Any]:
     return body
 
 
+def messages_body(sc: Scenario, model: str) -> dict[str, Any]:
+    """What an Anthropic SDK client sends to the gateway's /v1/messages."""
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 64,
+        "messages": [{"role": "user", "content": prompt_text(sc)}],
+    }
+    if sc.stream:
+        body["stream"] = True
+    return body
+
+
 def native_request(sc: Scenario) -> tuple[str, dict[str, Any]]:
     """(path, body) to ask the fake upstream directly in its own dialect."""
     m = sc.upstream_model
-    msgs = [{"role": "user", "content": prompt_text(sc)}]
+    msgs = chat_messages(sc)
     if sc.dialect == "openai":
         return "/v1/chat/completions", openai_body(sc, m)
     if sc.dialect == "gemini":
@@ -204,18 +314,21 @@ def native_request(sc: Scenario) -> tuple[str, dict[str, Any]]:
             "generationConfig": {"maxOutputTokens": 64},
         }
         return f"/v1beta/models/{m}:{verb}", body
+    system = [x["content"] for x in msgs if x["role"] == "system"]
+    turns = [x for x in msgs if x["role"] != "system"]
     if sc.dialect == "anthropic":
-        return "/v1/messages", {"model": m, "max_tokens": 64, "messages": msgs, "stream": sc.stream}
+        body = {"model": m, "max_tokens": 64, "messages": turns, "stream": sc.stream}
+        return "/v1/messages", {**body, "system": system[0]} if system else body
     if sc.dialect == "vertex-anthropic":
         verb = "streamRawPredict" if sc.stream else "rawPredict"
         path = f"/v1/projects/bench/locations/us-central1/publishers/anthropic/models/{m}:{verb}"
         body = {
             "anthropic_version": "vertex-2023-10-16",
             "max_tokens": 64,
-            "messages": msgs,
+            "messages": turns,
             "stream": sc.stream,
         }
-        return path, body
+        return path, {**body, "system": system[0]} if system else body
     if sc.dialect == "ollama":
         return "/api/chat", {"model": m, "messages": msgs, "stream": sc.stream}
     raise ValueError(sc.dialect)
@@ -354,6 +467,22 @@ def check_native(sc: Scenario, body: bytes) -> str | None:
     except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
         return f"bad {sc.dialect} answer ({exc.__class__.__name__}): {body[:100]!r}"
     return _expect(sc, got, sc.stream)
+
+
+def check_messages(sc: Scenario, body: bytes) -> str | None:
+    """Check a gateway's /v1/messages answer (Message JSON, or the Messages event stream
+    ending with message_stop and carrying usage in message_delta)."""
+    got = Collected()
+    try:
+        _anthropic(sc, body, got)
+        if sc.stream:
+            got.usage = body.count(b'"message_delta"') if b'"output_tokens"' in body else 0
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError) as exc:
+        return f"bad Messages answer ({exc.__class__.__name__}): {body[:100]!r}"
+    err = _expect(sc, got, sc.stream)
+    if err is None and sc.stream and got.usage != 1:
+        return f"expected one message_delta with usage, got {got.usage}"
+    return err
 
 
 def _anthropic(sc: Scenario, body: bytes, got: Collected) -> None:

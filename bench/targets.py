@@ -274,6 +274,9 @@ class LiteLLM(Target):
         self.bin = PEERS / "litellm" / "bin"
         self.skip["vertex-anthropic-json"] = "needs Google credentials in LiteLLM"
         self.skip["vertex-anthropic-stream"] = "needs Google credentials in LiteLLM"
+        for scen in sc.all_scenarios():
+            if scen.client == "messages":
+                self.skip[scen.name] = "Messages clients: measured on this gateway only"
 
     def prepare(self) -> None:
         if not (self.bin / "litellm").exists():
@@ -344,6 +347,9 @@ class Portkey(Target):
         for d in ("vertex-anthropic-json", "vertex-anthropic-stream"):
             self.skip[d] = "needs Google credentials in Portkey"
         self.skip["slow-streams-1000"] = "Portkey's streams fail here (see the errors column)"
+        for scen in sc.all_scenarios():
+            if scen.client == "messages":
+                self.skip[scen.name] = "Messages clients: measured on this gateway only"
 
     def prepare(self) -> None:
         if not (self.pkg / "build" / "start-server.js").exists():

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from .metrics import Metrics
-from .ratelimit import _safe_url
+from .ratelimit import _safe_url, redis_driver_info
 from .routing import Health, Router
 
 log = logging.getLogger("chromagent_proxy")
@@ -148,7 +148,11 @@ class SharedHealth:
         self.clock = clock
         self.replica = f"{socket.gethostname()}:{os.getpid()}"
         self._redis: Any = aioredis.Redis.from_url(
-            url, socket_connect_timeout=0.5, socket_timeout=1.0, retry_on_timeout=False
+            url,
+            socket_connect_timeout=0.5,
+            socket_timeout=1.0,
+            retry_on_timeout=False,
+            **redis_driver_info(),  # no package-metadata scan on the loop at first connect
         )
         self._trip: Any = self._redis.register_script(_TRIP)
         self._fail: Any = self._redis.register_script(_FAIL)

@@ -133,7 +133,7 @@ async def serve(
     )
     await server.start()
     loop.add_signal_handler(signal.SIGHUP, reloader.request)
-    reloader.start()
+    await reloader.start()
     _tune_gc()
     print(server.describe(), flush=True)
     try:
@@ -187,7 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         asyncio.run(serve(config, registry, argv))
     except ConfigError as exc:
         # One line, whatever a key or value in the message contains.
-        line = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        # (every control character escaped: \x0c or \x1e would split it for a log reader).
+        line = "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(exc))
         print(f"chromagent-gateway: error: {line}", file=sys.stderr)
         return EXIT_CONFIG
     except KeyboardInterrupt:

@@ -39,6 +39,15 @@ def loads(data: bytes | bytearray | memoryview | str) -> Any:
     return orjson.loads(data)
 
 
+_exact = msgspec.json.Decoder().decode
+
+
+def loads_exact(data: bytes) -> Any:
+    """Like ``loads``, but integers past 64 bits stay exact ints instead of turning into
+    floats: re-encoding then fails loudly (a 400 naming the field) rather than altering them."""
+    return _exact(data)
+
+
 def dumps(obj: Any) -> bytes:
     """Encode plain Python values; faster than msgspec for dicts built on the fly."""
     return orjson.dumps(obj)

@@ -47,6 +47,9 @@ class BackendConfig(_Base):
     inline_images: bool = False
     default_max_tokens: int | None = None
     reply: str | None = None
+    # anthropic / vertex-anthropic: anthropic-beta values forwarded on the native Messages
+    # path (None: all on anthropic, a known-safe list on vertex-anthropic; ["*"]: all).
+    anthropic_betas: list[str] | None = None
     # openai backends: relay /v1/responses to {baseUrl}/responses as bytes (OpenAI itself,
     # or a server that implements the Responses API) instead of translating it.
     native_responses: bool = False
@@ -128,6 +131,9 @@ class TracingConfig(_Base):
     capture_content: bool = False
 
 
+# Each worker is a whole process (~60 MB); more than this is a typo, not a deployment.
+MAX_WORKERS = 64
+
 LogLevel = Literal["debug", "info", "warning", "error"]
 
 
@@ -153,6 +159,9 @@ class GatewayConfig(_Base):
     upstream_connection_limit: int = 0  # 0: unlimited (aiohttp's default of 100 throttles)
     # Longest a client may take to send a request head (slowloris guard, headerguard.py).
     header_timeout_ms: int = 10_000
+    # Listen queue of connections not yet accepted (aiohttp's default, 128, drops
+    # connections in bursts of thousands); Linux caps it at net.core.somaxconn.
+    backlog: int = 4096
     responses: ResponsesConfig = msgspec.field(default_factory=ResponsesConfig)
     # Key material for reasoning state the gateway seals into what clients send back
     # (core/seal.py). Unset: a random secret per process (set it for workers/replicas).
@@ -321,7 +330,9 @@ def _explain(exc: msgspec.ValidationError) -> str:
     unknown = _UNKNOWN.fullmatch(text)
     if unknown is not None:
         text += _hint(where, unknown.group(1))
-    return f"config: {text}" if i == -1 else f"config {where}: {text}"
+    line = f"config: {text}" if i == -1 else f"config {where}: {text}"
+    # One line whatever the keys hold (a key may contain a newline): control chars escaped.
+    return re.sub("[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", line)
 
 
 _UNKNOWN = re.compile(r"Object contains unknown field `(.*)`")
@@ -359,12 +370,14 @@ def validate(cfg: GatewayConfig, known_types: frozenset[str] | None = None) -> N
         raise ConfigError("config $.timeout: must be a positive number of milliseconds")
     if cfg.max_body_bytes <= 0:
         raise ConfigError("config $.maxBodyBytes: must be positive")
-    if cfg.workers < 1:
-        raise ConfigError("config $.workers: must be at least 1")
+    if not 1 <= cfg.workers <= MAX_WORKERS:
+        raise ConfigError(f"config $.workers: must be between 1 and {MAX_WORKERS}")
     if cfg.max_attempts < 1:
         raise ConfigError("config $.maxAttempts: must be at least 1")
     if cfg.header_timeout_ms <= 0:
         raise ConfigError("config $.headerTimeoutMs: must be a positive number of milliseconds")
+    if cfg.backlog < 1:
+        raise ConfigError("config $.backlog: must be at least 1")
     if cfg.body_timeout_ms <= 0:
         raise ConfigError("config $.bodyTimeoutMs: must be a positive number of milliseconds")
     if cfg.max_connections < 0:

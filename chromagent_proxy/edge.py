@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
@@ -30,6 +30,7 @@ from .config import GatewayConfig
 from .errors import (
     AuthenticationFailed,
     ConfigError,
+    GatewayError,
     RateLimited,
     ServiceUnavailable,
 )
@@ -38,6 +39,7 @@ from .handlers import _request_id, error_response
 from .instrument import RECORD, Record
 from .metrics import SNAPSHOT_DIR_ENV, Metrics
 from .metrics_render import render_json, render_text
+from .originguard import OriginGuard
 from .ratelimit import Decision, build_limiter
 from .routing import Router
 from .tracing import build as build_tracing
@@ -45,6 +47,7 @@ from .tracing import build as build_tracing
 log = logging.getLogger("chromagent_proxy")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ErrorRender = Callable[[GatewayError, str, Mapping[str, str] | None], web.Response]
 perf = time.perf_counter
 
 
@@ -70,6 +73,7 @@ class Edge:
                     "or CIDR range"
                 ) from None
         self._trusted_cache: dict[str, bool] = {}
+        self.origins = OriginGuard(config)
         self.metrics = metrics or Metrics(os.environ.get(SNAPSHOT_DIR_ENV))
         self.access = AccessLog()
         self.shutdown_timeout = config.shutdown_timeout_ms / 1000
@@ -113,10 +117,14 @@ class Edge:
         return next((h for h in hops if h), peer)[:64]
 
     def _key_index(self, request: web.Request) -> int:
+        # Authorization: Bearer (OpenAI SDKs, ANTHROPIC_AUTH_TOKEN) or x-api-key (Anthropic SDKs).
         auth = request.headers.get("Authorization", "")
-        if auth[:7].lower() != "bearer ":
-            return -1
-        token = auth[7:].strip().encode()
+        if auth[:7].lower() == "bearer ":
+            token = auth[7:].strip().encode()
+        else:
+            token = request.headers.get("x-api-key", "").strip().encode()
+            if not token:
+                return -1
         found = -1
         # Every key is compared (constant time each), so timing says nothing about which matched.
         for i, key in enumerate(self._keys):
@@ -124,45 +132,51 @@ class Edge:
                 found = i
         return found
 
-    async def _admit(self, request: web.Request, rec: Record) -> web.Response | None:
-        """None to go on, or the 429 / 401 / 503 response."""
+    async def _admit(
+        self, request: web.Request, rec: Record, render: ErrorRender
+    ) -> web.Response | None:
+        """None to go on, or the 429 / 401 / 503 response (in the dialect ``render`` speaks)."""
         limiter = self.limiter
         if limiter is not None:
             rec.ip = ip = self.client_ip(request)
             d = await limiter.hit("ip:" + ip)
-            refused = self._apply(rec, d)
+            refused = self._apply(rec, d, render)
             if refused is not None:
                 return refused(request)
         if self._keys:
             idx = self._key_index(request)
             if idx < 0:
                 self.metrics.auth_failures += 1
-                return error_response(
+                return render(
                     AuthenticationFailed(
-                        "Missing or invalid API key: send 'Authorization: Bearer <key>' with "
-                        "one of the gateway's apiKeys.",
+                        "Missing or invalid API key: send 'Authorization: Bearer <key>' (or "
+                        "'x-api-key: <key>') with one of the gateway's apiKeys.",
                         headers={"WWW-Authenticate": "Bearer"},
                     ),
                     _request_id(request),
+                    None,
                 )
             if limiter is not None and self.per_key_max:
                 d = await limiter.hit("key:" + self._key_ids[idx], self.per_key_max)
-                refused = self._apply(rec, d)
+                refused = self._apply(rec, d, render)
                 if refused is not None:
                     return refused(request)
         return None
 
-    def _apply(self, rec: Record, d: Decision) -> Callable[[web.Request], web.Response] | None:
+    def _apply(
+        self, rec: Record, d: Decision, render: ErrorRender
+    ) -> Callable[[web.Request], web.Response] | None:
         if d.unavailable:
             if self.fail_open:
                 return None
-            return lambda request: error_response(
+            return lambda request: render(
                 ServiceUnavailable(
                     "The rate limiter's Redis is unreachable and rateLimit.failOpen is false; "
                     "try again shortly.",
                     headers={"Retry-After": "1"},
                 ),
                 _request_id(request),
+                None,
             )
         # The tighter of the IP and key budgets is what the client sees.
         if rec.rl is None or not d.allowed or d.remaining < rec.rl.remaining:
@@ -170,7 +184,7 @@ class Edge:
         if d.allowed:
             return None
         self.metrics.rate_limited += 1
-        return lambda request: error_response(
+        return lambda request: render(
             RateLimited(
                 f"Rate limit reached: {d.limit} requests per window; retry after "
                 f"{d.retry_after_s} s.",
@@ -182,8 +196,10 @@ class Edge:
 
     # -- the request path --------------------------------------------------------------
 
-    def wrap(self, handler: Handler) -> Handler:
+    def wrap(self, handler: Handler, render: ErrorRender = error_response) -> Handler:
+        """``render``: how the edge's own 401 / 429 / 503 look (the route's dialect)."""
         guard = self.limiter is not None or bool(self._keys)
+        origins = self.origins
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             rec = Record(perf(), self.metrics, self.streams)
@@ -197,8 +213,11 @@ class Edge:
             resp: web.StreamResponse | None = None
             status = 500
             try:
-                if guard:
-                    resp = await self._admit(request, rec)  # a 429 / 401 / 503, or None
+                refused = origins.refusal(request)  # a page on a foreign origin or host: 403
+                if refused is not None:
+                    resp = render(refused, _request_id(request), None)
+                elif guard:
+                    resp = await self._admit(request, rec, render)  # a 429 / 401 / 503, or None
                 if resp is None:
                     resp = await handler(request)
                 if not resp.prepared:
@@ -278,6 +297,7 @@ class Edge:
                     "tokens_in": rec.tokens_in,
                     "tokens_out": rec.tokens_out,
                     "attempts": rec.attempts,
+                    "session_id": rec.session,  # Claude Code's session (never a metric label)
                 }
             )
 
@@ -347,6 +367,9 @@ class Edge:
     # -- /metrics, CORS --------------------------------------------------------------
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
+        refused = self.origins.refusal(request)
+        if refused is not None:
+            return error_response(refused, _request_id(request))
         await self.metrics.refresh()
         merged = self.metrics.merged()
         if "application/json" in request.headers.get("Accept", ""):
@@ -361,6 +384,10 @@ class Edge:
             app.on_response_prepare.append(self.on_prepare)
         if config.cors is not None:
             setup_cors(app, config, api_paths)
+            app.on_response_prepare.append(self._cors_prepare)
+
+    async def _cors_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
+        self.origins.strip_null_origin(response)
 
 
 EXPOSED = (

@@ -20,6 +20,7 @@ from aiohttp import web
 from . import __version__, codec
 from .dialects.chat.dialect import CHAT
 from .dialects.embeddings.dialect import EMBEDDINGS
+from .dialects.messages.models import model_info, wants_anthropic_shape
 from .dialects.responses.dialect import input_items, retrieve
 from .errors import (
     GatewayError,
@@ -30,6 +31,8 @@ from .errors import (
     RequestTooLarge,
 )
 from .health_view import backends_health
+from .messages_routes import PATHS as MESSAGES_PATHS
+from .messages_routes import add_messages_routes, anthropic_models
 from .serving import serve
 from .state import STATE
 
@@ -148,6 +151,8 @@ async def list_models(request: web.Request) -> web.Response:
     rid = _request_id(request)
     if request.method not in _READ:
         return error_response(MethodNotAllowed("Use GET for /v1/models"), rid)
+    if wants_anthropic_shape(request.headers):  # Claude Code's gateway model discovery
+        return anthropic_models(request, list(await _served_models(request)), rid)
     data = [_model_object(m, b) for m, b in (await _served_models(request)).items()]
     return web.Response(
         body=codec.dumps({"object": "list", "data": data}),
@@ -172,8 +177,13 @@ async def retrieve_model(request: web.Request) -> web.Response:
             ),
             rid,
         )
+    info = (
+        model_info(model)
+        if wants_anthropic_shape(request.headers)
+        else _model_object(model, backend_id)
+    )
     return web.Response(
-        body=codec.dumps(_model_object(model, backend_id)),
+        body=codec.dumps(info),
         content_type=_JSON,
         headers={"x-request-id": rid},
     )
@@ -236,7 +246,7 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-API_PATHS = [
+_PATHS = [
     "/v1/chat/completions",
     "/chat/completions",
     "/v1/models",
@@ -248,6 +258,7 @@ API_PATHS = [
     "/v1/responses/{response_id}",
     "/v1/responses/{response_id}/input_items",
 ]
+API_PATHS = [*_PATHS, *MESSAGES_PATHS]  # CORS covers all of them
 # Every route that answers GET answers HEAD the same way, without the body (aiohttp drops it).
 _READ = ("GET", "HEAD")
 # With CORS on, explicit methods instead of "*": aiohttp-cors adds the OPTIONS route itself and
@@ -276,13 +287,15 @@ def add_routes(
     ]
     if wrap is not None:
         handlers = [wrap(h) for h in handlers]
-    for path, handler in zip(API_PATHS, handlers, strict=True):
+    for path, handler in zip(_PATHS, handlers, strict=True):
         if cors:
             resource = app.router.add_resource(path)
             for method in _CORS_METHODS:
                 resource.add_route(method, handler, expect_handler=expect_continue)
         else:
             app.router.add_route("*", path, handler, expect_handler=expect_continue)
+    # Anthropic Messages API: /v1/messages, /v1/messages/count_tokens (messages_routes.py).
+    add_messages_routes(app, wrap, _CORS_METHODS if cors else None, expect_continue)
     app.router.add_get("/", root)  # add_get also answers HEAD
     app.router.add_get("/health", health)
     # Behind the API keys (when set): it names backends and their failures.

@@ -269,8 +269,9 @@ def guard_connections(
 
 
 def connection_cap(configured: int) -> int:
-    """``maxConnections``, or with 0 (auto) what the descriptor limit allows: each client
-    connection may need an upstream one too, and some descriptors stay for files and logs."""
+    """``maxConnections``, or with 0 (auto) three quarters of the descriptor limit: the rest
+    stays for upstream connections, files and logs, so the gateway keeps answering (a 503)
+    instead of failing to accept."""
     if configured:
         return configured
     try:
@@ -281,4 +282,4 @@ def connection_cap(configured: int) -> int:
         return 0
     if soft == resource.RLIM_INFINITY or soft <= 0:
         return 0
-    return max(16, (soft - 64) // 2)
+    return max(16, soft * 3 // 4)

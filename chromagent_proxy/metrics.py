@@ -91,6 +91,7 @@ class Metrics:
         self._models: set[str] = set()
         self._known: frozenset[str] = frozenset()
         self._patterns: tuple[re.Pattern[str], ...] = ()
+        self._listed: set[str] = set()
         self._status_text = {s: str(s) for s in range(100, 600)}
         self.snapshot_dir = snapshot_dir
         self._dirty = False
@@ -102,6 +103,14 @@ class Metrics:
         """The configured model names, and routing-rule globs, that get their own label."""
         self._known = frozenset(known)
         self._patterns = tuple(patterns)
+
+    def listed_models(self, names: Iterable[str]) -> None:
+        """Names backends list (``GET /v1/models``): labelled too, at most MAX_MODELS of them."""
+        room = max(0, MAX_MODELS - len(self._listed))
+        fresh = [n for n in names if n not in self._known and len(n) <= 100][:room]
+        if fresh:
+            self._listed.update(fresh)
+            self._known = self._known | frozenset(fresh)
 
     def model_label(self, model: str) -> str:
         if model in self._known or model in self._models:

@@ -122,7 +122,7 @@ return {1, remaining, math.ceil(new_tat - now), 0}
 _RETRY_AFTER_FAILURE_S = 1.0
 
 
-def _driver_info() -> dict[str, Any]:
+def redis_driver_info() -> dict[str, Any]:
     """redis-py's client identity, given so that it does not look its own version up in the
     installed package metadata (a file-system scan) on the event loop when it first connects."""
     import redis
@@ -151,7 +151,7 @@ class RedisLimiter:
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
             retry_on_timeout=False,
-            **_driver_info(),
+            **redis_driver_info(),
         )
         self._script: Any = self._redis.register_script(_LUA)
         self._down_until = 0.0

@@ -8,7 +8,7 @@ and providers it started with; new requests use the new ones. Anything wrong
 refuses the reload with one log line and the old config keeps serving.
 
 What is rebuilt: backends whose config changed (unchanged ones keep their
-provider, its wrappers and caches), the router (round robin starts afresh),
+provider and its caches), the router (round robin starts afresh),
 routing rules. What survives: the listening socket, the shared ClientSession,
 metrics, the edge (rate limiter, API keys, CORS, access log) and backend health
 for ids that remain. Settings of the process itself need a restart (listed in
@@ -30,7 +30,7 @@ import msgspec
 from .config import GatewayConfig
 from .errors import ConfigError
 from .routing import Backend, Router
-from .rules import compile_rules
+from .rules import compile_rules, labelled_models
 
 if TYPE_CHECKING:
     from .server import GatewayServer
@@ -49,9 +49,14 @@ _RESTART_KEYS = (
     "headerTimeoutMs",
     "tracing",
     "upstreamConnectionLimit",
+    "backlog",
     "media",
     "shutdownTimeoutMs",
     "configWatchMs",
+    "responses",
+    "stateSecret",
+    "bodyTimeoutMs",
+    "maxConnections",
 )
 # A provider is reused only if these are unchanged too (its runtime was built from them).
 _RUNTIME_KEYS = ("timeout", "timeouts", "media")
@@ -73,7 +78,7 @@ async def apply(server: GatewayServer, new: GatewayConfig) -> str:
     if state is None:
         raise ConfigError("the gateway is not running")
     old = server.config
-    compile_rules(new)
+    rules = compile_rules(new)
     before, after = _as_dict(old), _as_dict(new)
     same_runtime = all(before.get(k) == after.get(k) for k in _RUNTIME_KEYS)
     if new.health_redis_url != old.health_redis_url:
@@ -110,7 +115,13 @@ async def apply(server: GatewayServer, new: GatewayConfig) -> str:
     state.config, state.backends, state.router = new, backends, router
     state.first_byte_timeout = new.first_byte_timeout_s
     state.version = server.edge.metrics.config_version = version
+    server.edge.metrics.label_models(*labelled_models(new, rules))
     state._models_cache = (0.0, {})
+    server.edge.watch(router)  # the cooling gauge and provider labels follow the new router
+    server.edge.metrics.label_models(
+        (m for b in new.backends for m in b.model_mapping),
+        (cond.model for cond, _ in rules if cond.model is not None),
+    )
     server.config, server.backends = new, backends
     changed = [k for k in _RESTART_KEYS if before.get(k) != after.get(k)]
     if changed:
@@ -147,9 +158,12 @@ class Reloader:
         self._tasks: set[asyncio.Task[bool]] = set()
         self._watcher: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         if self.path and self.watch_s > 0:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(self.path))
+            # The file as served now, read before start() returns: a change made right after
+            # start-up is a change.
+            first = await asyncio.to_thread(_digest, self.path)
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(self.path, first))
 
     def request(self, why: str = "SIGHUP") -> None:
         """From a signal handler: reload soon, in a task."""
@@ -173,10 +187,9 @@ class Reloader:
             log.warning("config reload (%s): now serving version %s", why, version)
             return True
 
-    async def _watch(self, path: str) -> None:
+    async def _watch(self, path: str, last: bytes | None) -> None:
         """Poll the file's bytes (a ConfigMap update replaces a symlink, so mtime alone is
         not enough) and reload when they change."""
-        last = await asyncio.to_thread(_digest, path)
         while True:
             await asyncio.sleep(self.watch_s)
             now = await asyncio.to_thread(_digest, path)

@@ -14,6 +14,9 @@ Health is a small circuit breaker per backend: retryable failures count up;
 ``failover.failureThreshold`` in a row, or an upstream ``Retry-After``, cool the
 backend down; after the cooldown the next request is a single half-open probe
 whose outcome closes the circuit or cools it down again for twice as long.
+A plan that depends on nothing but the model and the request's needs (no rotation among
+several ready backends, every candidate's circuit closed) is cached per (model, needs),
+and reused only while every backend in it is still closed, whoever changed its health.
 With ``failover.redisUrl`` these changes are also told to ``Router.shared``
 (breaker_redis.py), which shares them with every replica in the background.
 Everything here is synchronous: on one event loop a plan is computed and the
@@ -195,6 +198,9 @@ class Router:
         # For metrics: failovers so far, and callbacks told (backend id, error) on each one.
         self.failovers = 0
         self.failover_listeners: list[FailoverListener] = []
+        # (model, stream, tools, images) → a plan that cannot change while its backends stay
+        # healthy (plan_for).
+        self._plans: dict[tuple[str, bool, bool, bool], list[Attempt]] = {}
         # Set by the server when backend health is shared through Redis (breaker_redis.py).
         self.shared: BreakerSync | None = None
 
@@ -214,7 +220,18 @@ class Router:
     ) -> list[Attempt]:
         """The attempts for a request of any dialect: its model and what it needs.
         ``discovered`` (model → backend id, from the backends' own listings, e.g. pulled
-        Ollama models) serves a model nothing else matches, so what /v1/models lists is served."""
+        Ollama models) serves a model nothing else matches, so what /v1/models lists is served.
+        Callers must not change the list (it may be the cached one)."""
+        key = (model, needs.stream, needs.tools, needs.images)
+        cached = self._plans.get(key)
+        if cached is not None:
+            health = self.health
+            for a in cached:
+                h = health.get(a.backend.id)
+                if h is None or h.until or h.probing:
+                    break  # its health changed (here or from another replica): recompute
+            else:
+                return cached
         groups: list[Pool] = []
         for rule in self._rules:
             if rule.condition.matches(model, needs):
@@ -225,6 +242,7 @@ class Router:
             groups.append(mapped)
         if not groups and self._default is not None:
             groups.append(self._default)
+        stable = bool(groups)  # a discovered model's plan depends on the listing: not cached
         if not groups and discovered and model in discovered:
             found = self.backends.get(discovered[model])
             if found is not None and found.config.enabled:
@@ -249,10 +267,15 @@ class Router:
                     missing = lack
                 if ok:
                     seen.add(b.id)
-                    if not self.health[b.id].ready(now):
+                    h = self.health[b.id]
+                    if not h.ready(now):
                         cooling.append(b)
                         ok = False
+                    elif h.until:
+                        stable = False  # the next request is its half-open probe
                 flags.append(ok)
+            if n == 0 and sum(flags) > 1:
+                stable = False  # round robin: each request rotates
             ready.extend(pool.ordered(flags, rotate=n == 0))
         if cooling:
             health = self.health
@@ -263,10 +286,15 @@ class Router:
                 f"No backend serving model '{model}' supports {missing}.",
                 param=_PARAM_OF.get(missing or ""),
             )
-        return [
+        plan = [
             Attempt(b, b.config.model_mapping.get(model, model))
             for b in ready[: self.config.max_attempts]
         ]
+        if stable and not cooling:
+            if len(self._plans) >= _PLAN_CACHE_MAX:  # model names come from clients
+                self._plans.clear()
+            self._plans[key] = plan
+        return plan
 
     def _lacks(self, backend_id: str, needs: Needs) -> str | None:
         streaming, tools, images = self._caps[backend_id]
@@ -346,4 +374,5 @@ class Router:
                 log.exception("failover listener raised")
 
 
+_PLAN_CACHE_MAX = 4096
 _PARAM_OF = {"streaming": "stream", "tools": "tools", "images": "messages"}

@@ -140,3 +140,11 @@ def compile_rules(cfg: GatewayConfig) -> list[tuple[Condition, list[str]]]:
             raise ConfigError(f"{where}: backendIds lists a backend twice")
         out.append((cond, ids))
     return out
+
+
+def labelled_models(
+    cfg: GatewayConfig, rules: list[tuple[Condition, list[str]]]
+) -> tuple[list[str], list[re.Pattern[str]]]:
+    """What gets its own metrics model label: modelMapping keys, and the rule model globs."""
+    names = [m for b in cfg.backends for m in b.model_mapping]
+    return names, [cond.model for cond, _ in rules if cond.model is not None]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 from collections.abc import Mapping
@@ -25,9 +24,10 @@ from .errors import ConfigError
 from .fetcher import make_fetcher
 from .handlers import API_PATHS, add_routes
 from .headerguard import connection_cap, guard_connections
+from .originguard import is_loopback
 from .reload import config_version
 from .routing import Backend, Router
-from .rules import compile_rules
+from .rules import compile_rules, labelled_models
 from .state import STATE, GatewayState
 
 log = logging.getLogger("chromagent_proxy")
@@ -40,15 +40,6 @@ def make_config(
         validate(config, registry.types())
         return config
     return build_config(config, env={}, known_types=registry.types())
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False  # a host name: it may resolve beyond this machine
 
 
 def startup_warnings(cfg: GatewayConfig) -> None:
@@ -91,10 +82,7 @@ class GatewayServer:
         # Rate limit, API keys, metrics, access log, drain (edge.py); bad edge config stops here.
         self.edge = Edge(self.config)
         # Metric labels: configured model names, and names matching a rule's model glob.
-        self.edge.metrics.label_models(
-            (m for b in self.config.backends for m in b.model_mapping),
-            (cond.model for cond, _ in rules if cond.model is not None),
-        )
+        self.edge.metrics.label_models(*labelled_models(self.config, rules))
         # Backend health shared with every replica through Redis (failover.redisUrl).
         redis_url = self.config.health_redis_url
         self.shared = (
@@ -133,6 +121,7 @@ class GatewayServer:
         if self.shared is not None:
             self.state.shared = self.shared
             self.shared.bind(router)
+        self.state.on_models_listed = self.edge.metrics.listed_models
         app[STATE] = self.state
         add_routes(app, self.edge.wrap, self.edge.metrics_handler, cors=cfg.cors is not None)
         self.edge.install(app, cfg, API_PATHS)
@@ -212,10 +201,11 @@ class GatewayServer:
             cfg.body_timeout_ms / 1000,
             connection_cap(cfg.max_connections),
         )
+        backlog = self.config.backlog
         if self._sock is not None:
-            site: web.BaseSite = web.SockSite(self._runner, self._sock)
+            site: web.BaseSite = web.SockSite(self._runner, self._sock, backlog=backlog)
         else:
-            site = web.TCPSite(self._runner, self.config.host, self.config.port)
+            site = web.TCPSite(self._runner, self.config.host, self.config.port, backlog=backlog)
         try:
             await site.start()
         except OSError as exc:

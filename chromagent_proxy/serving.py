@@ -24,12 +24,13 @@ from typing import Any
 from aiohttp import web
 
 from .backends import adapter
-from .backends.base import BackendProvider, RequestContext, set_context
+from .backends.base import BackendProvider, RequestContext, current_context, set_context
 from .core import ir
 from .core.accumulate import Answer
 from .dialects.base import Dialect, EventEncoder, Inbound
 from .errors import (
     GatewayError,
+    InvalidRequest,
     ModelNotFound,
     RequestTooLarge,
     ServiceUnavailable,
@@ -38,6 +39,7 @@ from .errors import (
     UpstreamTimeout,
 )
 from .instrument import RECORD, Record
+from .jsonlimits import duplicate_routed_key, unencodable
 from .routing import Attempt
 from .rules import Needs
 from .state import STATE, GatewayState
@@ -84,6 +86,12 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
                 f"The request body is larger than the gateway's limit of "
                 f"{state.config.max_body_bytes} bytes (maxBodyBytes)"
             ) from None
+        dup = duplicate_routed_key(body)
+        if dup is not None:
+            # Routing would read one copy and the upstream, sent the raw body, maybe the other.
+            raise InvalidRequest(
+                f"'{dup}' appears more than once in the request body; send it once", param=dup
+            )
         inbound = dialect.parse(body, request.headers, request.query)
         await dialect.resolve(inbound)
         rec.session = inbound.session_id
@@ -167,7 +175,13 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
         )
 
 
-def _backend_bug(rid: str, backend_id: str, exc: BaseException) -> UpstreamError:
+def _backend_bug(rid: str, backend_id: str, exc: BaseException) -> GatewayError:
+    # A value no encoder takes (an integer past 64 bits, nesting past 254) is the client's
+    # fault: a 400 naming the field, found only now that encoding failed.
+    if isinstance(exc, (TypeError, RecursionError)):
+        bad = unencodable(current_context().raw_body)
+        if bad is not None:
+            return bad
     # A backend bug (custom backends included): a 502 naming it, never a crash.
     log.error("request %s: backend %s raised", rid, backend_id, exc_info=exc)
     return UpstreamError(

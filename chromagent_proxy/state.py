@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -33,6 +34,9 @@ class GatewayState:
     version: str = ""
     # Backend health shared through Redis (failover.redisUrl), or None.
     shared: SharedHealth | None = None
+    # Told of the model names backends list (served by GET /v1/models), which then get
+    # their own metrics label; set by the server.
+    on_models_listed: Callable[[list[str]], None] | None = None
     _models_cache: tuple[float, dict[str, list[str]]] = (0.0, {})
     _models_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -56,6 +60,8 @@ class GatewayState:
                 elif res:
                     found[b.id] = list(res)
             self._models_cache = (time.monotonic(), found)
+            if self.on_models_listed is not None:
+                self.on_models_listed([m for names in found.values() for m in names])
             return found
 
     async def discovered_models(self) -> dict[str, str]:

@@ -128,7 +128,11 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
 
 
 def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
-    """The body as it arrives, inflated when the upstream compressed it."""
+    """The body as it arrives, inflated when the upstream compressed it.
+
+    For responses requested with ``auto_decompress=False`` (``open_response`` does so),
+    as are all that ``read_capped`` and ``iter_body`` read.
+    """
     encoding = resp.headers.get("Content-Encoding", "").strip().lower()
     if encoding in ("", "identity"):
         return resp.content.iter_any()
@@ -199,18 +203,9 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
-async def iter_body(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
-    """Yield body bytes as they arrive; the session's sock_read timeout is the idle gap."""
-    try:
-        async for data in body_chunks(resp, backend_id):
-            yield data
-    except STREAM_ERRORS as exc:
-        raise stream_error(backend_id, exc) from None
-
-
-# What reading a streamed body raises, and what it becomes: for a relay that iterates
-# ``body_chunks`` itself instead of through iter_body (one async generator less held per
-# open stream).
+# What reading a streamed body raises, and what it becomes (``stream_error``): readers
+# iterate ``body_chunks`` themselves, no async generator wrapped around it (one less held
+# per open stream); the session's sock_read timeout is the idle gap.
 STREAM_ERRORS = (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError)
 
 

@@ -52,6 +52,24 @@ def check(config: GatewayConfig) -> None:
         )
 
 
+def claim_port(host: str, port: int) -> int:
+    """Make sure nothing listens on ``port`` yet; return it (a free one for 0).
+
+    Every socket of a gateway's worker group has SO_REUSEPORT, so a second ``--workers``
+    gateway (same user) could join the group and silently take a share of the traffic. A
+    probe bound *without* SO_REUSEPORT fails on any port already in use."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no owner
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        probe.close()
+
+
 def reuseport_socket(host: str, port: int) -> socket.socket:
     """A bound TCP socket with SO_REUSEPORT (not yet listening)."""
     if not hasattr(socket, "SO_REUSEPORT"):
@@ -141,7 +159,7 @@ class Supervisor:
 
     async def run(self) -> int:
         cfg = self.config
-        holder = reuseport_socket(cfg.host, cfg.port)
+        holder = reuseport_socket(cfg.host, claim_port(cfg.host, cfg.port))
         port = holder.getsockname()[1]
         metrics_dir = tempfile.mkdtemp(prefix="chromagent-metrics-")
         env = {**os.environ, SNAPSHOT_DIR_ENV: metrics_dir}

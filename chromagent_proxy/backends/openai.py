@@ -1,9 +1,11 @@
-"""OpenAI-compatible upstreams (OpenAI, vLLM, Groq, Ollama's /v1, LiteLLM...): a byte relay.
+"""OpenAI-compatible upstreams (OpenAI, vLLM, Groq, Ollama's /v1, LiteLLM...).
 
-The client's raw body is sent unchanged unless ``modelMapping`` renames the
-model, so every field this gateway does not know still reaches the upstream.
-Stream events are relayed as they are; only an upstream error event is
-decoded, to end the stream the OpenAI way.
+For a Chat Completions client it is a byte relay: the client's raw body is sent
+unchanged (``modelMapping`` rewrites only the model's bytes), so every field this gateway does
+not know still reaches the upstream; stream events are relayed as they are, only an
+upstream error event is decoded, to end the stream the OpenAI way. For clients of
+other dialects it translates (``generate``): IR → Chat Completions → IR events
+(backends/openai_chat.py) through the shared stream shell.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ from typing import Any, ClassVar
 
 from .. import codec
 from ..config import BackendConfig
+from ..core import ir
 from ..errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
 from ..media import Image, check_inline_parts, collect_images
+from ..media_ir import inline_images
+from ..rawjson import rename_model
 from ..schema.openai import ChatCompletionRequest
 from ..sse import SSEDecoder, framed
 from ..upstream import (
@@ -26,7 +31,9 @@ from ..upstream import (
     read_capped,
     stream_error,
 )
-from .base import BackendProvider, CompletionResult, StreamPart, current_context
+from . import openai_chat
+from .base import BackendProvider, CompletionResult, RequestContext, StreamPart, current_context
+from .shell import stream_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -34,8 +41,10 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 class OpenAIBackend(BackendProvider):
     type: ClassVar[str] = "openai"
     # Chat Completions and embeddings are relayed as bytes (/v1/responses too, with
-    # nativeResponses: see dialects/responses).
+    # nativeResponses: see dialects/responses); other dialects translate (generate).
     native_dialects: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
+    dialect: ClassVar[str] = "openai"
+    translates: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -69,9 +78,18 @@ class OpenAIBackend(BackendProvider):
         add_usage = bool(request.stream) and not (opts is not None and opts.include_usage)
         if request.model == ctx.client_model and (opts is None or not add_usage):
             return _with_usage(ctx.raw_body) if add_usage else ctx.raw_body
+        if opts is None or not add_usage:
+            # Only the model's bytes change (rawjson.py); the full re-encode below is the
+            # fallback for bodies where that is not certain to be right.
+            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model)
+            if renamed is not None:
+                return _with_usage(renamed) if add_usage else renamed
         try:
-            data: dict[str, Any] = codec.loads(ctx.raw_body)
-        except ValueError as exc:  # e.g. a number beyond what orjson can hold (1e400)
+            data: dict[str, Any] = codec.loads_exact(ctx.raw_body)
+        except (
+            ValueError,
+            codec.DecodeError,
+        ) as exc:  # e.g. a number beyond what orjson can hold (1e400)
             raise InvalidRequest(f"The request body cannot be re-encoded: {exc}") from None
         data["model"] = request.model
         if add_usage:
@@ -134,7 +152,7 @@ class OpenAIBackend(BackendProvider):
             extra_headers=current_context().upstream_headers,
         ) as resp:
             try:
-                async for data in resp.content.iter_any():
+                async for data in body_chunks(resp, self.config.id):
                     yield data
             except STREAM_ERRORS as exc:
                 raise stream_error(self.config.id, exc) from None
@@ -176,7 +194,7 @@ class OpenAIBackend(BackendProvider):
             body,
             extra_headers=current_context().upstream_headers,
         ) as resp:
-            # body_chunks directly, not through upstream.iter_body: one async generator
+            # body_chunks directly, not through a generator wrapper: one async generator
             # less held per open stream (bench/README.md, memory per stream).
             try:
                 async for data in body_chunks(resp, config.id):
@@ -209,6 +227,45 @@ class OpenAIBackend(BackendProvider):
                 yield event.data
         raise UpstreamProtocolError(f"backend '{config.id}' ended the stream without [DONE]")
 
+    # -- other client dialects: translate through the IR ------------------------------
+
+    async def _open(
+        self, request: ir.Request, ctx: RequestContext, *, stream: bool
+    ) -> open_response:
+        assert self.runtime is not None and self.config is not None
+        # inlineImages: a self-hosted upstream never fetches a user URL itself.
+        await inline_images(
+            request,
+            self.runtime.images,
+            self.runtime.gateway.media,
+            fetch_remote=self.config.inline_images,
+        )
+        body = codec.dumps(openai_chat.build(request, stream=stream))
+        return open_response(
+            self.runtime,
+            ctx.backend_id,
+            self._url,
+            self._headers,
+            body,
+            extra_headers=ctx.upstream_headers,
+        )
+
+    async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
+        async with await self._open(request, ctx, stream=False) as resp:
+            data = await read_capped(resp, DEFAULT_BODY_LIMIT, ctx.backend_id)
+        err = error_in_ok_body(ctx.backend_id, data)
+        if err is not None:
+            raise err
+        return openai_chat.answer(data, ctx.backend_id)
+
+    async def generate_stream(
+        self, request: ir.Request, ctx: RequestContext
+    ) -> AsyncIterator[list[ir.Event]]:
+        state = openai_chat.StreamState(ctx.backend_id)
+        async with await self._open(request, ctx, stream=True) as resp:
+            async for events in stream_events(resp, ctx.backend_id, openai_chat.TRANSLATOR, state):
+                yield events
+
 
 def _stream_error(backend_id: str, payload: bytes) -> UpstreamHTTPError:
     try:
@@ -216,15 +273,7 @@ def _stream_error(backend_id: str, payload: bytes) -> UpstreamHTTPError:
         err = data.get("error", data) if isinstance(data, dict) else {}
     except ValueError:
         err = {}
-    if not isinstance(err, dict):
-        err = {"message": str(err)}
-    code = err.get("code")
-    return UpstreamHTTPError(
-        f"backend '{backend_id}' reported an error mid-stream: {err.get('message', 'unknown error')}",
-        type=err.get("type") if isinstance(err.get("type"), str) else "api_error",
-        code=code if isinstance(code, str) else "upstream_error",
-        retryable=False,
-    )
+    return openai_chat.error_of(backend_id, err)
 
 
 _USAGE_OPTION = b'{"stream_options":{"include_usage":true},'

@@ -21,7 +21,7 @@ from .. import codec
 from ..core import ir
 from ..errors import GatewayError, UpstreamProtocolError
 from ..sse import NDJSONDecoder, SSEDecoder
-from ..upstream import STREAM_ERRORS, stream_error
+from ..upstream import STREAM_ERRORS, body_chunks, stream_error
 
 S = TypeVar("S")
 E = TypeVar("E")
@@ -71,12 +71,18 @@ async def stream_events(
     decode, step = translator.decode, translator.step
     tail = b""
     try:
-        async for data in resp.content.iter_any():
+        async for data in body_chunks(resp, backend_id):
             if trailing_error is not None:
                 tail = data[-_TAIL:] if len(data) >= _TAIL else (tail + data)[-_TAIL:]
             out: list[ir.Event] = []
-            for payload in _payloads(decoder, data):
-                out += step(state, _decode(decode, payload, backend_id))
+            try:
+                for payload in _payloads(decoder, data):
+                    out += step(state, _decode(decode, payload, backend_id))
+            except GatewayError:
+                # Events before the failing one (same read) still reach the client first.
+                if out:
+                    yield out
+                raise
             if out:
                 yield out
     except STREAM_ERRORS as exc:

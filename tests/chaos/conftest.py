@@ -4,7 +4,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.chaos.support import FaultServer
+from tests.support.chaos import FaultServer
 
 
 @pytest.fixture

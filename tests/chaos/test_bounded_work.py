@@ -15,9 +15,9 @@ import aiohttp
 import pytest
 
 from chromagent_proxy.upstream import DECOMPRESSED_LIMIT
-from tests.chaos.support import Conn, FaultServer, scaled
 from tests.chaos.test_upstream_faults import COMPLETION, config, gateway
 from tests.e2e.test_gemini_schema_budget import ref_dag
+from tests.support.chaos import Conn, FaultServer, scaled
 
 GEMINI_ANSWER = json.dumps(
     {
@@ -70,8 +70,12 @@ async def test_gzip_bombs_are_refused_and_ordinary_requests_carry_on(
         {"id": "ok", "type": "openai", "baseUrl": f"{good.url}/v1", "modelMapping": {"m": "m"}},
     ]
     msg = [{"role": "user", "content": "hi"}]
+    # Inflating four bombs to the 64 MiB cap at once takes longer than the suite's 0.4 s
+    # timeout on a busy 2-core machine (a 504 instead of the 502 under test): a budget that
+    # does not depend on the machine's load.
+    slow_ok = {"timeout": 30_000, "timeouts": {"idleMs": 30_000, "connectMs": 30_000}}
     try:
-        async with gateway(config(*backends, maxAttempts=1)) as gw:
+        async with gateway(config(*backends, maxAttempts=1, **slow_ok)) as gw:
             # Not scaled up: each bomb may hold up to the 64 MiB cap until it is refused.
             results = await asyncio.gather(
                 *(post(gw, {"model": "bomb", "messages": msg}) for _ in range(4)),

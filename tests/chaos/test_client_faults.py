@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.support import (
+from tests.chaos.test_upstream_faults import COMPLETION, chunk_event, config, relay
+from tests.support.chaos import (
     CliGateway,
     Conn,
     FaultServer,
@@ -30,7 +31,6 @@ from tests.chaos.support import (
     rss_bytes,
     scaled,
 )
-from tests.chaos.test_upstream_faults import COMPLETION, chunk_event, config, relay
 from tests.support.gateway import run_gateway
 
 MOCK = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
@@ -42,7 +42,7 @@ def request_bytes(
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     head = [
         f"POST {path} HTTP/1.1",
-        "Host: gw",
+        "Host: localhost",
         "Content-Type: application/json",
         f"Content-Length: {len(data)}",
     ]
@@ -106,6 +106,7 @@ async def test_a_silent_connection_is_closed_after_the_header_timeout() -> None:
         writer.close()
 
 
+@pytest.mark.slow
 async def test_idle_keep_alive_and_slow_bodies_are_not_cut_by_the_header_timeout() -> None:
     async with run_gateway({**MOCK, "headerTimeoutMs": 300}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -145,7 +146,7 @@ async def test_many_slowloris_clients_do_not_stop_real_requests() -> None:
         conns = []
         for _ in range(n):
             r, w = await asyncio.open_connection("127.0.0.1", gw.port)
-            w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n")
+            w.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n")
             conns.append((r, w))
         # A real client is served while they hang.
         r, w = await asyncio.open_connection("127.0.0.1", gw.port)
@@ -170,7 +171,7 @@ async def test_100_mb_body_is_413_without_reading_it_all() -> None:
     async with run_gateway({**MOCK, "maxBodyBytes": limit}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n" % total
         )
         sent = 0
@@ -272,6 +273,7 @@ async def _act(
             pass
 
 
+@pytest.mark.slow
 async def test_random_aborts_leave_no_task_and_no_upstream_connection(
     fault: FaultServer, caplog: pytest.LogCaptureFixture
 ) -> None:

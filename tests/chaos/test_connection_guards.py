@@ -19,6 +19,7 @@ from tests.chaos.test_client_faults import (
     read_response,
     request_bytes,
 )
+from tests.support.chaos import scaled
 from tests.support.gateway import run_gateway
 
 
@@ -89,7 +90,7 @@ async def test_malformed_requests_get_json_400_and_one_warning_line(
             for _ in range(20):
                 reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
                 writer.write(
-                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                     b"Content-Length: nope\r\n\r\n"
                 )
                 status, body = await asyncio.wait_for(read_response(reader), 5)
@@ -114,7 +115,7 @@ async def test_expect_100_continue_with_an_oversized_body_is_413_not_100() -> No
     async with run_gateway({**MOCK, "maxBodyBytes": 1000}) as gw:
         reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
         writer.write(
-            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             b"Content-Length: 5000000\r\nExpect: 100-continue\r\n\r\n"
         )
         status, body = await asyncio.wait_for(read_response(reader), 5)
@@ -132,3 +133,55 @@ async def test_expect_100_continue_with_an_oversized_body_is_413_not_100() -> No
         writer.write(raw[split:])
         assert (await read_response(reader))[0] == 200
         writer.close()
+
+
+async def test_many_slow_answers_with_split_bodies_outlive_the_header_timeout() -> None:
+    """Issue 13, item 1 at scale: every request's head and body arrive in separate reads and
+    its answer takes 3x headerTimeoutMs; none may be cut."""
+    from aiohttp import web
+
+    from tests.support.upstream import FakeUpstream
+
+    completion = {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+    }
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        await asyncio.sleep(0.9)
+        return web.json_response(completion)
+
+    up = await FakeUpstream().start()
+    up.route("/v1/chat/completions", slow)
+    cfg = {
+        "headerTimeoutMs": 300,
+        "backends": [{"id": "o", "type": "openai", "baseUrl": f"{up.url}/v1"}],
+        "defaultBackend": "o",
+    }
+    try:
+        async with run_gateway(cfg) as gw:
+
+            async def one() -> int:
+                reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+                raw = request_bytes(HELLO)
+                split = raw.index(b"\r\n\r\n") + 4
+                writer.write(raw[:split])
+                await writer.drain()
+                await asyncio.sleep(0.05)
+                writer.write(raw[split:])
+                try:
+                    return (await asyncio.wait_for(read_response(reader), 30))[0]
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return -1
+                finally:
+                    writer.close()
+
+            statuses = await asyncio.gather(*(one() for _ in range(scaled(500, 20))))
+        assert statuses == [200] * len(statuses)
+    finally:
+        await up.close()

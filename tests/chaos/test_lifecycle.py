@@ -14,13 +14,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.chaos.support import CliGateway, eventually, rss_bytes, scaled
+from tests.support.chaos import CliGateway, eventually, rss_bytes, scaled
 from tests.support.gateway import run_gateway
 from tests.support.redis import RedisServer
 from tests.support.upstream import FakeUpstream, stream_reply
 
 HELLO = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
 MOCK = {"backends": [{"id": "m", "type": "mock"}], "defaultBackend": "m"}
+
+pytestmark = pytest.mark.slow  # real processes and waits: `make test-all`
 
 
 def sse_body(n: int) -> list[bytes]:
@@ -189,7 +191,7 @@ async def test_10000_idle_keep_alive_connections_bounded_memory_and_still_served
     conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
     try:
         rss_before = rss_bytes(gw.proc.pid)
-        request = b"GET /health HTTP/1.1\r\nHost: gw\r\n\r\n"
+        request = b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n"
         sem = asyncio.Semaphore(200)
 
         async def open_one() -> None:
@@ -218,9 +220,9 @@ async def test_10000_idle_keep_alive_connections_bounded_memory_and_still_served
             assert r.status == 200
         assert time.monotonic() - start < 1.0
         # And the idle ones are still usable.
-        for r, w in conns[:: max(1, n // 50)]:
+        for reader, w in conns[:: max(1, n // 50)]:
             w.write(request)
-            assert (await r.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         print(
             f"\n{n} idle connections: gateway RSS +{grown / 2**20:.1f} MiB ({per_conn:.0f} B each)"
         )

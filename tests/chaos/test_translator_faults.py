@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.support import Conn, FaultServer
 from tests.chaos.test_upstream_faults import call, closed, config, gateway, upstream_errors
+from tests.support.chaos import Conn, FaultServer
 from tests.support.fixtures import chunks_as_sse, fixture_path, load_chunks
 
 ANTHROPIC = load_chunks(fixture_path("anthropic", "vercel-ai--anthropic-text.chunks.txt"))
@@ -171,8 +171,8 @@ async def test_aborted_streams_leave_no_task_and_no_upstream_connection(
     import asyncio
     import random
 
-    from tests.chaos.support import eventually, scaled
     from tests.chaos.test_client_faults import HELLO, request_bytes
+    from tests.support.chaos import eventually, scaled
 
     async def endless(c: Conn) -> None:
         await c.headers(ctype=PROVIDERS[provider]["ctype"])

@@ -40,7 +40,8 @@ def _cached(build: Any) -> Any:
     cache: dict[tuple[str, int, int], Any] = {}
 
     def wrapper(schema: Any, *, alphabet: Any = None, custom_formats: Any = None) -> Any:
-        key = (_fs.encode_canonical_json(schema), id(alphabet), id(custom_formats))
+        canonical = _fs.encode_canonical_json  # type: ignore[attr-defined]
+        key = (canonical(schema), id(alphabet), id(custom_formats))
         strategy = cache.get(key)
         if strategy is None:
             strategy = build(schema, alphabet=alphabet, custom_formats=custom_formats)
@@ -55,6 +56,6 @@ def install() -> None:
         return
     _fs._chromagent_compat = True  # type: ignore[attr-defined]
     if not hasattr(cu.many, "more"):
-        _fs.cu = types.SimpleNamespace(many=_OldStyleMany)  # type: ignore[attr-defined]
+        _fs.cu = types.SimpleNamespace(many=_OldStyleMany)  # type: ignore[attr-defined,assignment]
     name = "__from_schema"
     setattr(_fs, name, _cached(getattr(_fs, name)))

@@ -83,7 +83,7 @@ def inline(name: str, *, drop: frozenset[str] = frozenset()) -> dict[str, Any]:
                 rest = {k: v for k, v in node.items() if k != "$ref" and k not in _DOC_KEYS}
                 target = {} if ref in stack else walk(schemas[ref], (*stack, ref))
                 return {"allOf": [target, walk(rest, stack)]} if rest else target
-            out = {}
+            out: dict[str, Any] = {}
             for k, v in node.items():
                 if k in _DOC_KEYS:
                     continue

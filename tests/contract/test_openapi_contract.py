@@ -102,6 +102,7 @@ models = st.sampled_from(sorted(MODELS))
 spec_requests = from_schema(spec.inline("CreateChatCompletionRequest"))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(spec_requests, models)
 def test_generated_requests_keep_the_contract(
@@ -113,6 +114,7 @@ def test_generated_requests_keep_the_contract(
     check(gw.post(json.dumps(request).encode()), request)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(spec_requests, models, st.booleans())
 def test_generated_requests_stream_and_not(
@@ -222,7 +224,7 @@ def set_at(obj: Any, path: tuple[Any, ...], value: Any, delete: bool = False) ->
 
 @st.composite
 def mutated(draw: st.DrawFn) -> tuple[Any, bytes]:
-    base = draw(st.sampled_from(BASE))
+    base: dict[str, Any] = draw(st.sampled_from(BASE))
     where = draw(st.sampled_from(paths(base)))
     kind = draw(st.sampled_from(["wrong_type", "delete", "huge", "odd_unicode", "deep", "extra"]))
     if kind == "delete":

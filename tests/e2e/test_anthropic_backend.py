@@ -15,7 +15,7 @@ from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunk
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply
 
-MSG = [{"role": "user", "content": "Hello!"}]
+MSG: Any = [{"role": "user", "content": "Hello!"}]
 VMODEL = "claude-sonnet-4-5@20250929"
 VPATH = f"/v1/projects/proj-1/locations/us-east5/publishers/anthropic/models/{VMODEL}"
 JPEG = b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 32 + b"\xff\xd9"
@@ -71,7 +71,7 @@ async def test_non_stream_text(upstream: FakeUpstream) -> None:
     upstream.route("/v1/messages", json_reply(raw))
     cfg = anthropic_cfg(upstream, additionalHeaders={"anthropic-beta": "tools-2024-04-04"})
     async with run_gateway(cfg) as gw:
-        resp = await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+        resp = await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     want = json.loads(raw)
     assert resp.choices[0].message.content == want["content"][0]["text"]
     assert resp.choices[0].finish_reason == "stop"
@@ -100,7 +100,7 @@ async def test_anthropic_version_override_and_default_max_tokens(upstream: FakeU
         defaultMaxTokens=999,
     )
     async with run_gateway(cfg) as gw:
-        await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+        await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     sent = upstream.received[0]
     assert sent.path == "/v1/messages"  # a baseUrl ending in /v1 is accepted too
     assert sent.headers["anthropic-version"] == "2099-01-01"
@@ -113,7 +113,7 @@ async def test_stream_text_with_one_usage_chunk(upstream: FakeUpstream) -> None:
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
             model="claude",
-            messages=MSG,  # type: ignore[arg-type]
+            messages=MSG,
             stream=True,
             stream_options={"include_usage": True},
         )
@@ -140,7 +140,7 @@ async def test_stream_parallel_tools(upstream: FakeUpstream) -> None:
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
             model="claude",
-            messages=MSG,  # type: ignore[arg-type]
+            messages=MSG,
             stream=True,
             tools=[
                 {
@@ -238,9 +238,9 @@ async def test_thinking_stream_and_signed_replay(upstream: FakeUpstream) -> None
             model="claude",
             messages=MSG,
             stream=True,
-            reasoning_effort="low",  # type: ignore[arg-type]
+            reasoning_effort="low",
         )
-        reasoning, content, blocks = "", "", []
+        reasoning, content, blocks = "", "", list[dict[str, Any]]()
         async for c in stream:
             d = c.choices[0].delta
             extra = d.model_extra or {}
@@ -258,9 +258,10 @@ async def test_thinking_stream_and_signed_replay(upstream: FakeUpstream) -> None
             "/v1/messages",
             json_reply(fixture_path("anthropic", "vercel-ai--anthropic-text.json").read_bytes()),
         )
-        await client.chat.completions.create(
+        # thinking_blocks is an extra field the SDK's types do not know.
+        await client.chat.completions.create(  # type: ignore[call-overload]
             model="claude",
-            messages=[  # type: ignore[list-item]
+            messages=[
                 *MSG,
                 {"role": "assistant", "content": content, "thinking_blocks": blocks},
                 {"role": "user", "content": "Thanks"},
@@ -285,7 +286,7 @@ async def test_sdk_stream_helper_final_message_replays_thinking(upstream: FakeUp
         async with client.chat.completions.stream(
             model="claude",
             messages=MSG,
-            reasoning_effort="low",  # type: ignore[arg-type]
+            reasoning_effort="low",
         ) as s:
             final = await s.get_final_completion()
         msg = final.choices[0].message
@@ -322,7 +323,7 @@ async def test_non_stream_thinking_message_round_trips_through_the_sdk(
     upstream.route("/v1/messages", json_reply(answer))
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         client = sdk(gw)
-        resp = await client.chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+        resp = await client.chat.completions.create(model="claude", messages=MSG)
         msg = resp.choices[0].message
         assert msg.content == "Done."
         assert (msg.model_extra or {})["reasoning_content"] == "Let me think."
@@ -345,7 +346,7 @@ async def test_anthropic_400_is_bad_request(upstream: FakeUpstream) -> None:
     upstream.route("/v1/messages", json_reply(it.body, status=400))
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         with pytest.raises(openai.BadRequestError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     assert "effort level 'xhigh'" in exc.value.message
     assert exc.value.body["type"] == "invalid_request_error"  # type: ignore[index]
 
@@ -353,7 +354,7 @@ async def test_anthropic_400_is_bad_request(upstream: FakeUpstream) -> None:
 async def test_unsupported_param_is_400_before_any_upstream_call(upstream: FakeUpstream) -> None:
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         with pytest.raises(openai.BadRequestError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG, n=2)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG, n=2)
     assert exc.value.param == "n"
     assert upstream.received == []
 
@@ -363,7 +364,7 @@ async def test_529_overloaded_is_503_with_retry_after(upstream: FakeUpstream) ->
     upstream.route("/v1/messages", json_reply(body, status=529, headers={"Retry-After": "7"}))
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         with pytest.raises(openai.InternalServerError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     assert exc.value.status_code == 503
     assert exc.value.response.headers["Retry-After"] == "7"
     assert "Overloaded" in exc.value.message
@@ -378,7 +379,7 @@ async def test_529_fails_over_to_the_next_backend(upstream: FakeUpstream) -> Non
     cfg["backends"].append(anthropic_cfg(upstream)["backends"][0])
     cfg["routingRules"] = [{"condition": "model: claude", "backendId": "vx"}]
     async with run_gateway(cfg) as gw:
-        resp = await sdk(gw).chat.completions.with_raw_response.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+        resp = await sdk(gw).chat.completions.with_raw_response.create(model="claude", messages=MSG)
     assert resp.headers["x-chromagent-attempts"] == "2"
     assert resp.headers["x-chromagent-backend"] == "anth"
     assert [r.path for r in upstream.received] == [f"{VPATH}:rawPredict", "/v1/messages"]
@@ -393,7 +394,7 @@ async def test_mid_stream_error_event(upstream: FakeUpstream) -> None:
     )
     upstream.route("/v1/messages", stream_reply([cut, error]))
     async with run_gateway(anthropic_cfg(upstream)) as gw:
-        stream = await sdk(gw).chat.completions.create(model="claude", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="claude", messages=MSG, stream=True)
         got = ""
         with pytest.raises(openai.APIError) as exc:
             async for c in stream:
@@ -412,7 +413,7 @@ async def test_error_event_before_any_content_is_an_http_error(upstream: FakeUps
     )
     async with run_gateway(anthropic_cfg(upstream)) as gw:
         with pytest.raises(openai.RateLimitError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG, stream=True)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG, stream=True)
     assert "slow down" in exc.value.message
 
 
@@ -429,7 +430,7 @@ async def test_stream_overloaded_before_content_fails_over(upstream: FakeUpstrea
         raw = await sdk(gw).chat.completions.with_raw_response.create(
             model="claude",
             messages=MSG,
-            stream=True,  # type: ignore[arg-type]
+            stream=True,
         )
         assert raw.headers["x-chromagent-backend"] == "anth"
         assert raw.headers["x-chromagent-attempts"] == "2"
@@ -455,7 +456,7 @@ async def test_vertex_non_stream(upstream: FakeUpstream) -> None:
             model="claude",
             messages=MSG,
             stop=["Paris"],
-            max_tokens=1024,  # type: ignore[arg-type]
+            max_tokens=1024,
         )
     assert resp.choices[0].message.content == "The beautiful city of "
     assert resp.choices[0].finish_reason == "stop"
@@ -480,7 +481,7 @@ async def test_vertex_stream_tool_without_arguments(upstream: FakeUpstream) -> N
     async with run_gateway(vertex_cfg(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
             model="claude",
-            messages=MSG,  # type: ignore[arg-type]
+            messages=MSG,
             stream=True,
             stream_options={"include_usage": True},
             tools=[{"type": "function", "function": {"name": "updateIssueList"}}],
@@ -542,7 +543,7 @@ async def test_vertex_google_error_array_429(upstream: FakeUpstream) -> None:
     upstream.route(f"{VPATH}:rawPredict", json_reply(body, status=429))
     async with run_gateway(vertex_cfg(upstream)) as gw:
         with pytest.raises(openai.RateLimitError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     assert "Quota exceeded" in exc.value.message
     assert exc.value.code == "resource_exhausted"
 
@@ -585,7 +586,7 @@ async def test_vertex_401_refreshes_the_token_and_retries_once(upstream: FakeUps
     async with run_gateway(cfg) as gw:
         auth = FakeAuth()
         gw.backends["vx"].provider.auth = auth  # type: ignore[attr-defined]
-        resp = await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+        resp = await sdk(gw).chat.completions.create(model="claude", messages=MSG)
         assert resp.choices[0].message.content
         assert auth.invalidated == ["Bearer token-1"]
         assert [r.headers["Authorization"] for r in upstream.received] == [
@@ -595,7 +596,7 @@ async def test_vertex_401_refreshes_the_token_and_retries_once(upstream: FakeUps
         # A second 401 after the retry is final: 502 naming the credentials.
         statuses = iter([401, 401])
         with pytest.raises(openai.APIStatusError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     assert exc.value.status_code == 502
     assert "credentials" in exc.value.message
 
@@ -606,6 +607,6 @@ async def test_vertex_pasted_token_401_is_not_retried(upstream: FakeUpstream) ->
     )
     async with run_gateway(vertex_cfg(upstream)) as gw:
         with pytest.raises(openai.APIStatusError) as exc:
-            await sdk(gw).chat.completions.create(model="claude", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="claude", messages=MSG)
     assert exc.value.status_code == 502
     assert len(upstream.received) == 1

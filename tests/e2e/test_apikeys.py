@@ -3,6 +3,8 @@ authentication_error otherwise; /health open; off by default; GATEWAY_API_KEYS."
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiohttp
 import openai
 import pytest
@@ -12,7 +14,7 @@ from chromagent_proxy.errors import ConfigError
 from tests.support.gateway import run_gateway, sdk
 
 MOCK = {"backends": [{"id": "mock", "type": "mock", "modelMapping": {"echo": "echo"}}]}
-MSG = [{"role": "user", "content": "hello"}]
+MSG: Any = [{"role": "user", "content": "hello"}]
 KEYS = ["gw-key-alpha-123", "gw-key-beta-456"]
 
 
@@ -20,11 +22,11 @@ async def test_sdk_with_a_valid_key_passes_and_a_wrong_key_gets_401() -> None:
     async with run_gateway({**MOCK, "apiKeys": KEYS}) as gw:
         for key in KEYS:
             client = sdk(gw, api_key=key)
-            answer = await client.chat.completions.create(model="echo", messages=MSG)  # type: ignore[arg-type]
+            answer = await client.chat.completions.create(model="echo", messages=MSG)
             assert answer.choices[0].message.content == "hello"
             models = await client.models.list()
             assert [m.id for m in models.data] == ["echo"]
-            stream = await client.chat.completions.create(model="echo", messages=MSG, stream=True)  # type: ignore[arg-type]
+            stream = await client.chat.completions.create(model="echo", messages=MSG, stream=True)
             assert (
                 "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
                 == "hello"
@@ -33,7 +35,7 @@ async def test_sdk_with_a_valid_key_passes_and_a_wrong_key_gets_401() -> None:
         for wrong in ("gw-key-alpha-12", "gw-key-alpha-1234", "nope", KEYS[0].upper()):
             client = sdk(gw, api_key=wrong)
             with pytest.raises(openai.AuthenticationError) as info:
-                await client.chat.completions.create(model="echo", messages=MSG)  # type: ignore[arg-type]
+                await client.chat.completions.create(model="echo", messages=MSG)
             err = info.value.body
             assert isinstance(err, dict) and err["type"] == "authentication_error"
             assert err["code"] == "invalid_api_key"

@@ -35,6 +35,12 @@ def start(args: list[str], env: dict[str, str] | None = None) -> tuple[subproces
     return proc, m.group(1)
 
 
+def finish(proc: subprocess.Popen[str]) -> int:
+    """Wait for the exit, reading and closing the pipes (an open pipe is a leaked file)."""
+    proc.communicate(timeout=15)
+    return proc.returncode
+
+
 def post(url: str, body: dict[str, object]) -> dict[str, object]:
     req = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
@@ -56,7 +62,7 @@ def test_default_config_serves_echo_and_exits_cleanly(sig: signal.Signals) -> No
             assert json.loads(resp.read())["status"] == "ok"
     finally:
         proc.send_signal(sig)
-        assert proc.wait(timeout=15) == 0
+        assert finish(proc) == 0
 
 
 def test_flags_override_env_and_start_line_lists_backends(tmp_path: Path) -> None:
@@ -71,7 +77,7 @@ def test_flags_override_env_and_start_line_lists_backends(tmp_path: Path) -> Non
         assert start.backends == "echo1 (mock)"  # type: ignore[attr-defined]
     finally:
         proc.terminate()
-        assert proc.wait(timeout=15) == 0
+        assert finish(proc) == 0
 
 
 def test_all_interfaces_start_line_says_so() -> None:
@@ -86,14 +92,16 @@ def test_all_interfaces_start_line_says_so() -> None:
             assert resp.status == 200
     finally:
         proc.terminate()
-        assert proc.wait(timeout=15) == 0
+        assert finish(proc) == 0
 
 
 def test_console_script_takes_the_same_flags() -> None:
     script = Path(sys.executable).with_name("chromagent-gateway")
     proc = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=20)
     assert proc.returncode == 0 and proc.stdout.strip()
-    proc = subprocess.run([str(script), "--port", "nope"], capture_output=True, text=True, timeout=20)
+    proc = subprocess.run(
+        [str(script), "--port", "nope"], capture_output=True, text=True, timeout=20
+    )
     assert proc.returncode == 2
 
 
@@ -110,10 +118,17 @@ def test_make_run_answers_the_readme_curl_examples() -> None:
     )
     try:
         assert proc.stdout is not None
-        line = proc.stdout.readline()
-        m = re.search(r"listening on (http://\S+)", line)
-        assert m, line
-        body = {"model": "echo", "messages": [{"role": "user", "content": "Hello, gateway!"}]}
+        # make may first (re)install into .venv when pyproject.toml changed: its lines come first.
+        m = None
+        for line in proc.stdout:
+            m = re.search(r"listening on (http://\S+)", line)
+            if m:
+                break
+        assert m, "make run exited without a start line"
+        body: dict[str, object] = {
+            "model": "echo",
+            "messages": [{"role": "user", "content": "Hello, gateway!"}],
+        }
         answer = post(f"{m.group(1)}/v1/chat/completions", body)
         assert answer["choices"][0]["message"]["content"] == "Hello, gateway!"  # type: ignore[index]
         req = urllib.request.Request(
@@ -132,4 +147,4 @@ def test_make_run_answers_the_readme_curl_examples() -> None:
         assert text == "Hello, gateway!"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
+        finish(proc)

@@ -14,8 +14,8 @@ from chromagent_proxy import BackendConfig, BackendProvider, DefaultBackendRegis
 from chromagent_proxy import client as gc
 from chromagent_proxy.errors import GatewayError
 from chromagent_proxy.schema.openai import ChatCompletionRequest
-from tests.e2e.routing_support import TOOLS, backend, error_reply
 from tests.support.gateway import run_gateway
+from tests.support.routing import TOOLS, backend, error_reply
 from tests.support.upstream import FakeUpstream, stream_reply
 
 HI = [{"role": "user", "content": "hello there"}]

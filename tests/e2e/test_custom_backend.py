@@ -23,7 +23,7 @@ from tests.support.gateway import run_gateway, sdk
 
 ROOT = Path(__file__).resolve().parents[2]
 MODULE = "tests.custom_backend_example:MyCustomBackend"
-HI = [{"role": "user", "content": "hi there"}]
+HI: Any = [{"role": "user", "content": "hi there"}]
 
 
 def mine(**kw: Any) -> dict[str, Any]:
@@ -80,17 +80,17 @@ def test_loaded_by_module_through_the_cli(tmp_path: Path) -> None:
         m = re.search(r"listening on (http://\S+)", proc.stdout.readline())
         assert m, proc.stderr.read() if proc.stderr and proc.poll() is not None else ""
         client = openai.OpenAI(base_url=f"{m.group(1)}/v1", api_key="k", max_retries=0)
-        done = client.chat.completions.create(model="my-model", messages=HI)  # type: ignore[arg-type]
+        done = client.chat.completions.create(model="my-model", messages=HI)
         assert done.choices[0].message.content == "Hello, you said: hi there"
         text = "".join(
             c.choices[0].delta.content or ""
-            for c in client.chat.completions.create(model="my-model", messages=HI, stream=True)  # type: ignore[arg-type]
+            for c in client.chat.completions.create(model="my-model", messages=HI, stream=True)
         )
         assert text == "Hello, you said: hi there"
         client.close()
     finally:
         proc.terminate()
-        proc.wait(10)
+        proc.communicate(timeout=10)  # waits, and closes the pipes
 
 
 @pytest.mark.parametrize(
@@ -160,7 +160,7 @@ class Exploding(BackendProvider):
 class NotAGenerator(Exploding):
     type = "not-a-generator"
 
-    def chat_completion_stream(  # type: ignore[override]
+    def chat_completion_stream(
         self, request: ChatCompletionRequest, config: BackendConfig
     ) -> AsyncIterator[Any]:
         raise ValueError("sync oops")
@@ -185,18 +185,21 @@ async def test_raising_backend_is_a_502_naming_it_never_a_crash(kind: str) -> No
         client = sdk(gw)
         for stream in (False, True):
             with pytest.raises(openai.APIStatusError) as info:
-                res = await client.chat.completions.create(model="m", messages=HI, stream=stream)  # type: ignore[call-overload]
-                async for _ in res:
-                    pass
+                if stream:
+                    res = await client.chat.completions.create(model="m", messages=HI, stream=True)
+                    async for _ in res:
+                        pass
+                else:
+                    await client.chat.completions.create(model="m", messages=HI)
             assert info.value.status_code == 502
             assert "backend 'boom' failed" in info.value.message
             assert info.value.response.headers["x-chromagent-backend"] == "boom"
         if kind == "exploding":
             # Raising after the first chunk: the client gets that chunk, then an error event.
-            stream = await client.chat.completions.create(model="late", messages=HI, stream=True)
+            events = await client.chat.completions.create(model="late", messages=HI, stream=True)
             got = []
             with pytest.raises(openai.APIError, match="backend 'late' failed mid-stream"):
-                async for chunk in stream:
+                async for chunk in events:
                     got.append(chunk.choices[0].delta.content)
             assert got == ["partial"]
         # Still serving.
@@ -212,7 +215,7 @@ class NoStreaming(MyCustomBackend):
 
 
 async def test_capabilities_filter_backends_and_name_what_is_missing() -> None:
-    from tests.e2e.routing_support import IMAGE_MSG, TOOLS
+    from tests.support.routing import IMAGE_MSG, TOOLS
 
     registry = DefaultBackendRegistry()
     registry.register_custom_backend("my-custom-backend", MyCustomBackend)
@@ -231,10 +234,11 @@ async def test_capabilities_filter_backends_and_name_what_is_missing() -> None:
     }
     async with run_gateway(cfg, registry) as gw:
         client = sdk(gw)
-        for kw, missing, param in [
+        cases: list[tuple[dict[str, Any], str, str]] = [
             ({"tools": TOOLS}, "tools", "tools"),
             ({"messages": IMAGE_MSG}, "images", "messages"),
-        ]:
+        ]
+        for kw, missing, param in cases:
             args: dict[str, Any] = {"model": "my-model", "messages": HI, **kw}
             with pytest.raises(openai.BadRequestError) as info:
                 await client.chat.completions.create(**args)
@@ -242,7 +246,7 @@ async def test_capabilities_filter_backends_and_name_what_is_missing() -> None:
             assert info.value.code == "unsupported_feature"
             assert info.value.param == param
         with pytest.raises(openai.BadRequestError, match="supports streaming") as info:
-            await client.chat.completions.create(model="plain", messages=HI, stream=True)  # type: ignore[call-overload]
+            await client.chat.completions.create(model="plain", messages=HI, stream=True)
         # A model several backends serve: the ones lacking the capability are skipped.
         for _ in range(3):
             raw = await client.chat.completions.with_raw_response.create(

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import aiohttp
+import httpx
 import openai
 import pytest
 from aiohttp import web
@@ -59,11 +60,45 @@ async def _ollama_embed(request: web.Request) -> web.Response:
     )
 
 
+async def _gemini_batch(request: web.Request) -> web.Response:
+    body = await request.json()
+    out = []
+    for r in body["requests"]:
+        assert r["model"] == "models/text-embedding-004"
+        out.append(
+            {"values": _vec(r["content"]["parts"][0]["text"], r.get("outputDimensionality") or 4)}
+        )
+    return web.json_response({"embeddings": out})
+
+
+async def _vertex_predict(request: web.Request) -> web.Response:
+    body = await request.json()
+    dims = (body.get("parameters") or {}).get("outputDimensionality") or 4
+    return web.json_response(
+        {
+            "predictions": [
+                {
+                    "embeddings": {
+                        "values": _vec(i["content"], dims),
+                        "statistics": {"token_count": 5, "truncated": False},
+                    }
+                }
+                for i in body["instances"]
+            ]
+        }
+    )
+
+
+VERTEX_PATH = "/v1/projects/my-proj/locations/europe-west4/publishers/google/models/"
+
+
 @pytest.fixture
 async def upstream() -> Any:
     up = await FakeUpstream().start()
     up.route("/v1/embeddings", _openai_embeddings)
     up.route("/api/embed", _ollama_embed)
+    up.route("/v1beta/models/text-embedding-004:batchEmbedContents", _gemini_batch)
+    up.route(VERTEX_PATH + "text-embedding-005:predict", _vertex_predict)
     yield up
     await up.close()
 
@@ -86,6 +121,22 @@ def _config(up: FakeUpstream) -> dict[str, Any]:
             },
             {"id": "mk", "type": "mock", "modelMapping": {"mock-embed": "mock-embed"}},
             {
+                "id": "gm",
+                "type": "gemini",
+                "apiKey": "gkey",
+                "baseUrl": f"{up.url}/v1beta",
+                "modelMapping": {"gm-embed": "text-embedding-004"},
+            },
+            {
+                "id": "vx",
+                "type": "vertex-gemini",
+                "apiKey": "vertex-token",
+                "baseUrl": f"{up.url}/v1",
+                "projectId": "my-proj",
+                "location": "europe-west4",
+                "modelMapping": {"vx-embed": "text-embedding-005"},
+            },
+            {
                 "id": "an",
                 "type": "anthropic",
                 "apiKey": "k",
@@ -96,7 +147,7 @@ def _config(up: FakeUpstream) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("model", ["oa-embed", "ol-embed"])
+@pytest.mark.parametrize("model", ["oa-embed", "ol-embed", "gm-embed", "vx-embed"])
 async def test_float_and_base64_with_dimensions(upstream: FakeUpstream, model: str) -> None:
     async with run_gateway(_config(upstream)) as gw:
         client = sdk(gw)
@@ -107,26 +158,38 @@ async def test_float_and_base64_with_dimensions(upstream: FakeUpstream, model: s
         # The relay answers with the upstream's bytes (its model name); translated answers
         # name the model the client asked for.
         assert r.model == ("text-embedding-3-small" if model == "oa-embed" else model)
-        assert r.usage.prompt_tokens > 0
+        # The Gemini API's batchEmbedContents reports no token counts: 0, as documented.
+        assert (r.usage.prompt_tokens > 0) is (model != "gm-embed")
         # base64 asked explicitly: the SDK hands back the string; it is little-endian float32.
         r64 = await client.embeddings.create(
             model=model, input=texts, dimensions=6, encoding_format="base64"
         )
-        decoded = [
-            array.array("f", base64.b64decode(str(d.embedding))).tolist() for d in r64.data
-        ]
+        decoded = [array.array("f", base64.b64decode(str(d.embedding))).tolist() for d in r64.data]
         assert decoded == [d.embedding for d in r.data]
         # The SDK asks for base64 by default and decodes it itself.
         plain = await client.embeddings.create(model=model, input="alpha")
         assert plain.data[0].embedding == _vec("alpha", 4)
         await client.close()
-    sent = [rec for rec in upstream.received if rec.path in ("/v1/embeddings", "/api/embed")]
-    first = sent[0].json
+    first = upstream.received[0]
     if model == "oa-embed":
-        assert first["model"] == "text-embedding-3-small" and first["dimensions"] == 6
-        assert sent[0].headers["Authorization"] == "Bearer sk-upstream"
+        assert first.json["model"] == "text-embedding-3-small" and first.json["dimensions"] == 6
+        assert first.headers["Authorization"] == "Bearer sk-upstream"
+    elif model == "ol-embed":
+        assert first.json == {"model": "nomic-embed-text", "input": texts, "dimensions": 6}
+    elif model == "gm-embed":
+        assert first.headers["x-goog-api-key"] == "gkey"
+        assert first.json["requests"][1] == {
+            "model": "models/text-embedding-004",
+            "outputDimensionality": 6,
+            "content": {"parts": [{"text": "beta gamma"}]},
+        }
     else:
-        assert first == {"model": "nomic-embed-text", "input": texts, "dimensions": 6}
+        assert first.path == VERTEX_PATH + "text-embedding-005:predict"
+        assert first.headers["Authorization"] == "Bearer vertex-token"
+        assert first.json == {
+            "instances": [{"content": t} for t in texts],
+            "parameters": {"outputDimensionality": 6},
+        }
 
 
 async def test_mock_vectors_are_deterministic_unit_vectors(upstream: FakeUpstream) -> None:
@@ -141,16 +204,20 @@ async def test_mock_vectors_are_deterministic_unit_vectors(upstream: FakeUpstrea
         await client.close()
 
 
-async def test_five_hundred_inputs_are_split_and_merged_in_order(upstream: FakeUpstream) -> None:
+@pytest.mark.parametrize(("model", "batches"), [("ol-embed", 2), ("gm-embed", 5), ("vx-embed", 2)])
+async def test_five_hundred_inputs_are_split_and_merged_in_order(
+    upstream: FakeUpstream, model: str, batches: int
+) -> None:
     texts = [f"item {i} " + "x" * (i % 17) for i in range(500)]
     async with run_gateway(_config(upstream)) as gw:
         client = sdk(gw)
-        r = await client.embeddings.create(model="ol-embed", input=texts, encoding_format="float")
+        r = await client.embeddings.create(model=model, input=texts, encoding_format="float")
         assert [d.embedding for d in r.data] == [_vec(t, 4) for t in texts]
-        assert r.usage.prompt_tokens == 2 * 500
         await client.close()
-    batches = [rec.json["input"] for rec in upstream.received if rec.path == "/api/embed"]
-    assert len(batches) == 2 and [t for b in batches for t in b] == texts
+    sent = [rec.json for rec in upstream.received]
+    assert len(sent) == batches
+    key = {"ol-embed": "input", "gm-embed": "requests", "vx-embed": "instances"}[model]
+    assert sum(len(b[key]) for b in sent) == 500
 
 
 async def test_backend_without_embeddings_and_token_ids(upstream: FakeUpstream) -> None:
@@ -171,15 +238,17 @@ async def test_backend_without_embeddings_and_token_ids(upstream: FakeUpstream) 
         await client.close()
 
 
-@pytest.mark.parametrize("model", ["oa-embed", "ol-embed", "mock-embed"])
+@pytest.mark.parametrize("model", ["oa-embed", "ol-embed", "mock-embed", "gm-embed", "vx-embed"])
 async def test_langchain_openai_embeddings(upstream: FakeUpstream, model: str) -> None:
-    async with run_gateway(_config(upstream)) as gw:
+    # Our own HTTP client, closed at the end: LangChain never closes the one it would make.
+    async with run_gateway(_config(upstream)) as gw, httpx.AsyncClient() as http:
         emb = OpenAIEmbeddings(
             model=model,
             base_url=f"{gw.url}/v1",
             api_key="test-key",  # type: ignore[arg-type]
             check_embedding_ctx_length=False,  # no tiktoken download: plain strings
             max_retries=0,
+            http_async_client=http,
         )
         docs = await emb.aembed_documents(["first doc", "second doc"])
         query = await emb.aembed_query("first doc")

@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from chromagent_proxy.errors import GatewayError
-from tests.e2e.routing_support import answer, backend, body, error_reply, hits
 from tests.support.gateway import run_gateway, sdk
+from tests.support.routing import answer, backend, body, error_reply, hits
 from tests.support.upstream import FakeUpstream, Handler, hang, stream_reply
 
 

@@ -189,6 +189,11 @@ def test_cycles_end_and_the_budget_is_shared_by_a_requests_schemas() -> None:
     to_gemini_schema(half, budget)
     with pytest.raises(SchemaTooLarge):
         to_gemini_schema(half, budget)
+    # An exponential DAG is sized in linear time and refused before any of it is expanded.
+    budget = Budget()
+    with pytest.raises(SchemaTooLarge):
+        to_gemini_schema(ref_dag(200), budget)
+    assert budget.left == budget.limit
     # A long $ref chain (no fan-out) costs one unit per hop, not per copy of the chain.
     chain = {
         "$defs": {f"c{i}": {"$ref": f"#/$defs/c{i + 1}"} for i in range(100)}

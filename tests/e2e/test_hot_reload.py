@@ -20,9 +20,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from chromagent_proxy.errors import ConfigError
 from chromagent_proxy.reload import apply as reload_apply
 from chromagent_proxy.server import make_config
-from tests.e2e.routing_support import answer, backend, body, error_reply, hits, sse
 from tests.support.cli_process import CliProcess, launch, start_gateway
 from tests.support.gateway import run_gateway
+from tests.support.routing import answer, backend, body, error_reply, hits, sse
 from tests.support.upstream import FakeUpstream, stream_reply
 
 WAIT_S = 15.0

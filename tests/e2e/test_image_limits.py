@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -20,6 +21,8 @@ import aiohttp
 import openai
 import pytest
 
+from chromagent_proxy import GatewayServer
+from chromagent_proxy.errors import ConfigError
 from chromagent_proxy.media import parse_data_url
 from tests.support.gateway import run_gateway, sdk
 from tests.support.image_server import PNG, CountingServer, Writer, reply
@@ -104,7 +107,8 @@ async def test_100k_tiny_data_urls_are_refused_by_count_without_decoding(
             aiohttp.ClientSession() as http,
             http.post(
                 f"{gw.url}/v1/chat/completions",
-                data=body,
+                # A stream: aiohttp warns (ResourceWarning) that large raw bytes block its loop.
+                data=io.BytesIO(body.encode()),
                 headers={"Content-Type": "application/json", "Authorization": "Bearer k"},
             ) as resp,
         ):
@@ -277,3 +281,9 @@ async def test_inline_images_still_passes_text_images_and_refusals(
     sent = upstream.received[0].json["messages"]
     assert [p["image_url"]["url"] for p in sent[0]["content"][1:]] == [data_url(PNG)] * 2
     assert sent[1]["content"] == [{"type": "refusal", "refusal": "no"}]
+
+
+@pytest.mark.parametrize("key", ["maxImagesPerRequest", "maxTotalBytes", "fetchConcurrency"])
+def test_limits_below_one_stop_start_up_naming_the_key(key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"config \$\.media\.{key}: Expected `int` >= 1"):
+        GatewayServer({"backends": [{"id": "m", "type": "mock"}], "media": {key: 0}})

@@ -31,6 +31,7 @@ FIELDS = {
     "tokens_in",
     "tokens_out",
     "attempts",
+    "session_id",
 }
 
 

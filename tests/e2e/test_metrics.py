@@ -6,6 +6,7 @@ the JSON rendering."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections import Counter
 from typing import Any
@@ -309,3 +310,84 @@ def test_usage_is_read_from_every_result_shape() -> None:
     u = _usage(ChatCompletionChunk("c", 1, "m", [], detailed))
     assert u == U(input=5, output=2, cache_read=20, cache_write=5, reasoning=6)
     assert u is not None and (u.prompt_total, u.completion_total) == (30, 8)
+
+
+async def test_models_a_backend_lists_get_their_own_label(upstream: FakeUpstream) -> None:
+    tags = gzip.compress(json.dumps({"models": [{"name": "llama3:8b"}]}).encode())
+
+    async def list_tags(request: web.Request) -> web.StreamResponse:
+        # Compressed: the gateway inflates it (bounded) like every upstream answer.
+        return web.Response(
+            body=tags, content_type="application/json", headers={"Content-Encoding": "gzip"}
+        )
+
+    upstream.route("/api/tags", list_tags)
+    upstream.route(
+        "/api/chat",
+        json_reply(
+            {
+                "model": "llama3:8b",
+                "created_at": "2025-08-20T13:48:24.316155Z",
+                "message": {"role": "assistant", "content": "hi"},
+                "done": True,
+                "done_reason": "stop",
+                "prompt_eval_count": 1,
+                "eval_count": 1,
+            }
+        ),
+    )
+    cfg = {
+        "backends": [{"id": "o", "type": "ollama", "baseUrl": upstream.url}],
+        "defaultBackend": "o",
+    }
+    async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+
+        async def send(model: str) -> None:
+            body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
+            async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+
+        await send("llama3:8b")  # not known yet: "other"
+        async with s.get(f"{gw.url}/v1/models") as r:
+            assert [m["id"] for m in (await r.json())["data"]] == ["llama3:8b"]
+        await send("llama3:8b")
+        await send("made-up")
+        async with s.get(f"{gw.url}/metrics") as r:
+            m = scrape(await r.text())
+    by_model = Counter[str]()
+    for lab, v in m["chromagent_requests_total"]:
+        by_model[lab["model"]] += int(v)
+    by_model.pop("none", None)  # the GET /v1/models itself
+    assert by_model == {"other": 2, "llama3:8b": 1}
+
+
+async def test_a_hot_reload_relabels_models_by_the_new_config() -> None:
+    from chromagent_proxy.reload import apply as reload_apply
+    from chromagent_proxy.server import make_config
+
+    cfg: dict[str, Any] = {
+        "backends": [{"id": "m", "type": "mock", "modelMapping": {"old-model": "x"}}],
+        "defaultBackend": "m",
+    }
+    async with run_gateway(cfg) as gw, aiohttp.ClientSession() as s:
+
+        async def send(model: str) -> None:
+            body = {"model": model, "messages": [{"role": "user", "content": "x"}]}
+            async with s.post(f"{gw.url}/v1/chat/completions", json=body) as r:
+                assert r.status == 200
+
+        await send("new-model")  # unknown yet: "other"
+        new = {
+            **cfg,
+            "host": "127.0.0.1",
+            "backends": [{"id": "m", "type": "mock", "modelMapping": {"new-model": "x"}}],
+        }
+        await reload_apply(gw, make_config(new, gw.registry))
+        await send("new-model")
+        await send("old-model")  # no longer configured: "other"
+        async with s.get(f"{gw.url}/metrics") as r:
+            m = scrape(await r.text())
+    by_model = Counter[str]()
+    for lab, v in m["chromagent_requests_total"]:
+        by_model[lab["model"]] += int(v)
+    assert by_model == {"other": 2, "new-model": 1}

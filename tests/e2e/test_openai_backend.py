@@ -16,7 +16,7 @@ from tests.support.fixtures import chunks_as_sse, fixture_path, load, load_chunk
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, hang, json_reply, stream_reply
 
-MSG = [{"role": "user", "content": "Hello!"}]
+MSG: Any = [{"role": "user", "content": "Hello!"}]
 
 
 def config(up: FakeUpstream, **extra: Any) -> dict[str, Any]:
@@ -39,7 +39,7 @@ async def test_non_stream_relays_recorded_answer(upstream: FakeUpstream) -> None
     rec = recorded("envoy-ai-gateway--chat-basic.yaml")
     upstream.route("/v1/chat/completions", json_reply(rec.body))
     async with run_gateway(config(upstream)) as gw:
-        resp = await sdk(gw).chat.completions.create(model="gpt-5-nano", messages=MSG)  # type: ignore[arg-type]
+        resp = await sdk(gw).chat.completions.create(model="gpt-5-nano", messages=MSG)
     expected = json.loads(rec.body)
     assert resp.choices[0].message.content == expected["choices"][0]["message"]["content"]
     assert resp.usage is not None and resp.usage.total_tokens == expected["usage"]["total_tokens"]
@@ -48,13 +48,15 @@ async def test_non_stream_relays_recorded_answer(upstream: FakeUpstream) -> None
     assert sent.json == {"model": "gpt-5-nano", "messages": MSG}
 
 
-async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(upstream: FakeUpstream) -> None:
+async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(
+    upstream: FakeUpstream,
+) -> None:
     rec = recorded("envoy-ai-gateway--chat-basic.yaml")
     upstream.route("/v1/chat/completions", json_reply(rec.body))
     async with run_gateway(config(upstream)) as gw:
         await sdk(gw).chat.completions.create(
             model="gpt-4o",
-            messages=MSG,  # type: ignore[arg-type]
+            messages=MSG,
             temperature=0.3,
             extra_body={"some_future_param": {"x": [1, 2]}, "verbosity": "low"},
         )
@@ -65,10 +67,30 @@ async def test_model_mapping_rewrites_model_and_keeps_unknown_fields(upstream: F
     assert body["temperature"] == 0.3
 
 
+async def test_model_mapping_changes_only_the_model_bytes(upstream: FakeUpstream) -> None:
+    """The rename rewrites the model value in place: the client's spacing, key order, number
+    spelling and escapes reach the upstream byte for byte. A body where that is not certain
+    (a nested "model" key) is re-encoded, and still carries the mapped model."""
+    rec = recorded("envoy-ai-gateway--chat-basic.yaml")
+    upstream.route("/v1/chat/completions", json_reply(rec.body))
+    raw = (
+        b'{ "messages" : [ {"role": "user", "content": "quote \\"model\\": \\"gpt-4o\\" \\u00e9\\n"} ],\n'
+        b'  "temperature": 1.50, "model" :\t"gpt-4o", "x_future": {"deep": [1, 2.0e3]} }'
+    )
+    nested = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"meta":{"model":"gpt-4o"}}'
+    async with run_gateway(config(upstream)) as gw:
+        for body in (raw, nested):
+            status, _, _ = await _raw(gw, "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            assert status == 200
+    assert upstream.received[0].body == raw.replace(b'"gpt-4o"', b'"gpt-4o-2024-08-06"')
+    assert upstream.received[1].json == {**json.loads(nested), "model": "gpt-4o-2024-08-06"}
+
+
 async def test_stream_text_with_usage_chunk(upstream: FakeUpstream) -> None:
     payloads = load_chunks(fixture_path("openai", "vercel-ai--openai-text.chunks.txt"))
     upstream.route(
-        "/v1/chat/completions", stream_reply(chunks_as_sse(payloads) + b"data: [DONE]\n\n", split=97)
+        "/v1/chat/completions",
+        stream_reply(chunks_as_sse(payloads) + b"data: [DONE]\n\n", split=97),
     )
     expected_text = "".join(
         c["choices"][0]["delta"].get("content") or ""
@@ -77,7 +99,7 @@ async def test_stream_text_with_usage_chunk(upstream: FakeUpstream) -> None:
     )
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="same", messages=MSG, stream=True, stream_options={"include_usage": True}  # type: ignore[arg-type]
+            model="same", messages=MSG, stream=True, stream_options={"include_usage": True}
         )
         chunks = [c async for c in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -93,7 +115,7 @@ async def test_stream_tool_calls(upstream: FakeUpstream) -> None:
     upstream.route("/v1/chat/completions", stream_reply(rec.body, split=61))
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="gpt-4o-mini", messages=MSG, stream=True,  # type: ignore[arg-type]
+            model="gpt-4o-mini", messages=MSG, stream=True,
             tools=[{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}],
         )
         chunks = [c async for c in stream]
@@ -105,13 +127,15 @@ async def test_stream_tool_calls(upstream: FakeUpstream) -> None:
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
 
 
-async def test_first_chunk_reaches_client_before_upstream_sends_second(upstream: FakeUpstream) -> None:
+async def test_first_chunk_reaches_client_before_upstream_sends_second(
+    upstream: FakeUpstream,
+) -> None:
     gate = asyncio.Event()
     first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":"one"},"finish_reason":null}]}\n\n'
     second = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":" two"},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n'
     upstream.route("/v1/chat/completions", stream_reply([first, second], gate=gate))
     async with run_gateway(config(upstream)) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         it = stream.__aiter__()
         c1 = await asyncio.wait_for(it.__anext__(), 5)
         assert c1.choices[0].delta.content == "one"
@@ -125,7 +149,7 @@ async def test_mid_stream_error_event_raises_api_error(upstream: FakeUpstream) -
     rec = recorded("pydantic-ai--test_groq--test_tool_use_failed_error_streaming.yaml")
     upstream.route("/v1/chat/completions", stream_reply(rec.body, split=500))
     async with run_gateway(config(upstream)) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         got = 0
         with pytest.raises(openai.APIError, match="Tool call validation failed"):
             async for _ in stream:
@@ -137,25 +161,59 @@ async def test_mid_stream_error_event_raises_api_error(upstream: FakeUpstream) -
     ("status", "body", "headers", "exc", "client_status"),
     [
         (400, None, None, openai.BadRequestError, 400),
-        (404, {"error": {"message": "The model `x` does not exist", "type": "invalid_request_error", "code": "model_not_found"}}, None, openai.NotFoundError, 404),
-        (401, {"error": {"message": "Incorrect API key provided"}}, None, openai.InternalServerError, 502),
+        (
+            404,
+            {
+                "error": {
+                    "message": "The model `x` does not exist",
+                    "type": "invalid_request_error",
+                    "code": "model_not_found",
+                }
+            },
+            None,
+            openai.NotFoundError,
+            404,
+        ),
+        (
+            401,
+            {"error": {"message": "Incorrect API key provided"}},
+            None,
+            openai.InternalServerError,
+            502,
+        ),
         (403, {"error": {"message": "forbidden"}}, None, openai.InternalServerError, 502),
-        (429, {"error": {"message": "slow down", "type": "requests"}}, {"Retry-After": "7"}, openai.RateLimitError, 429),
+        (
+            429,
+            {"error": {"message": "slow down", "type": "requests"}},
+            {"Retry-After": "7"},
+            openai.RateLimitError,
+            429,
+        ),
         (500, {"error": {"message": "boom"}}, None, openai.InternalServerError, 502),
         (503, "<html>Service Unavailable</html>", None, openai.InternalServerError, 503),
     ],
 )
 async def test_upstream_errors_map_to_openai_errors(
-    upstream: FakeUpstream, status: int, body: Any, headers: dict[str, str] | None,
-    exc: type[openai.APIStatusError], client_status: int,
+    upstream: FakeUpstream,
+    status: int,
+    body: Any,
+    headers: dict[str, str] | None,
+    exc: type[openai.APIStatusError],
+    client_status: int,
 ) -> None:
     if body is None:
         body = recorded("envoy-ai-gateway--chat-bad-request.yaml").body
-    raw = body.encode() if isinstance(body, str) else body if isinstance(body, bytes) else json.dumps(body).encode()
+    raw = (
+        body.encode()
+        if isinstance(body, str)
+        else body
+        if isinstance(body, bytes)
+        else json.dumps(body).encode()
+    )
     upstream.route("/v1/chat/completions", json_reply(raw, status=status, headers=headers))
     async with run_gateway(config(upstream)) as gw:
         with pytest.raises(exc) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG)
     err = info.value
     assert err.status_code == client_status
     assert isinstance(err.body, dict) and {"message", "type", "param", "code"} <= set(err.body)
@@ -174,10 +232,13 @@ async def test_upstream_unreachable_is_502_naming_backend() -> None:
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    cfg = {"backends": [{"id": "gone", "type": "openai", "baseUrl": f"http://127.0.0.1:{port}/v1"}], "defaultBackend": "gone"}
+    cfg = {
+        "backends": [{"id": "gone", "type": "openai", "baseUrl": f"http://127.0.0.1:{port}/v1"}],
+        "defaultBackend": "gone",
+    }
     async with run_gateway(cfg) as gw:
         with pytest.raises(openai.InternalServerError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG)
     assert info.value.status_code == 502
     assert "'gone'" in info.value.message
     assert str(port) not in info.value.message  # the upstream address stays internal
@@ -187,10 +248,10 @@ async def test_first_byte_timeout_is_504(upstream: FakeUpstream) -> None:
     upstream.route("/v1/chat/completions", hang())
     async with run_gateway(config(upstream, timeout=300)) as gw:
         with pytest.raises(openai.APIStatusError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG)
         assert info.value.status_code == 504
         with pytest.raises(openai.APIStatusError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         assert info.value.status_code == 504
 
 
@@ -198,7 +259,7 @@ async def test_headers_then_silence_before_first_chunk_is_504(upstream: FakeUpst
     upstream.route("/v1/chat/completions", hang(before_headers=False))
     async with run_gateway(config(upstream, timeout=300)) as gw:
         with pytest.raises(openai.APIStatusError) as info:
-            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
     assert info.value.status_code == 504
 
 
@@ -206,17 +267,19 @@ async def test_idle_timeout_mid_stream_is_an_error_event(upstream: FakeUpstream)
     first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
     upstream.route("/v1/chat/completions", stream_reply([first], then_hang=True))
     async with run_gateway(config(upstream, timeouts={"idleMs": 300})) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         with pytest.raises(openai.APIError, match="idle timeout"):
             async for _ in stream:
                 pass
 
 
 async def test_total_timeout_cuts_a_long_request(upstream: FakeUpstream) -> None:
-    slow = [b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'] * 50
+    slow = [
+        b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
+    ] * 50
     upstream.route("/v1/chat/completions", stream_reply(slow, delay=0.05))
     async with run_gateway(config(upstream, timeouts={"totalMs": 400})) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         with pytest.raises(openai.APIError):
             async for _ in stream:
                 pass
@@ -224,16 +287,22 @@ async def test_total_timeout_cuts_a_long_request(upstream: FakeUpstream) -> None
 
 async def test_long_stream_is_not_cut_by_default_timeouts(upstream: FakeUpstream) -> None:
     chunk = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"x"},"finish_reason":null}]}\n\n'
-    upstream.route("/v1/chat/completions", stream_reply([chunk] * 20 + [b"data: [DONE]\n\n"], delay=0.05))
+    upstream.route(
+        "/v1/chat/completions", stream_reply([chunk] * 20 + [b"data: [DONE]\n\n"], delay=0.05)
+    )
     async with run_gateway(config(upstream, timeouts={"idleMs": 500})) as gw:
-        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+        stream = await sdk(gw).chat.completions.create(model="m", messages=MSG, stream=True)
         assert len([c async for c in stream]) == 20
 
 
 @pytest.mark.parametrize("stream", [True, False])
-async def test_client_disconnect_closes_upstream_quickly(upstream: FakeUpstream, stream: bool) -> None:
+async def test_client_disconnect_closes_upstream_quickly(
+    upstream: FakeUpstream, stream: bool
+) -> None:
     first = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
-    upstream.route("/v1/chat/completions", stream_reply([first], then_hang=True) if stream else hang())
+    upstream.route(
+        "/v1/chat/completions", stream_reply([first], then_hang=True) if stream else hang()
+    )
     async with run_gateway(config(upstream)) as gw:
         async with aiohttp.ClientSession() as s:
             body = {"model": "m", "messages": MSG, "stream": stream}
@@ -256,13 +325,28 @@ async def test_client_disconnect_closes_upstream_quickly(upstream: FakeUpstream,
             assert loop.time() - gone < 0.1
 
 
-async def _raw(gw: Any, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any], Any]:
-    async with aiohttp.ClientSession() as s, s.request(method, f"{gw.url}{path}", data=data, headers=headers) as r:
-        return r.status, {k.lower(): v for k, v in r.headers.items()}, await r.json(content_type=None)
+async def _raw(
+    gw: Any,
+    method: str,
+    path: str,
+    data: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, dict[str, Any], Any]:
+    async with (
+        aiohttp.ClientSession() as s,
+        s.request(method, f"{gw.url}{path}", data=data, headers=headers) as r,
+    ):
+        return (
+            r.status,
+            {k.lower(): v for k, v in r.headers.items()},
+            await r.json(content_type=None),
+        )
 
 
 async def test_gateway_side_errors_are_openai_json(upstream: FakeUpstream) -> None:
-    upstream.route("/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body))
+    upstream.route(
+        "/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body)
+    )
     cfg = config(upstream, maxBodyBytes=2000)
     cfg["defaultBackend"] = None
     del cfg["defaultBackend"]
@@ -272,17 +356,28 @@ async def test_gateway_side_errors_are_openai_json(upstream: FakeUpstream) -> No
         status, _, body = await _raw(gw, "POST", "/v1/chat/completions", b'{"model":"gpt-4o"}')
         assert status == 400 and body["error"]["param"] == "messages"
         status, _, body = await _raw(
-            gw, "POST", "/v1/chat/completions",
-            json.dumps({"model": "gpt-4o", "messages": [MSG[0], MSG[0], {"role": "robot", "content": "x"}]}).encode(),
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(
+                {"model": "gpt-4o", "messages": [MSG[0], MSG[0], {"role": "robot", "content": "x"}]}
+            ).encode(),
         )
         assert status == 400 and body["error"]["param"] == "messages[2].role"
         status, _, body = await _raw(
-            gw, "POST", "/v1/chat/completions", json.dumps({"model": "nope", "messages": MSG}).encode()
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps({"model": "nope", "messages": MSG}).encode(),
         )
         assert status == 404 and body["error"]["code"] == "model_not_found"
         status, _, body = await _raw(
-            gw, "POST", "/v1/chat/completions",
-            json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 5000}]}).encode(),
+            gw,
+            "POST",
+            "/v1/chat/completions",
+            json.dumps(
+                {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 5000}]}
+            ).encode(),
         )
         assert status == 413 and body["error"]["code"] == "request_too_large"
         status, _, body = await _raw(gw, "GET", "/v1/nothing-here")
@@ -297,16 +392,20 @@ async def test_sdk_exception_types_for_gateway_errors(upstream: FakeUpstream) ->
     del cfg["defaultBackend"]
     async with run_gateway(cfg) as gw:
         with pytest.raises(openai.NotFoundError):
-            await sdk(gw).chat.completions.create(model="unknown-model", messages=MSG)  # type: ignore[arg-type]
+            await sdk(gw).chat.completions.create(model="unknown-model", messages=MSG)
         with pytest.raises(openai.BadRequestError):
             await sdk(gw).chat.completions.create(model="gpt-4o", messages=[])
 
 
 async def test_request_id_accepted_or_generated(upstream: FakeUpstream) -> None:
-    upstream.route("/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body))
+    upstream.route(
+        "/v1/chat/completions", json_reply(recorded("envoy-ai-gateway--chat-basic.yaml").body)
+    )
     async with run_gateway(config(upstream)) as gw:
         body = json.dumps({"model": "m", "messages": MSG}).encode()
-        _, headers, _ = await _raw(gw, "POST", "/v1/chat/completions", body, {"x-request-id": "abc-123"})
+        _, headers, _ = await _raw(
+            gw, "POST", "/v1/chat/completions", body, {"x-request-id": "abc-123"}
+        )
         assert headers["x-request-id"] == "abc-123"
         _, headers, _ = await _raw(gw, "POST", "/v1/chat/completions", body)
         assert len(headers["x-request-id"]) >= 16
@@ -333,9 +432,9 @@ async def test_other_requests_carry_on_while_one_stream_hangs(upstream: FakeUpst
     upstream.route("/v1/chat/completions", route)
     async with run_gateway(config(upstream)) as gw:
         client = sdk(gw)
-        slow = asyncio.create_task(client.chat.completions.create(model="slow", messages=MSG, stream=True))  # type: ignore[arg-type]
+        slow = asyncio.create_task(client.chat.completions.create(model="slow", messages=MSG, stream=True))
         results = await asyncio.gather(
-            *(client.chat.completions.create(model="fast", messages=MSG) for _ in range(10))  # type: ignore[arg-type]
+            *(client.chat.completions.create(model="fast", messages=MSG) for _ in range(10))
         )
         assert all(r.choices[0].message.content for r in results)
         slow.cancel()
@@ -370,7 +469,7 @@ async def test_connect_timeout_is_504_naming_the_phase() -> None:
             loop = asyncio.get_running_loop()
             start = loop.time()
             with pytest.raises(openai.APIStatusError) as info:
-                await sdk(gw).chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+                await sdk(gw).chat.completions.create(model="m", messages=MSG)
             assert loop.time() - start < 5  # the 10 s first-byte timeout did not fire
         assert info.value.status_code == 504
         assert "did not accept a connection within 0.2s" in info.value.message

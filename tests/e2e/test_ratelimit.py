@@ -126,7 +126,7 @@ async def test_forwarded_for_on_two_header_lines_is_read_as_one_list() -> None:
         for i in range(12):
             reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
             writer.write(
-                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                 b"Content-Type: application/json\r\nContent-Length: %d\r\n"
                 b"X-Forwarded-For: 198.51.100.%d\r\n"  # the client's own, a new one each time
                 b"X-Forwarded-For: 203.0.113.7\r\n"  # the line the trusted proxy added

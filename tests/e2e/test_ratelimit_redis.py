@@ -36,6 +36,7 @@ async def post(s: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str]]
         return r.status, dict(r.headers)
 
 
+@pytest.mark.slow
 async def test_four_processes_share_one_exact_budget(redis: RedisServer, tmp_path: Path) -> None:
     cfg = tmp_path / "gw.json"
     cfg.write_text(

@@ -33,6 +33,7 @@ EXPECT = {
     "GatewayClient(": ["Hello", "'echo'", "404 model_not_found"],
     "embeddings.create(": ["2 16"],
     "OpenAI(base_url": ["content='hi'"],
+    "anthropic.Anthropic(": ["input_tokens: "],
 }
 ADDRESS = re.compile(r"(?:127\.0\.0\.1|localhost):3000")
 pytestmark = pytest.mark.slow

@@ -372,3 +372,73 @@ async def test_previous_response_id_across_two_gateway_processes_sharing_redis(
         for p in procs:
             await p.close()
         await redis.stop()
+
+
+def _native_events() -> bytes:
+    resp = {"id": "resp_up", "object": "response", "created_at": 1, "status": "in_progress",
+            "model": "gpt-5", "output": [], "parallel_tool_calls": True, "tool_choice": "auto",
+            "tools": []}  # fmt: skip
+    done: dict[str, Any] = {**resp, "status": "completed", "output": [
+        {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+         "content": [{"type": "output_text", "text": "native hi", "annotations": []}]}],
+        "usage": {"input_tokens": 12, "input_tokens_details": {"cached_tokens": 4},
+                  "output_tokens": 3, "output_tokens_details": {"reasoning_tokens": 1},
+                  "total_tokens": 15}}  # fmt: skip
+    events = [
+        {"type": "response.created", "sequence_number": 0, "response": resp},
+        {"type": "response.in_progress", "sequence_number": 1, "response": resp},
+        {"type": "response.output_item.added", "sequence_number": 2, "output_index": 0,
+         "item": {"id": "msg_1", "type": "message", "status": "in_progress",
+                  "role": "assistant", "content": []}},
+        {"type": "response.content_part.added", "sequence_number": 3, "item_id": "msg_1",
+         "output_index": 0, "content_index": 0,
+         "part": {"type": "output_text", "text": "", "annotations": []}},
+        {"type": "response.output_text.delta", "sequence_number": 4, "item_id": "msg_1",
+         "output_index": 0, "content_index": 0, "delta": "native hi"},
+        {"type": "response.output_text.done", "sequence_number": 5, "item_id": "msg_1",
+         "output_index": 0, "content_index": 0, "text": "native hi"},
+        {"type": "response.content_part.done", "sequence_number": 6, "item_id": "msg_1",
+         "output_index": 0, "content_index": 0,
+         "part": {"type": "output_text", "text": "native hi", "annotations": []}},
+        {"type": "response.output_item.done", "sequence_number": 7, "output_index": 0,
+         "item": done["output"][0]},
+        {"type": "response.completed", "sequence_number": 8, "response": done},
+    ]  # fmt: skip
+    return b"".join(
+        f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events
+    )
+
+
+async def test_native_responses_relay_to_an_openai_backend() -> None:
+    from tests.support.upstream import FakeUpstream, stream_reply
+
+    up = await FakeUpstream().start()
+    up.route("/v1/responses", stream_reply(_native_events(), split=50))
+    cfg = {
+        "backends": [
+            {"id": "oa", "type": "openai", "baseUrl": f"{up.url}/v1", "apiKey": "sk-up",
+             "nativeResponses": True, "modelMapping": {"gpt": "gpt-5"}}
+        ]
+    }  # fmt: skip
+    try:
+        async with run_gateway(cfg) as gw:
+            client = sdk(gw)
+            async with client.responses.stream(
+                model="gpt", input="hi", tools=[{"type": "web_search"}]
+            ) as stream:
+                final = await stream.get_final_response()
+            assert final.output_text == "native hi"
+            sent = up.received[0]
+            # The client's bytes, only the model renamed; hosted tools pass to OpenAI.
+            assert sent.json["model"] == "gpt-5" and sent.json["tools"] == [{"type": "web_search"}]
+            assert sent.headers["Authorization"] == "Bearer sk-up"
+            await client.close()
+            async with aiohttp.ClientSession() as s, s.get(f"{gw.url}/metrics") as r:
+                text = await r.text()
+            tokens = [
+                line for line in text.splitlines()
+                if line.startswith("chromagent_tokens_total") and 'backend="oa"' in line
+            ]  # fmt: skip
+            assert any('direction="in"' in t and t.endswith(" 12.0") for t in tokens), tokens
+    finally:
+        await up.close()

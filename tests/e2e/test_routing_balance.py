@@ -9,8 +9,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.routing_support import backend, body, hits
 from tests.support.gateway import run_gateway
+from tests.support.routing import backend, body, hits
 from tests.support.upstream import FakeUpstream
 
 N = 20
@@ -24,13 +24,16 @@ async def served_by(session: aiohttp.ClientSession, url: str, payload: dict[str,
 
 
 def three(up: FakeUpstream, **weights: int) -> dict[str, Any]:
+    def weight(name: str) -> dict[str, Any]:
+        return {"weight": weights[name]} if name in weights else {}
+
     return {
         "backends": [
             backend(
                 up,
                 name,
                 modelMapping={"m": "m"},
-                **({"weight": weights[name]} if name in weights else {}),
+                **weight(name),
             )
             for name in ("a", "b", "c")
         ]

@@ -7,8 +7,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.routing_support import IMAGE_MSG, TOOLS, backend, body, hits
 from tests.support.gateway import run_gateway, sdk
+from tests.support.routing import IMAGE_MSG, TOOLS, backend, body, hits
 from tests.support.upstream import FakeUpstream
 
 
@@ -115,7 +115,7 @@ async def test_rule_target_maps_model_only_if_its_mapping_has_it(upstream: FakeU
 async def test_backend_ids_balance_and_failover_stays_with_model_servers(
     upstream: FakeUpstream,
 ) -> None:
-    from tests.e2e.routing_support import error_reply
+    from tests.support.routing import error_reply
 
     cfg = config(upstream, [{"condition": "model: claude-*", "backendIds": ["claude", "tools"]}])
     async with run_gateway(cfg) as gw:

@@ -20,10 +20,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.e2e.routing_support import answer, backend, body, error_reply, hits
 from tests.support.cli_process import CliProcess, launch
 from tests.support.gateway import run_gateway
 from tests.support.redis import RedisServer
+from tests.support.routing import answer, backend, body, error_reply, hits
 from tests.support.upstream import FakeUpstream, Handler
 
 pytestmark = pytest.mark.redis
@@ -362,3 +362,47 @@ async def test_redis_unreachable_at_start_means_local_breakers_and_a_metric(
             text = await r.text()
         assert "chromagent_breaker_redis_up 0.0" in text
         assert "chromagent_breaker_redis_outages_total 1.0" in text
+
+
+async def test_a_hot_reloaded_replica_keeps_sharing_health(
+    upstream: FakeUpstream, redis: RedisServer
+) -> None:
+    from chromagent_proxy.reload import apply
+    from chromagent_proxy.server import make_config
+
+    backends = [
+        backend(upstream, "a", modelMapping={"m": "m"}),
+        backend(upstream, "b", modelMapping={"m": "m"}),
+    ]
+    cfg = {"backends": backends, "failover": {"redisUrl": redis.url}}
+    async with (
+        run_gateway(cfg) as one,
+        run_gateway(cfg) as two,
+        aiohttp.ClientSession() as s,
+    ):
+
+        async def connected() -> bool:
+            views = await asyncio.gather(view(s, one.url), view(s, two.url))
+            return all(v["shared"] == "redis" for v in views)
+
+        await until(connected, "both connected to Redis")
+        # Both reload to a config with a new backend c: its health exists only in the new
+        # routers, so one learning of c's cooldown shows the shared state follows the reload.
+        c = Switch(answer("c"))
+        extra = backend(upstream, "c", c, modelMapping={"m": "m"})
+        for gw in (one, two):
+            new = {**cfg, "host": "127.0.0.1", "backends": [*backends, extra]}
+            await apply(gw, make_config(new, gw.registry))
+        c.handler = error_reply(429, {"Retry-After": "30"})
+        for _ in range(3):  # round robin over a, b, c: the third goes to c, then fails over
+            assert (await post(s, two.url))[0] == 200
+        assert hits(upstream, "c") == 1
+
+        async def one_cools_c() -> bool:
+            return bool(row(await view(s, one.url), "c")["state"] == "cooling")
+
+        await until(one_cools_c, "the reloaded replica learns of the cooldown")
+        rows = [row(await view(s, gw.url), "c")["coolingUntil"] for gw in (one, two)]
+        assert rows[0] == rows[1] is not None
+        results = [await post(s, one.url) for _ in range(6)]
+        assert {name for _, name in results} == {"a", "b"} and hits(upstream, "c") == 1

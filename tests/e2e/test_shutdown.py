@@ -74,6 +74,7 @@ async def wait_started(started: asyncio.Queue[int], n: int) -> None:
             await started.get()
 
 
+@pytest.mark.slow
 async def test_sigterm_during_50_open_streams(upstream: FakeUpstream, tmp_path: Path) -> None:
     upstream.route("/v1/chat/completions", stream_reply(sse_pieces(), delay=0.08))
     p = await start(upstream, tmp_path, 10_000)
@@ -106,6 +107,7 @@ async def test_sigterm_during_50_open_streams(upstream: FakeUpstream, tmp_path: 
     assert await p.wait_exit(10) == 0
 
 
+@pytest.mark.slow
 async def test_streams_past_the_shutdown_timeout_get_an_error_event(
     upstream: FakeUpstream, tmp_path: Path
 ) -> None:

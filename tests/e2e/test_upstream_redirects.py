@@ -23,7 +23,7 @@ from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream
 from tests.unit.test_google_auth import write_service_account
 
-MSG = [{"role": "user", "content": "where am I sent?"}]
+MSG: Any = [{"role": "user", "content": "where am I sent?"}]
 
 
 @pytest.fixture
@@ -75,11 +75,11 @@ async def test_chat_redirect_is_a_502_and_never_followed(
     async with run_gateway(cfg) as gw, sdk(gw) as client:
         with pytest.raises(openai.APIStatusError) as info:
             if stream:
-                s = await client.chat.completions.create(model="m", messages=MSG, stream=True)  # type: ignore[arg-type]
+                s = await client.chat.completions.create(model="m", messages=MSG, stream=True)
                 async for _ in s:
                     pass
             else:
-                await client.chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+                await client.chat.completions.create(model="m", messages=MSG)
     assert info.value.status_code == 502
     message = info.value.message
     assert "backend 'up'" in message and f"HTTP {status}" in message
@@ -125,7 +125,7 @@ async def test_connect_failure_does_not_show_the_upstream_address() -> None:
     }
     async with run_gateway(cfg) as gw, sdk(gw) as client:
         with pytest.raises(openai.APIStatusError) as info:
-            await client.chat.completions.create(model="m", messages=MSG)  # type: ignore[arg-type]
+            await client.chat.completions.create(model="m", messages=MSG)
     assert info.value.status_code == 502
     assert "'gone'" in info.value.message and "unreachable" in info.value.message
     assert str(port) not in info.value.message and "127.0.0.1" not in info.value.message

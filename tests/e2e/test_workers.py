@@ -11,11 +11,14 @@ import signal
 from pathlib import Path
 
 import aiohttp
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cli_process import CliProcess, launch
 
 BODY = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+
+pytestmark = pytest.mark.slow  # real processes and waits: `make test-all`
 
 
 def worker_pids(p: CliProcess) -> dict[int, int]:

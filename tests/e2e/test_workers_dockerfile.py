@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support.cli_process import ROOT, launch
 from tests.support.redis import free_port
 
@@ -36,6 +38,7 @@ def test_dockerfile_shape() -> None:
     assert image_env()["GATEWAY_HOST"] == "0.0.0.0"
 
 
+@pytest.mark.slow
 async def test_entrypoint_serves_and_healthcheck_passes(tmp_path: Path) -> None:
     entry = json.loads(instruction("ENTRYPOINT")) + json.loads(instruction("CMD"))
     script = shutil.which(entry[0], path=str(Path(sys.executable).parent))

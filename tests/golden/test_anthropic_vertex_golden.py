@@ -12,12 +12,12 @@ import json
 from typing import Any
 
 import aiohttp
-import msgspec
 import pytest
 
-from chromagent_proxy.backends.anthropic.response import decode_message, to_chat_completion
-from tests.golden.test_anthropic_golden import MESSAGES, STREAMS, replay
+from chromagent_proxy.backends.anthropic.stream import answer, decode_message
+from tests.golden.test_anthropic_golden import MESSAGES, STREAMS, replay, summarize
 from tests.support.gateway import run_gateway
+from tests.support.translate import chat_completion
 from tests.support.upstream import FakeUpstream, json_reply, stream_reply
 
 MODEL = "claude-sonnet-4-5@20250929"
@@ -76,7 +76,9 @@ async def test_vertex_stream(upstream: FakeUpstream, name: str, body: bytes) -> 
     assert len({c["created"] for c in got}) == 1
     for c in want:
         c["id"], c["created"] = "chatcmpl-golden", got[0]["created"]
-    assert got == want
+    # The same answer; how tool call starts and arguments share chunks follows the reads.
+    assert summarize(got) == summarize(want)
+    assert got[0] == want[0] and got[-2:] == want[-2:]
     sent = upstream.received[0]
     assert sent.path == f"{PATH}:streamRawPredict"
     assert sent.json["anthropic_version"] == "vertex-2023-10-16" and "model" not in sent.json
@@ -91,10 +93,8 @@ async def test_vertex_message(upstream: FakeUpstream, name: str, body: bytes) ->
         )
     assert status == 200
     got = json.loads(raw)
-    want = msgspec.to_builtins(
-        to_chat_completion(
-            decode_message(body), id="chatcmpl-golden", created=got["created"], model=MODEL
-        )
+    want = chat_completion(
+        answer(decode_message(body)), id="chatcmpl-golden", created=got["created"], model=MODEL
     )
     assert got == want
     assert upstream.received[0].path == f"{PATH}:rawPredict"

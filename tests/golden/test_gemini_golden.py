@@ -15,8 +15,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy import codec
 from chromagent_proxy.backends.gemini import stream
-from chromagent_proxy.backends.gemini.ids import split_tool_call_id
-from chromagent_proxy.backends.gemini.response import decode_response, gemini_error, to_completion
+from chromagent_proxy.backends.gemini.errors import gemini_error
+from chromagent_proxy.core import ir
+from chromagent_proxy.dialects.chat.ids import split_tool_call_id
 from chromagent_proxy.errors import GatewayError
 from chromagent_proxy.sse import SSEDecoder
 from tests.support.fixtures import (
@@ -27,6 +28,7 @@ from tests.support.fixtures import (
     load_chunks,
     provider_files,
 )
+from tests.support.translate import chat_chunks, chat_completion, drive, flat, usage_of
 
 SPLITS = (1, 7, None)
 # Vertex streamFunctionCallArguments (partialArgs): only sent when a client
@@ -50,18 +52,16 @@ ERRORS = [c for c in CALLS if c[2].status >= 400]
 CHUNK_FILES = [p for p in provider_files("gemini", (".txt",)) if p.name not in NOT_FITTING]
 
 
+def run_events(body: bytes, split: int | None) -> list[list[ir.Event]]:
+    return drive(stream.TRANSLATOR, stream.StreamState("g"), body, split)
+
+
 def run_stream(body: bytes, split: int | None, include_usage: bool = True) -> list[dict[str, Any]]:
-    state = stream.StreamState(id="chatcmpl-x", created=1, model="m", include_usage=include_usage)
-    dec = SSEDecoder()
-    step = split or len(body)
-    out: list[Any] = []
-    for i in range(0, len(body), step):
-        for ev in dec.feed(body[i : i + step]):
-            out += stream.step(state, stream.decode_event(ev.data))
-    for ev in dec.flush():
-        out += stream.step(state, stream.decode_event(ev.data))
-    out += stream.finish(state)
-    return [codec.loads(codec.encode(c)) for c in out]
+    return chat_chunks(run_events(body, split), include_usage)
+
+
+def answer(body: bytes) -> dict[str, Any]:
+    return chat_completion(stream.answer(stream.decode_event(body), "g"))
 
 
 def same_output(outputs: list[list[dict[str, Any]]]) -> None:
@@ -113,7 +113,15 @@ def expected_from_events(events: list[dict[str, Any]]) -> dict[str, Any]:
     u = usage or {}
     prompt = u.get("promptTokenCount", 0) + u.get("toolUsePromptTokenCount", 0)
     completion = u.get("candidatesTokenCount", 0) + u.get("thoughtsTokenCount", 0)
+    cached = u.get("cachedContentTokenCount", 0)
     return {
+        # Disjoint IR usage: uncached input, cache reads, visible output, thoughts.
+        "ir_usage": ir.Usage(
+            input=prompt - cached,
+            output=u.get("candidatesTokenCount", 0),
+            cache_read=cached,
+            reasoning=u.get("thoughtsTokenCount", 0),
+        ),
         "text": text,
         "thoughts": thoughts,
         "calls": calls,
@@ -159,18 +167,26 @@ def check_stream(chunks: list[dict[str, Any]], exp: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(("name", "i", "it"), STREAMS, ids=[f"{n}#{i}" for n, i, _ in STREAMS])
 def test_recorded_sse_stream(name: str, i: int, it: Interaction) -> None:
-    outputs = [run_stream(it.body, split) for split in SPLITS]
+    exp = expected_from_events(sse_events(it.body))
+    batches = [run_events(it.body, split) for split in SPLITS]
+    for b in batches:
+        assert usage_of(flat(b)) == exp["ir_usage"]
+    outputs = [chat_chunks(b) for b in batches]
     same_output(outputs)
-    check_stream(outputs[0], expected_from_events(sse_events(it.body)))
+    check_stream(outputs[0], exp)
 
 
 @pytest.mark.parametrize("path", CHUNK_FILES, ids=[p.name for p in CHUNK_FILES])
 def test_recorded_chunks(path: Path) -> None:
     payloads = load_chunks(path)
     body = chunks_as_sse(payloads)
-    outputs = [run_stream(body, split) for split in SPLITS]
+    exp = expected_from_events([codec.loads(p) for p in payloads])
+    batches = [run_events(body, split) for split in SPLITS]
+    for b in batches:
+        assert usage_of(flat(b)) == exp["ir_usage"]
+    outputs = [chat_chunks(b) for b in batches]
     same_output(outputs)
-    check_stream(outputs[0], expected_from_events([codec.loads(p) for p in payloads]))
+    check_stream(outputs[0], exp)
 
 
 def test_stream_without_usage_option_has_no_usage_chunk() -> None:
@@ -185,7 +201,9 @@ def test_stream_without_usage_option_has_no_usage_chunk() -> None:
 def test_recorded_response(name: str, i: int, it: Interaction) -> None:
     raw = codec.loads(it.body)
     exp = expected_from_events([raw])
-    out = codec.loads(codec.encode(to_completion(decode_response(it.body), "chatcmpl-x", 1, "m")))
+    events = stream.answer(stream.decode_event(it.body), "g")
+    assert usage_of(events) == exp["ir_usage"]
+    out = chat_completion(events)
     assert out["object"] == "chat.completion"
     choice = out["choices"][0]
     msg = choice["message"]
@@ -208,21 +226,20 @@ def test_recorded_response(name: str, i: int, it: Interaction) -> None:
 
 def test_recorded_safety_block_is_content_filter() -> None:
     it = load(fixture_path("gemini", "pydantic-ai--test_google_model_safety_settings.yaml"))[0]
-    out = to_completion(decode_response(it.body), "c", 1, "m")
-    assert out.choices[0].finish_reason == "content_filter"
-    assert out.choices[0].message.content == ""
+    out = answer(it.body)
+    assert out["choices"][0]["finish_reason"] == "content_filter"
+    assert out["choices"][0]["message"]["content"] == ""
 
 
 def test_recorded_thinking_model_empty_max_tokens() -> None:
     path = fixture_path(
         "gemini", "pydantic-ai--test_google_model_max_tokens_thinking_model_empty_response.yaml"
     )
-    out = to_completion(decode_response(load(path)[0].body), "c", 1, "m")
-    assert out.choices[0].finish_reason == "length"
-    assert out.choices[0].message.content == ""
-    assert out.usage is not None and out.usage.completion_tokens == 2
-    assert out.usage.completion_tokens_details is not None
-    assert out.usage.completion_tokens_details.reasoning_tokens == 2
+    out = answer(load(path)[0].body)
+    assert out["choices"][0]["finish_reason"] == "length"
+    assert out["choices"][0]["message"]["content"] == ""
+    assert out["usage"]["completion_tokens"] == 2
+    assert out["usage"]["completion_tokens_details"]["reasoning_tokens"] == 2
 
 
 def test_recorded_prompt_block_stream() -> None:

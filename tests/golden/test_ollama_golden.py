@@ -9,16 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from chromagent_proxy import codec
-from chromagent_proxy.backends.ollama.provider import _error_parser
-from chromagent_proxy.backends.ollama.response import to_completion
-from chromagent_proxy.backends.ollama.stream import StreamState, decode_line, finish, step
+from chromagent_proxy.backends.ollama.errors import error_parser as _error_parser
+from chromagent_proxy.backends.ollama.stream import TRANSLATOR, StreamState, answer, decode_line
+from chromagent_proxy.core import ir
 from chromagent_proxy.errors import UpstreamHTTPError
-from chromagent_proxy.sse import NDJSONDecoder
 from tests.support.fixtures import fixture_path, load
+from tests.support.translate import chat_chunks, chat_completion, drive, flat, usage_of
 
 STREAM_FIXTURES = [
     "langchaingo--TestClient_GenerateChat.httprr",  # done_reason length
@@ -30,18 +29,12 @@ TOOLS_FIXTURE = "semantic-kernel--chat_completion_multiple_function_calls_test_r
 SPLITS = [1, 7, None]
 
 
+def _events(body: bytes, split: int | None) -> list[list[ir.Event]]:
+    return drive(TRANSLATOR, StreamState("ollama"), body, split)
+
+
 def _replay(body: bytes, split: int | None, include_usage: bool = True) -> list[dict[str, Any]]:
-    state = StreamState("chatcmpl-test", 1700000000, "m", "ollama", include_usage)
-    decoder = NDJSONDecoder()
-    size = split or len(body)
-    out = []
-    for i in range(0, len(body), size):
-        for line in decoder.feed(body[i : i + size]):
-            out += step(state, line)
-    for line in decoder.flush():
-        out += step(state, line)
-    out += finish(state)
-    return [msgspec.to_builtins(c) for c in out]
+    return chat_chunks(_events(body, split), include_usage)
 
 
 def _normalize_ids(chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -69,12 +62,16 @@ def _upstream_lines(body: bytes) -> list[dict[str, Any]]:
 def test_stream_fixture(name: str) -> None:
     (it,) = load(fixture_path("ollama", name))
     assert it.status == 200
-    runs = [_normalize_ids(_replay(it.body, split)) for split in SPLITS]
-    assert runs[0] == runs[1] == runs[2]
-    chunks = runs[0]
     lines = _upstream_lines(it.body)
     final = lines[-1]
     assert final["done"] is True
+    for split in SPLITS:
+        assert usage_of(flat(_events(it.body, split))) == ir.Usage(
+            input=final["prompt_eval_count"], output=final["eval_count"]
+        )
+    runs = [_normalize_ids(_replay(it.body, split)) for split in SPLITS]
+    assert runs[0] == runs[1] == runs[2]
+    chunks = runs[0]
 
     # First chunk opens the assistant message.
     assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
@@ -120,7 +117,8 @@ def test_thinking_fixture_reasoning_precedes_content() -> None:
     ]
     assert kinds[0] == "r" and "c" in kinds
     assert kinds == sorted(kinds, key=lambda k: k == "c")  # all thinking before any text
-    assert chunks[0]["choices"][0]["delta"]["reasoning_content"] == "User"
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[1]["choices"][0]["delta"]["reasoning_content"] == "User"
 
 
 def test_length_fixture_maps_to_length() -> None:
@@ -140,9 +138,7 @@ def test_tool_calls_fixture_non_stream() -> None:
     upstream = codec.loads(body)
     calls = upstream["message"]["tool_calls"]
     assert upstream["done_reason"] == "stop"
-    completion = msgspec.to_builtins(
-        to_completion(decode_line(body, "ollama"), id="chatcmpl-x", created=1, model="llama3.2")
-    )
+    completion = chat_completion(answer(decode_line(body), "ollama"), model="llama3.2")
     (choice,) = completion["choices"]
     assert choice["finish_reason"] == "tool_calls"  # Ollama said "stop"
     msg = choice["message"]
@@ -234,9 +230,7 @@ def test_tool_calls_across_lines_get_distinct_indexes() -> None:
 def test_tool_support_error_fixture() -> None:
     (it,) = load(fixture_path("ollama", "langchaingo--TestToolCall.httprr"))
     assert it.status == 400
-    err = _error_parser("gemma3:1b", "http://localhost:11434")(
-        "ollama", it.status, it.body, _headers(it)
-    )
+    err = _error_parser("gemma3:1b")("ollama", it.status, it.body, _headers(it))
     assert isinstance(err, UpstreamHTTPError)
     assert err.status == 400
     assert err.type == "invalid_request_error"

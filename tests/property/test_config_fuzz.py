@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -146,9 +147,11 @@ def outcome(
     return built
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
 @given(config, env)
 @example({"apiKeys": {"\n": "${NOT_SET_VAR}"}}, {})  # found: a newline key made a 2-line error
+@example({"rateLimit": {"\n": None}}, {})  # found: an unknown newline key, the same
 def test_random_configs_are_accepted_or_refused_with_one_config_error(
     cfg: Any, env_vars: dict[str, str]
 ) -> None:
@@ -184,6 +187,7 @@ def run_cli(path: Path, env_vars: dict[str, str]) -> tuple[int, str, str]:
     return proc.returncode, first + out, err
 
 
+@pytest.mark.slow
 @settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck))
 @given(config, env)
 def test_the_real_cli_exits_0_or_2_with_one_line(
@@ -204,6 +208,7 @@ def test_the_real_cli_exits_0_or_2_with_one_line(
         assert lines[0].startswith("chromagent-gateway: error:"), err
 
 
+@pytest.mark.slow
 def test_cli_fuzz_covers_both_outcomes(tmp_path: Path) -> None:
     """The CLI check above must be able to fail both ways: one config of each kind."""
     good = tmp_path / "good.json"

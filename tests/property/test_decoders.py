@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import time
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +75,7 @@ def decode_sse(chunks: list[bytes], max_line: int | None = None) -> list[SSEEven
     return out + dec.flush()
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(st.data())
 def test_sse_any_split_gives_the_same_events(data: st.DataObject) -> None:

@@ -39,8 +39,10 @@ class Interaction:
     @property
     def is_stream(self) -> bool:
         ct = self.content_type
-        return "event-stream" in ct or "ndjson" in ct or self.body.lstrip().startswith(
-            (b"data:", b"event:")
+        return (
+            "event-stream" in ct
+            or "ndjson" in ct
+            or self.body.lstrip().startswith((b"data:", b"event:"))
         )
 
 
@@ -79,7 +81,10 @@ def load_yaml(path: Path) -> list[Interaction]:
             raw = resp.get("body")
             text = raw.get("string", "") if isinstance(raw, dict) else (raw or "")
             body = text.encode() if isinstance(text, str) else bytes(text)
-            if not any(k.lower() == "content-type" for k in headers) and body.lstrip()[:1] in (b"{", b"["):
+            if not any(k.lower() == "content-type" for k in headers) and body.lstrip()[:1] in (
+                b"{",
+                b"[",
+            ):
                 headers["content-type"] = "application/json"
         out.append(
             Interaction(
@@ -117,7 +122,11 @@ def load_httprr(path: Path) -> list[Interaction]:
         if not sizes.strip():
             break
         req_len, resp_len = (int(x) for x in sizes.split())
-        req, resp, rest = rest[:req_len], rest[req_len : req_len + resp_len], rest[req_len + resp_len :]
+        req, resp, rest = (
+            rest[:req_len],
+            rest[req_len : req_len + resp_len],
+            rest[req_len + resp_len :],
+        )
         req_head, _, req_body = req.partition(b"\r\n\r\n")
         method, url, _ = req_head.split(b"\r\n", 1)[0].decode().split(" ", 2)
         resp_head, _, resp_body = resp.partition(b"\r\n\r\n")
@@ -131,7 +140,9 @@ def load_httprr(path: Path) -> list[Interaction]:
             resp_body = _dechunk(resp_body)
             headers.pop("Transfer-Encoding")
         out.append(
-            Interaction(method, url, _maybe_json(req_body.decode() or None), status, headers, resp_body)
+            Interaction(
+                method, url, _maybe_json(req_body.decode() or None), status, headers, resp_body
+            )
         )
     return out
 

@@ -82,7 +82,9 @@ def json_reply(payload: Any, status: int = 200, headers: dict[str, str] | None =
     body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
 
     async def handler(request: web.Request) -> web.StreamResponse:
-        return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+        return web.Response(
+            body=body, status=status, content_type="application/json", headers=headers
+        )
 
     return handler
 

@@ -10,16 +10,17 @@ import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import (
-    UpstreamUnauthorized,
     http_error,
     stream_error,
 )
 from chromagent_proxy.backends.anthropic.provider import AnthropicBackend, VertexAnthropicBackend
-from chromagent_proxy.backends.anthropic.response import decode_message, to_chat_completion
+from chromagent_proxy.backends.anthropic.stream import answer, decode_message
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
 from chromagent_proxy.backends.vertex import location_of, vertex_base_url
 from chromagent_proxy.config import BackendConfig
+from chromagent_proxy.core import ir
 from chromagent_proxy.errors import ConfigError
+from tests.support.translate import chat_completion
 
 
 def backend(**kw: Any) -> BackendConfig:
@@ -170,9 +171,8 @@ def test_overloaded_is_503_retryable_whatever_the_status() -> None:
         assert err.headers == {"Retry-After": "2"}
 
 
-def test_401_is_marked_for_token_refresh_and_non_json_body() -> None:
+def test_401_non_json_body() -> None:
     err = http_error("b", 401, b"<html>denied</html>", headers())
-    assert isinstance(err, UpstreamUnauthorized)
     assert err.status == 502 and err.code == "upstream_auth_failed" and not err.retryable
     assert "denied" not in err.message and "status 401" in err.message  # never relayed
 
@@ -217,11 +217,9 @@ def test_response_tool_answer_is_content_not_a_tool_call() -> None:
             },
         }
     ).encode()
-    done = msgspec.to_builtins(
-        to_chat_completion(
-            decode_message(body), id="c", created=1, model="m", response_tool="json_response"
-        )
-    )
+    events = answer(decode_message(body), response_tool="json_response")
+    assert events[-1] == ir.Usage(input=10, output=5, cache_read=100, cache_write=20)
+    done = chat_completion(events)
     choice = done["choices"][0]
     assert json.loads(choice["message"]["content"]) == {"answer": "Paris"}
     assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
@@ -246,14 +244,12 @@ def test_thinking_and_redacted_blocks_in_a_message() -> None:
             "usage": {"input_tokens": 1, "output_tokens": 2},
         }
     ).encode()
-    msg = msgspec.to_builtins(
-        to_chat_completion(decode_message(body), id="c", created=1, model="m")
-    )
+    msg = chat_completion(answer(decode_message(body)))
     choice = msg["choices"][0]
     assert choice["message"]["content"] == "Hi"
     assert choice["message"]["reasoning_content"] == "hmm"
     assert choice["message"]["thinking_blocks"] == [
-        {"type": "thinking", "thinking": "hmm", "signature": "s1"},
-        {"type": "redacted_thinking", "data": "opaque"},
+        {"index": 0, "type": "thinking", "thinking": "hmm", "signature": "s1"},
+        {"index": 1, "type": "redacted_thinking", "data": "opaque"},
     ]
     assert choice["finish_reason"] == "length"

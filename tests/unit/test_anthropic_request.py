@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from chromagent_proxy.backends.anthropic.request import build_body
+from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.dialects.chat.dialect import parse_request
 from chromagent_proxy.errors import InvalidRequest
-from chromagent_proxy.media import collect_images
+from chromagent_proxy.media_ir import inline_images
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 PNG_B64 = base64.b64encode(PNG).decode()
@@ -53,15 +54,16 @@ class StubFetcher:
 
 def body_for(payload: dict[str, Any], **kw: Any) -> dict[str, Any]:
     req = parse_request(json.dumps({"model": "claude-x", **payload}).encode())
-    return build_body(req, req.model, {}, **kw)
+    return build_body(to_ir(req, "anthropic"), stream=bool(req.stream), **kw)
 
 
 async def body_with_images(
     payload: dict[str, Any], *, vertex: bool, fetcher: StubFetcher | None = None
 ) -> dict[str, Any]:
-    req = parse_request(json.dumps({"model": "claude-x", **payload}).encode())
-    images = await collect_images(req, fetcher, fetch_remote=vertex)
-    return build_body(req, req.model, images, vertex=vertex)
+    req = to_ir(parse_request(json.dumps({"model": "claude-x", **payload}).encode()), "anthropic")
+    if vertex:  # Vertex rejects URL sources: the provider inlines every remote image
+        await inline_images(req, fetcher)
+    return build_body(req, vertex=vertex)
 
 
 def user(text: str) -> dict[str, Any]:
@@ -186,11 +188,8 @@ def test_tool_round_trip_with_parallel_results() -> None:
                 "role": "user",
                 "content": [
                     {"type": "tool_result", "tool_use_id": "toolu_a", "content": "18C"},
-                    {
-                        "type": "tool_result",
-                        "tool_use_id": "toolu_b",
-                        "content": [{"type": "text", "text": "25C"}],
-                    },
+                    # Text-only results go as a string, whatever shape the client used.
+                    {"type": "tool_result", "tool_use_id": "toolu_b", "content": "25C"},
                     {"type": "tool_result", "tool_use_id": "toolu_c", "content": "noon"},
                     {"type": "text", "text": "Which is warmer?"},
                 ],

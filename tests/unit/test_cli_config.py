@@ -18,7 +18,9 @@ from chromagent_proxy.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     full_env.update(env or {})
     return subprocess.run(
@@ -48,28 +50,96 @@ def with_(**kw: Any) -> dict[str, Any]:
 CASES: list[tuple[str, Any, dict[str, str], list[str], str]] = [
     ("malformed json", '{"port": 3000,\n  "host": }', {}, [], "line 2 column"),
     ("unknown key", with_(prot=1), {}, [], "unknown field `prot`"),
-    ("unknown backend key", {"backends": [{"id": "m", "type": "mock", "apikey": "x"}]}, {}, [], "$.backends[0]"),
+    (
+        "unknown backend key",
+        {"backends": [{"id": "m", "type": "mock", "apikey": "x"}]},
+        {},
+        [],
+        "$.backends[0]",
+    ),
     ("wrong type", with_(port="80"), {}, [], "$.port"),
-    ("duplicate id", {"backends": [{"id": "m", "type": "mock"}, {"id": "m", "type": "mock"}]}, {}, [], "duplicate backend id 'm'"),
-    ("default names no backend", {**BASE, "defaultBackend": "nope"}, {}, [], "'nope' names no backend"),
-    ("unknown type", {"backends": [{"id": "m", "type": "gpt-magic"}]}, {}, [], "unknown backend type 'gpt-magic' (known types:"),
-    ("unset var", {"backends": [{"id": "m", "type": "openai", "apiKey": "${NOPE_NOT_SET_KEY}"}]}, {}, [], "${NOPE_NOT_SET_KEY} is not set"),
+    (
+        "duplicate id",
+        {"backends": [{"id": "m", "type": "mock"}, {"id": "m", "type": "mock"}]},
+        {},
+        [],
+        "duplicate backend id 'm'",
+    ),
+    (
+        "default names no backend",
+        {**BASE, "defaultBackend": "nope"},
+        {},
+        [],
+        "'nope' names no backend",
+    ),
+    (
+        "unknown type",
+        {"backends": [{"id": "m", "type": "gpt-magic"}]},
+        {},
+        [],
+        "unknown backend type 'gpt-magic' (known types:",
+    ),
+    (
+        "unset var",
+        {"backends": [{"id": "m", "type": "openai", "apiKey": "${NOPE_NOT_SET_KEY}"}]},
+        {},
+        [],
+        "${NOPE_NOT_SET_KEY} is not set",
+    ),
     ("port out of range", with_(port=70000), {}, [], "$.port: 70000 is out of range"),
     ("env port not int", BASE, {"GATEWAY_PORT": "abc"}, [], "GATEWAY_PORT: expected an integer"),
     ("flag port not int", BASE, {}, ["--port", "x"], "argument --port/-p: invalid int value"),
     ("unknown flag", BASE, {}, ["--bogus"], "unrecognized arguments: --bogus"),
     ("missing file", None, {}, ["--config", "/nonexistent/c.json"], "/nonexistent/c.json"),
     ("empty config", {}, {}, [], 'no backends, so no model would be served; add one to "backends"'),
-    ("misspelled key", with_(defaultBackned="m"), {}, [], "unknown field `defaultBackned` (did you mean `defaultBackend`?)"),
-    ("misspelled backend key", {"backends": [{"id": "m", "type": "mock", "modelMaping": {}}]}, {}, [], "$.backends[0]: Object contains unknown field `modelMaping` (did you mean `modelMapping`?)"),
-    ("backend entry as a whole config", {"id": "m", "type": "mock", "modelMapping": {}}, {}, [], 'put it inside "backends": [...]'),
-    ("missing credentials file", {"backends": [VERTEX | {"credentialsFile": "/nonexistent/sa.json"}]}, {}, [], "credentialsFile '/nonexistent/sa.json': File /nonexistent/sa.json was not found"),
-    ("unreadable credentials file", {"backends": [VERTEX | {"credentialsFile": "/"}]}, {}, [], "credentialsFile '/': cannot read it"),
-    ("missing ADC file", {"backends": [VERTEX]}, {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/adc.json"}, [], "GOOGLE_APPLICATION_CREDENTIALS file '/nonexistent/adc.json'"),
+    (
+        "misspelled key",
+        with_(defaultBackned="m"),
+        {},
+        [],
+        "unknown field `defaultBackned` (did you mean `defaultBackend`?)",
+    ),
+    (
+        "misspelled backend key",
+        {"backends": [{"id": "m", "type": "mock", "modelMaping": {}}]},
+        {},
+        [],
+        "$.backends[0]: Object contains unknown field `modelMaping` (did you mean `modelMapping`?)",
+    ),
+    (
+        "backend entry as a whole config",
+        {"id": "m", "type": "mock", "modelMapping": {}},
+        {},
+        [],
+        'put it inside "backends": [...]',
+    ),
+    (
+        "missing credentials file",
+        {"backends": [VERTEX | {"credentialsFile": "/nonexistent/sa.json"}]},
+        {},
+        [],
+        "credentialsFile '/nonexistent/sa.json': File /nonexistent/sa.json was not found",
+    ),
+    (
+        "unreadable credentials file",
+        {"backends": [VERTEX | {"credentialsFile": "/"}]},
+        {},
+        [],
+        "credentialsFile '/': cannot read it",
+    ),
+    (
+        "missing ADC file",
+        {"backends": [VERTEX]},
+        {"GOOGLE_APPLICATION_CREDENTIALS": "/nonexistent/adc.json"},
+        [],
+        "GOOGLE_APPLICATION_CREDENTIALS file '/nonexistent/adc.json'",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("name", "cfg", "env", "flags", "expect"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("name", "cfg", "env", "flags", "expect"), CASES, ids=[c[0] for c in CASES]
+)
 def test_bad_config_exits_2_with_one_line(
     tmp_path: Path, name: str, cfg: Any, env: dict[str, str], flags: list[str], expect: str
 ) -> None:
@@ -82,7 +152,9 @@ def test_bad_config_exits_2_with_one_line(
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("name", ["empty config", "misspelled key", "missing credentials file", "missing ADC file"])
+@pytest.mark.parametrize(
+    "name", ["empty config", "misspelled key", "missing credentials file", "missing ADC file"]
+)
 def test_check_flag_finds_the_same_problems(tmp_path: Path, name: str) -> None:
     (_, cfg, env, flags, expect) = next(c for c in CASES if c[0] == name)
     proc = run_cli(["--check", "--config", write(tmp_path, cfg), *flags], env)
@@ -99,7 +171,10 @@ def test_check_flag_passes_without_binding_the_port(tmp_path: Path) -> None:
         port = held.getsockname()[1]
         proc = run_cli(["--check", "--config", write(tmp_path, BASE), "--port", str(port)])
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == f"chromagent-gateway: config OK: backends: m (mock); would listen on 127.0.0.1:{port}\n"
+    assert (
+        proc.stdout
+        == f"chromagent-gateway: config OK: backends: m (mock); would listen on 127.0.0.1:{port}\n"
+    )
 
 
 def test_secret_is_not_echoed_in_config_errors(tmp_path: Path) -> None:
@@ -139,7 +214,11 @@ def test_env_overlay_for_every_documented_variable() -> None:
 
 def test_secret_interpolation() -> None:
     cfg = build_config(
-        {"backends": [{"id": "o", "type": "openai", "apiKey": "${K}", "baseUrl": "http://${H}/v1"}]},
+        {
+            "backends": [
+                {"id": "o", "type": "openai", "apiKey": "${K}", "baseUrl": "http://${H}/v1"}
+            ]
+        },
         env={"K": "sk-1", "H": "up:1"},
     )
     assert cfg.backends[0].api_key == "sk-1"

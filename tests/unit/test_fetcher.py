@@ -440,7 +440,7 @@ def test_bad_allow_cidr_is_a_config_error() -> None:
     [({"max_bytes": 0}, "maxBytes"), ({"total_timeout_ms": 0}, "totalTimeoutMs"),
      ({"connect_timeout_ms": -1}, "connectTimeoutMs"), ({"max_redirects": -1}, "maxRedirects")],
 )  # fmt: skip
-def test_bad_limits_are_config_errors(media: dict[str, int], where: str) -> None:
+def test_bad_limits_are_config_errors(media: dict[str, Any], where: str) -> None:
     from chromagent_proxy.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"media\.{where}"):

@@ -8,29 +8,23 @@ import pytest
 
 from chromagent_proxy import codec
 from chromagent_proxy.backends.gemini import stream
+from chromagent_proxy.backends.gemini.errors import trailing_error
 from chromagent_proxy.backends.gemini.provider import GeminiBackend, VertexGeminiBackend
-from chromagent_proxy.backends.gemini.response import (
-    decode_response,
-    to_completion,
-    trailing_error,
-)
 from chromagent_proxy.config import BackendConfig
+from chromagent_proxy.core import ir
 from chromagent_proxy.errors import UpstreamHTTPError, UpstreamProtocolError
+from tests.support.translate import chat_chunks, chat_completion
 
 
 def completion(payload: dict[str, Any]) -> dict[str, Any]:
-    out = to_completion(decode_response(codec.dumps(payload)), "c", 1, "m")
-    result: dict[str, Any] = codec.loads(codec.encode(out))
-    return result
+    return chat_completion(stream.answer(stream.decode_event(codec.dumps(payload)), "g"))
 
 
 def run(events: list[dict[str, Any]], include_usage: bool = True) -> list[dict[str, Any]]:
-    state = stream.StreamState("c", 1, "m", "g", include_usage)
-    out: list[Any] = []
-    for ev in events:
-        out += stream.step(state, stream.decode_event(codec.dumps(ev)))
-    out += stream.finish(state)
-    return [codec.loads(codec.encode(c)) for c in out]
+    state = stream.StreamState("g")
+    batches = [stream.step(state, stream.decode_event(codec.dumps(ev))) for ev in events]
+    batches.append(stream.finish(state))
+    return chat_chunks(batches, include_usage)
 
 
 def cand(parts: list[dict[str, Any]], finish: str | None = None, index: int = 0) -> dict[str, Any]:
@@ -74,6 +68,25 @@ def test_usage_with_reasoning_cached_and_tool_prompt_tokens() -> None:
             },
         }
     )
+    events = stream.answer(
+        stream.decode_event(
+            codec.dumps(
+                {
+                    "candidates": [cand([{"text": "x"}], "STOP")],
+                    "usageMetadata": {
+                        "promptTokenCount": 100,
+                        "toolUsePromptTokenCount": 5,
+                        "candidatesTokenCount": 10,
+                        "thoughtsTokenCount": 40,
+                        "cachedContentTokenCount": 64,
+                    },
+                }
+            )
+        ),
+        "g",
+    )
+    # Disjoint: promptTokenCount (+ tool-use prompt) includes the cached tokens.
+    assert events[-1] == ir.Usage(input=41, output=10, cache_read=64, reasoning=40)
     assert out["usage"] == {
         "prompt_tokens": 105,
         "completion_tokens": 50,
@@ -104,7 +117,9 @@ def test_blocked_prompt_non_stream() -> None:
     )
     choice = out["choices"][0]
     assert choice["finish_reason"] == "content_filter"
-    assert choice["message"] == {"role": "assistant", "content": "", "refusal": "Blocked by policy"}
+    # The IR carries no refusal text: the client sees an empty, filtered answer.
+    assert choice["message"]["content"] == ""
+    assert "tool_calls" not in choice["message"]
     assert out["usage"]["prompt_tokens"] == 9
 
 
@@ -187,7 +202,7 @@ def test_stream_empty_signature_part_makes_no_empty_delta() -> None:
 
 
 def test_stream_error_event_raises() -> None:
-    state = stream.StreamState("c", 1, "m", "g", False)
+    state = stream.StreamState("g")
     stream.step(state, stream.decode_event(codec.dumps({"candidates": [cand([{"text": "a"}])]})))
     err = {"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED"}}
     with pytest.raises(UpstreamHTTPError) as info:
@@ -293,4 +308,6 @@ def test_config_errors() -> None:
     _, errors = provider(
         VertexGeminiBackend, project_id="p", api_key="t", base_url="http://127.0.0.1:9/v1"
     )
-    assert errors == ["location is required when the baseUrl host does not name a region"]
+    assert errors == [
+        "location is required (it cannot be read from the baseUrl host 'http://127.0.0.1:9/v1')"
+    ]

@@ -9,8 +9,8 @@ import pytest
 
 from chromagent_proxy import codec
 from chromagent_proxy.backends.ollama.request import build_body
+from chromagent_proxy.dialects.chat.decode import to_ir
 from chromagent_proxy.errors import InvalidRequest, UnsupportedFeature
-from chromagent_proxy.media import Image, parse_data_url
 from chromagent_proxy.schema.openai import ChatCompletionRequest
 from tests.support.fixtures import fixture_path, load
 
@@ -29,10 +29,12 @@ def _req(**kw: Any) -> ChatCompletionRequest:
     return codec.decoder(ChatCompletionRequest).decode(codec.dumps(data))
 
 
-def _body(req: ChatCompletionRequest, images: dict[str, Image] | None = None, **kw: Any) -> Any:
+def _body(req: ChatCompletionRequest, **kw: Any) -> Any:
     kw.setdefault("stream", False)
+    request = to_ir(req, "ollama")
+    request.model = "llama3.2"  # what the router maps the client's model to
     # Round-trip through JSON: what matters is the bytes Ollama receives.
-    return codec.loads(codec.dumps(build_body(req, "llama3.2", images or {}, **kw)))
+    return codec.loads(codec.dumps(build_body(request, **kw)))
 
 
 def test_multi_turn_with_tools_and_tool_results() -> None:
@@ -142,8 +144,7 @@ def test_image_data_url() -> None:
             }
         ]
     )
-    images = {PNG_URL: parse_data_url(PNG_URL, "p")}
-    assert _body(req, images) == {
+    assert _body(req) == {
         "model": "llama3.2",
         "messages": [
             {
@@ -258,8 +259,10 @@ def test_legacy_function_role_and_unknown_call_id() -> None:
             {"role": "tool", "tool_call_id": "call_unknown", "content": "x"},
         ]
     )
-    assert _body(req)["messages"][1:] == [
-        {"role": "tool", "content": "42", "tool_name": "lookup"},
+    # (The IR puts a turn's tool results ahead of its text, so only the tool messages.)
+    tools = [m for m in _body(req)["messages"] if m["role"] == "tool"]
+    assert tools == [
+        {"role": "tool", "content": "42", "tool_name": "lookup", "tool_call_id": "call_lookup"},
         {"role": "tool", "content": "x", "tool_call_id": "call_unknown"},
     ]
 

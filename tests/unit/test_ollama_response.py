@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from chromagent_proxy import codec
-from chromagent_proxy.backends.ollama.provider import OllamaBackend, _decode_whole, _error_parser
-from chromagent_proxy.backends.ollama.response import to_completion
-from chromagent_proxy.backends.ollama.stream import StreamState, step
+from chromagent_proxy.backends.ollama.errors import error_parser as _error_parser
+from chromagent_proxy.backends.ollama.provider import OllamaBackend
+from chromagent_proxy.backends.ollama.stream import StreamState, answer, decode_line, step
 from chromagent_proxy.config import BackendConfig
+from chromagent_proxy.core import ir
 from chromagent_proxy.errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError
+from tests.support.translate import chat_completion
 
 
 def _completion(obj: dict[str, Any]) -> dict[str, Any]:
-    resp = _decode_whole(codec.dumps(obj), "ollama")
-    out: dict[str, Any] = msgspec.to_builtins(to_completion(resp, id="c", created=1, model="m"))
-    return out
+    return chat_completion(answer(decode_line(codec.dumps(obj)), "ollama"))
 
 
 def test_thinking_and_length() -> None:
@@ -42,6 +41,10 @@ def test_thinking_and_length() -> None:
     }
     assert choice["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": 3, "completion_tokens": 7, "total_tokens": 10}
+    events = answer(
+        decode_line(codec.dumps({"done": True, "prompt_eval_count": 3, "eval_count": 7})), "o"
+    )
+    assert events[-1] == ir.Usage(input=3, output=7)
 
 
 def test_empty_done_reason_is_stop() -> None:
@@ -52,22 +55,22 @@ def test_empty_done_reason_is_stop() -> None:
 def test_error_object_with_200_raises() -> None:
     with pytest.raises(UpstreamHTTPError, match="boom"):
         _completion({"error": "boom"})
-    with pytest.raises(UpstreamProtocolError):
-        _decode_whole(b"not json", "ollama")
+    with pytest.raises(UpstreamProtocolError, match="empty answer"):
+        _completion({"done": False})
 
 
 def test_mid_stream_error_line_raises_after_content() -> None:
-    state = StreamState("c", 1, "m", "ollama")
-    assert step(state, b'{"message":{"role":"assistant","content":"a"},"done":false}')
+    state = StreamState("ollama")
+    assert step(state, decode_line(b'{"message":{"role":"assistant","content":"a"},"done":false}'))
     with pytest.raises(GatewayError) as info:
-        step(state, b'{"error":"an error was encountered while running the model"}')
+        step(state, decode_line(b'{"error":"an error was encountered while running the model"}'))
     assert "backend 'ollama'" in info.value.message
     assert not info.value.retryable
 
 
 def _parse(status: int, body: bytes, headers: dict[str, str] | None = None) -> GatewayError:
     h = CIMultiDictProxy(CIMultiDict(headers or {}))
-    return _error_parser("llama3.2", "http://localhost:11434")("ollama", status, body, h)
+    return _error_parser("llama3.2")("ollama", status, body, h)
 
 
 def test_error_mapping() -> None:

@@ -65,7 +65,9 @@ def test_readme_documents_every_config_key_env_var_and_flag() -> None:
         if f"`{name.encode_name}`" not in README and f'"{name.encode_name}"' not in README
     ]
     missing += [env for env in config.ENV_VARS if f"`{env}`" not in README]
-    flags = [a for action in cli._parser()._actions for a in action.option_strings if a.startswith("--")]
+    flags = [
+        a for action in cli._parser()._actions for a in action.option_strings if a.startswith("--")
+    ]
     missing += [f for f in flags if f not in ("--help",) and f"`{f}" not in README]
     assert missing == []
 

@@ -304,3 +304,32 @@ def test_readme_worked_example() -> None:
     assert plan("gpt-4o", messages=image) == [("gemini", "gpt-4o"), ("openai", "gpt-4o")]
     assert plan("gpt-4o") == [("openai", "gpt-4o")]
     assert plan("llama3") == [("openai", "llama3")]
+
+
+def test_fixed_order_plan_follows_health_changes_at_once() -> None:
+    """A plan with no rotation (a primary, then a fallback) is computed once per model and
+    needs; a cooldown, the probe after it, and recovery each change it on the next request."""
+    cfg = {
+        "backends": [
+            {"id": "a", "type": "mock", "modelMapping": {"m": "up-a"}},
+            {"id": "b", "type": "mock", "modelMapping": {"m": "up-b"}},
+        ],
+        "routingRules": [{"condition": "model: m", "backendId": "a"}],
+        "failover": {"failureThreshold": 1, "cooldownMs": 1000, "maxCooldownMs": 5000},
+    }
+    router, clock = make(cfg)
+    plans = [[(a.backend.id, a.upstream_model) for a in router.plan(req())] for _ in range(3)]
+    assert plans == [[("a", "up-a"), ("b", "up-b")]] * 3
+    assert ids(router, req(stream=True)) == ["a", "b"]
+    fail(router, "a")
+    assert ids(router) == ["b", "a"] and ids(router, req(stream=True)) == ["b", "a"]
+    clock.now += 1.01
+    assert ids(router) == ["a", "b"]  # cooldown over: a half-open probe goes to a
+    router.begin(router.backends["a"])
+    assert ids(router) == ["b", "a"]  # while the probe runs, others go first
+    router.succeeded(router.backends["a"])
+    assert [ids(router) for _ in range(2)] == [["a", "b"]] * 2
+    # Another replica's cooldown arrives through the shared state (breaker_redis.apply
+    # writes the Health directly, no failed() call here): the next plan follows it too.
+    router.health["a"].until = clock.now + 5
+    assert ids(router) == ["b", "a"]

@@ -8,6 +8,7 @@ multi-line data, ``data:`` without a space, blank-line runs).
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,6 +59,7 @@ def _fast(chunks: list[bytes]) -> list[SSEEvent]:
     return out + dec.flush()
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(streams(), st.lists(st.integers(0, 400), max_size=8))
 def test_fast_path_matches_line_loop(data: bytes, cuts: list[int]) -> None:

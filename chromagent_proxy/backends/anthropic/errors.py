@@ -30,10 +30,6 @@ _STATUS_BY_TYPE = {
 }
 
 
-class UpstreamUnauthorized(UpstreamHTTPError):
-    """The upstream answered 401: a refreshable token may be stale (Vertex retries once)."""
-
-
 def _fields(body: bytes) -> tuple[str, str | None, str | None]:
     """(message, anthropic error type, google status) from either envelope."""
     try:
@@ -64,7 +60,7 @@ def http_error(
     message, etype, gstatus = _fields(body)
     if etype == "overloaded_error":
         status = 529  # reported with other statuses too; it is an overload either way
-    err = upstream_http_error(
+    return upstream_http_error(
         backend_id,
         status,
         message or f"upstream returned HTTP {status}",
@@ -72,11 +68,6 @@ def http_error(
         upstream_type=etype,
         upstream_code=gstatus.lower() if gstatus else None,
     )
-    if status == 401:
-        return UpstreamUnauthorized(
-            err.message, status=err.status, type=err.type, code=err.code, retryable=False
-        )
-    return err
 
 
 def ok_body_error(backend_id: str, body: bytes, headers: CIMultiDictProxy[str]) -> GatewayError:

@@ -1,61 +1,51 @@
 """The ``anthropic`` and ``vertex-anthropic`` backend types.
 
-Both speak the Messages API through the same translator (request.py, stream.py,
-response.py). They differ in URL, credentials and images:
+Both speak the Messages API through the same translator (request.py, stream.py). They
+differ in URL, credentials and images:
 
 - ``anthropic``: ``{baseUrl}/v1/messages``, ``x-api-key``, ``anthropic-version``
   header; remote image URLs are passed on as ``url`` sources (``inlineImages``
   fetches and inlines them instead).
 - ``vertex-anthropic``: ``{baseUrl}/projects/{p}/locations/{l}/publishers/anthropic/
   models/{model}:rawPredict`` (``:streamRawPredict``), a Google bearer token
-  (auth/google.py), ``anthropic_version`` in the body; Vertex rejects URL image
-  sources, so remote images are always fetched through the guarded fetcher.
+  (auth/google.py; one refresh-and-retry on 401, vertex.py), ``anthropic_version`` in
+  the body; Vertex rejects URL image sources, so remote images are always fetched
+  through the guarded fetcher.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import ClassVar, Protocol
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack
+from typing import ClassVar
 from urllib.parse import quote
 
 import aiohttp
-import msgspec
 
 from ... import codec
 from ...config import BackendConfig
+from ...core import ir
 from ...errors import UpstreamProtocolError
-from ...media import collect_images
-from ...schema.anthropic import StreamEvent
-from ...schema.openai import ChatCompletionRequest
-from ...sse import SSEDecoder
-from ...upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
-from ..base import BackendProvider, CompletionResult, StreamPart, current_context
-from ..vertex import location_of, vertex_base_url
-from .errors import UpstreamUnauthorized, http_error, ok_body_error
+from ...media_ir import inline_images
+from ...upstream import DEFAULT_BODY_LIMIT, read_capped
+from ..base import BackendProvider, RequestContext
+from ..shell import stream_events
+from ..vertex import TokenSource, model_prefix, post, retrying_parser
+from . import native, stream
+from .errors import http_error, ok_body_error
 from .request import DEFAULT_MAX_TOKENS, build_body, response_tool
-from .response import decode_message, to_chat_completion
-from .stream import StreamState, decode_event, finish, step
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
-
-
-class TokenSource(Protocol):
-    """What auth/google.py's GoogleAuth offers (and what tests substitute)."""
-
-    @property
-    def refreshable(self) -> bool: ...
-
-    async def headers(self) -> dict[str, str]: ...
-
-    async def invalidate(self, token: str | None = None) -> None: ...
+_PARSER = retrying_parser(http_error)
 
 
 class AnthropicBackend(BackendProvider):
     type: ClassVar[str] = "anthropic"
+    dialect: ClassVar[str] = "anthropic"
+    translates: ClassVar[bool] = True
     vertex: ClassVar[bool] = False
+    native_dialects: ClassVar[frozenset[str]] = frozenset({"messages"})
 
     def __init__(self) -> None:
         super().__init__()
@@ -102,116 +92,62 @@ class AnthropicBackend(BackendProvider):
     def _url_for(self, model: str, stream: bool) -> str:
         return self._url
 
-    async def _request_headers(self) -> dict[str, str]:
-        if self.auth is None:
-            return self._headers
-        return {**self._headers, **(await self.auth.headers())}
-
-    async def _prepare(self, request: ChatCompletionRequest) -> tuple[str, bytes]:
+    async def _post(self, request: ir.Request, ctx: RequestContext, *, stream: bool) -> post:
         assert self.runtime is not None
-        images = await collect_images(
+        await inline_images(
             request,
             self.runtime.images,
+            self.runtime.gateway.media,
             fetch_remote=self._fetch_remote,
-            limits=self.runtime.gateway.media,
         )
         body = build_body(
-            request,
-            request.model,
-            images,
-            default_max_tokens=self._max_tokens,
-            vertex=self.vertex,
+            request, stream=stream, default_max_tokens=self._max_tokens, vertex=self.vertex
         )
-        return self._url_for(request.model, bool(request.stream)), codec.dumps(body)
-
-    async def _enter(
-        self, stack: AsyncExitStack, config: BackendConfig, url: str, body: bytes
-    ) -> aiohttp.ClientResponse:
-        assert self.runtime is not None
-        headers = await self._request_headers()
-        try:
-            return await stack.enter_async_context(
-                open_response(
-                    self.runtime,
-                    config.id,
-                    url,
-                    headers,
-                    body,
-                    error_parser=http_error,
-                    extra_headers=current_context().upstream_headers,
-                )
-            )
-        except UpstreamUnauthorized:
-            # A cached Google token can be revoked before expiry: refresh once, retry once.
-            if self.auth is None or not self.auth.refreshable:
-                raise
-            await self.auth.invalidate(headers.get("Authorization"))
-        headers = await self._request_headers()
-        return await stack.enter_async_context(
-            open_response(
-                self.runtime,
-                config.id,
-                url,
-                headers,
-                body,
-                error_parser=http_error,
-                extra_headers=current_context().upstream_headers,
-            )
+        url = self._url_for(request.model, stream)
+        return post(
+            self.runtime, ctx.backend_id, url, self._headers, codec.dumps(body), self.auth, _PARSER
         )
 
-    @asynccontextmanager
-    async def _post(
-        self, config: BackendConfig, url: str, body: bytes
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        async with AsyncExitStack() as stack:
-            yield await self._enter(stack, config, url, body)
-
-    async def chat_completion(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> CompletionResult:
-        url, body = await self._prepare(request)
-        async with self._post(config, url, body) as resp:
-            data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+    async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
+        async with await self._post(request, ctx, stream=False) as resp:
+            data = await read_capped(resp, DEFAULT_BODY_LIMIT, ctx.backend_id)
         try:
-            msg = decode_message(data)
-        except msgspec.DecodeError as exc:
+            msg = stream.decode_message(data)
+        except (codec.DecodeError, codec.ValidationError) as exc:
             raise UpstreamProtocolError(
-                f"backend '{config.id}' sent a response that is not a Messages object: {exc}"
+                f"backend '{ctx.backend_id}' sent a response that is not a Messages object: {exc}"
             ) from None
-        if msg.type == "error":  # an error envelope with HTTP 200: not an empty completion
-            raise ok_body_error(config.id, data, resp.headers)
-        return to_chat_completion(
-            msg,
-            id=f"chatcmpl-{current_context().request_id}",
-            created=int(time.time()),
-            model=request.model,
-            response_tool=response_tool(request),
-        )
+        if msg.type == "error":  # an error envelope with HTTP 200: not an empty answer
+            raise ok_body_error(ctx.backend_id, data, resp.headers)
+        return stream.answer(msg, response_tool(request))
 
-    async def chat_completion_stream(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> AsyncIterator[StreamPart]:
-        url, body = await self._prepare(request)
-        ctx = current_context()
-        state = StreamState(
-            id=f"chatcmpl-{ctx.request_id}",
-            created=int(time.time()),
-            model=request.model,
-            include_usage=ctx.include_usage,
-            response_tool=response_tool(request),
-            backend_id=config.id,
-        )
-        decoder = SSEDecoder()
-        async with self._post(config, url, body) as resp:
-            async for data in iter_body(resp, config.id):
-                for event in decoder.feed(data):
-                    for chunk in step(state, _decode(event.data, config.id)):
-                        yield chunk
-            for event in decoder.flush():
-                for chunk in step(state, _decode(event.data, config.id)):
-                    yield chunk
-        for chunk in finish(state):
-            yield chunk
+    async def generate_stream(
+        self, request: ir.Request, ctx: RequestContext
+    ) -> AsyncIterator[list[ir.Event]]:
+        state = stream.StreamState(ctx.backend_id, response_tool(request))
+        async with await self._post(request, ctx, stream=True) as resp:
+            async for events in stream_events(resp, ctx.backend_id, stream.TRANSLATOR, state):
+                yield events
+
+    # -- the native Messages path (native.py; dialects/messages/relay.py calls these)
+
+    async def open_messages(
+        self,
+        stack: AsyncExitStack,
+        body: bytes,
+        client_headers: Mapping[str, str],
+        client_model: str,
+        model: str,
+        stream: bool,
+    ) -> aiohttp.ClientResponse:
+        url = self._url_for(model, stream)
+        body = native.rewrite_body(self, body, client_model, model)
+        return await native.open_native(self, stack, url, body, client_headers)
+
+    async def count_messages_tokens(
+        self, body: bytes, client_headers: Mapping[str, str], model: str
+    ) -> bytes:
+        return await native.count_tokens(self, body, client_headers, model)
 
 
 class VertexAnthropicBackend(AnthropicBackend):
@@ -222,27 +158,7 @@ class VertexAnthropicBackend(AnthropicBackend):
         errors = self._check_common(config)
         if not config.project_id:
             errors.append("projectId is required")
-        location = config.location
-        if config.base_url:
-            base = config.base_url.rstrip("/")
-            if not base.startswith(("http://", "https://")):
-                errors.append(f"baseUrl must start with http:// or https:// (got {base!r})")
-            location = location or location_of(base)
-            if not location:
-                errors.append(
-                    f"location is required (it cannot be read from the baseUrl host {base!r})"
-                )
-        elif location:
-            base = vertex_base_url(location)
-        else:
-            base = ""
-            errors.append(
-                "set baseUrl (e.g. https://us-central1-aiplatform.googleapis.com/v1) or location"
-            )
-        self._url = (
-            f"{base}/projects/{quote(config.project_id or '', safe='')}"
-            f"/locations/{quote(location or '', safe='')}/publishers/anthropic/models/"
-        )
+        self._url = model_prefix(config, "anthropic", None, errors)
         headers = {"content-type": "application/json"}
         extra = _lower(config.additional_headers)
         # Vertex takes the API version in the body (anthropic_version); the header is not its mechanism.
@@ -267,12 +183,3 @@ class VertexAnthropicBackend(AnthropicBackend):
 
 def _lower(headers: dict[str, str]) -> dict[str, str]:
     return {k.lower(): v for k, v in headers.items()}
-
-
-def _decode(data: bytes, backend_id: str) -> StreamEvent:
-    try:
-        return decode_event(data)
-    except msgspec.DecodeError as exc:
-        raise UpstreamProtocolError(
-            f"backend '{backend_id}' sent a malformed stream event: {exc}"
-        ) from None

@@ -1,71 +1,104 @@
-"""Anthropic Messages SSE events → OpenAI chat.completion.chunk objects (pure, sync).
+"""Anthropic Messages SSE events → IR events (pure, synchronous); a non-stream
+``Message`` becomes the same events (``answer``), so there is one translation.
 
-``step`` takes one decoded event and returns the chunks it produces;
-``finish`` runs at end of input. Anthropic numbers content blocks across all
-kinds (text, thinking, tool_use), OpenAI numbers tool calls alone, so each
-block start records what that Anthropic index means here.
+Anthropic numbers content blocks across all kinds (text, thinking, tool_use); the IR
+numbers tool calls alone, so each block start records what its index means here. A
+thinking block's signature arrives in pieces and closes the block at its stop. The
+json_response tool (response_format) is the answer itself: its input streams as text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 from ... import codec
+from ...core import ir
 from ...errors import UpstreamProtocolError
-from ...schema.anthropic import StreamEvent
-from ...schema.openai import (
-    ChatCompletionChunk,
-    ChunkChoice,
-    Delta,
-    FunctionDelta,
-    ToolCallDelta,
-)
+from ...schema.anthropic import Message, StreamEvent
+from ...schema.anthropic import Usage as AnthropicUsage
+from ..shell import Translator
 from .errors import stream_error
-from .response import Counts, finish_reason
 
-decode_event = codec.decoder(StreamEvent).decode
+ORIGIN = "anthropic"
+
+_FINISH: dict[str, ir.FinishReason] = {
+    "end_turn": "stop",
+    "stop_sequence": "stop_sequence",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "refusal",
+}
+
+
+def finish_reason(stop_reason: str | None, tool_calls: bool) -> ir.FinishReason:
+    """``tool_use`` without a client-visible tool call (the response_format tool) is a
+    normal stop for the client."""
+    reason = _FINISH.get(stop_reason or "", "stop")
+    if reason == "tool_calls" and not tool_calls:
+        return "stop"
+    return reason
+
+
+class Counts:
+    """Token counts merged from message_start and message_delta (later values win)."""
+
+    __slots__ = ("cache_creation", "cache_read", "input", "output")
+
+    def __init__(self) -> None:
+        self.input = 0
+        self.output = 0
+        self.cache_creation = 0
+        self.cache_read = 0
+
+    def update(self, u: AnthropicUsage | None) -> None:
+        if u is None:
+            return
+        if u.input_tokens is not None:
+            self.input = u.input_tokens
+        if u.output_tokens is not None:
+            self.output = u.output_tokens
+        if u.cache_creation_input_tokens is not None:
+            self.cache_creation = u.cache_creation_input_tokens
+        if u.cache_read_input_tokens is not None:
+            self.cache_read = u.cache_read_input_tokens
+
+    def usage(self) -> ir.Usage:
+        # Already disjoint: input_tokens excludes cache reads and writes. Thinking tokens
+        # are inside output_tokens (Anthropic does not count them apart).
+        return ir.Usage(
+            input=self.input,
+            output=self.output,
+            cache_read=self.cache_read,
+            cache_write=self.cache_creation,
+        )
 
 
 @dataclass(slots=True)
 class _Block:
-    kind: str  # text | tool | response | thinking | redacted | other
-    index: int = 0  # tool_calls index (tool) or thinking_blocks index (thinking/redacted)
+    kind: str  # text | tool | response | thinking | other
+    index: int = 0  # tool call index (tool)
     has_args: bool = False
-    text: list[str] = field(default_factory=list)
     signature: str = ""
-    data: str = ""
 
 
 @dataclass(slots=True)
 class StreamState:
-    id: str
-    created: int
-    model: str
-    include_usage: bool = False
-    response_tool: str | None = None
     backend_id: str = "anthropic"
+    response_tool: str | None = None
+    start: ir.Start | None = None  # held back until there is output
     started: bool = False
     finished: bool = False
     blocks: dict[int, _Block] = field(default_factory=dict)
     tool_calls: int = 0
-    thinking_blocks: int = 0
     stop_reason: str | None = None
+    stop_sequence: str | None = None
     saw_message_delta: bool = False
     counts: Counts = field(default_factory=Counts)
 
 
-def _chunk(state: StreamState, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-    return ChatCompletionChunk(
-        state.id, state.created, state.model, [ChunkChoice(0, delta, finish)]
-    )
-
-
-def _tool_delta(index: int, arguments: str) -> Delta:
-    return Delta(tool_calls=[ToolCallDelta(index, function=FunctionDelta(arguments=arguments))])
-
-
-def step(state: StreamState, ev: StreamEvent) -> list[ChatCompletionChunk]:
+def step(state: StreamState, ev: StreamEvent) -> list[ir.Event]:
     kind = ev.type
     if kind == "ping" or state.finished:
         return []
@@ -76,133 +109,112 @@ def step(state: StreamState, ev: StreamEvent) -> list[ChatCompletionChunk]:
             err.type if err is not None else "api_error",
             err.message if err is not None else "",
         )
-    out: list[ChatCompletionChunk] = []
+    out: list[ir.Event] = []
     if kind == "message_start" and ev.message is not None:
-        if ev.message.model:
-            state.model = ev.message.model
+        state.start = ir.Start(model=ev.message.model or None, id=ev.message.id or None)
         state.counts.update(ev.message.usage)
     elif kind == "content_block_start":
-        out.extend(_block_start(state, ev))
+        out = _block_start(state, ev)
     elif kind == "content_block_delta":
-        out.extend(_block_delta(state, ev))
+        out = _block_delta(state, ev)
     elif kind == "content_block_stop":
-        out.extend(_block_stop(state, ev.index))
+        out = _block_stop(state, ev.index)
     elif kind == "message_delta":
         state.saw_message_delta = True
-        if ev.delta is not None and ev.delta.stop_reason is not None:
-            state.stop_reason = ev.delta.stop_reason
+        if ev.delta is not None:
+            if ev.delta.stop_reason is not None:
+                state.stop_reason = ev.delta.stop_reason
+            if ev.delta.stop_sequence is not None:
+                state.stop_sequence = ev.delta.stop_sequence
         state.counts.update(ev.usage)
     elif kind == "message_stop":
-        out.extend(_final(state))
+        out = _final(state)
     # Unknown event types are ignored (the API adds new ones).
     return _announce(state, out)
 
 
-def _announce(state: StreamState, out: list[ChatCompletionChunk]) -> list[ChatCompletionChunk]:
-    """Put the role chunk (as OpenAI's first chunk) in front of the first real output.
-
-    Held back until there is output, so an error event right after message_start
-    still reaches the handler before the 200 is sent and can fail over.
-    """
+def _announce(state: StreamState, out: list[ir.Event]) -> list[ir.Event]:
+    """Put Start in front of the first real output. Held back until there is output, so
+    an error event right after message_start still comes before the answer began (and
+    the request can fail over)."""
     if out and not state.started:
         state.started = True
-        out.insert(0, _chunk(state, Delta(role="assistant", content="")))
+        out.insert(0, state.start or ir.Start())
     return out
 
 
-def _block_start(state: StreamState, ev: StreamEvent) -> list[ChatCompletionChunk]:
+def _block_start(state: StreamState, ev: StreamEvent) -> list[ir.Event]:
     cb = ev.content_block
     if cb is None:
         return []
     if cb.type == "text":
         state.blocks[ev.index] = _Block("text")
-        return [_chunk(state, Delta(content=cb.text))] if cb.text else []
+        return [ir.TextDelta(cb.text)] if cb.text else []
     if cb.type == "tool_use":
         preset = codec.dumps(cb.input).decode() if cb.input else ""
         if state.response_tool is not None and cb.name == state.response_tool:
             state.blocks[ev.index] = _Block("response", has_args=bool(preset))
-            return [_chunk(state, Delta(content=preset))] if preset else []
+            return [ir.TextDelta(preset)] if preset else []
         block = _Block("tool", index=state.tool_calls, has_args=bool(preset))
         state.tool_calls += 1
         state.blocks[ev.index] = block
-        call = ToolCallDelta(
-            block.index, cb.id or "", "function", FunctionDelta(cb.name or "", preset)
-        )
-        return [_chunk(state, Delta(tool_calls=[call]))]
+        out: list[ir.Event] = [ir.ToolCallStart(block.index, cb.id or "", cb.name or "")]
+        if preset:
+            out.append(ir.ToolCallDelta(block.index, preset))
+        return out
     if cb.type == "thinking":
-        block = _Block("thinking", index=state.thinking_blocks, signature=cb.signature or "")
-        state.thinking_blocks += 1
-        state.blocks[ev.index] = block
-        if cb.thinking:
-            block.text.append(cb.thinking)
-            return [_chunk(state, Delta(reasoning_content=cb.thinking))]
-        return []
+        state.blocks[ev.index] = _Block("thinking", signature=cb.signature or "")
+        return [ir.ThinkingDelta(cb.thinking)] if cb.thinking else []
     if cb.type == "redacted_thinking":
-        state.blocks[ev.index] = _Block("redacted", index=state.thinking_blocks, data=cb.data or "")
-        state.thinking_blocks += 1
-        return []
+        state.blocks[ev.index] = _Block("other")
+        return [ir.RedactedThinkingBlock(cb.data or "", ORIGIN)]
     state.blocks[ev.index] = _Block("other")
     return []
 
 
-def _block_delta(state: StreamState, ev: StreamEvent) -> list[ChatCompletionChunk]:
+def _block_delta(state: StreamState, ev: StreamEvent) -> list[ir.Event]:
     d = ev.delta
     block = state.blocks.get(ev.index)
     if d is None or block is None:
         return []
     if d.type == "text_delta" and d.text:
-        return [_chunk(state, Delta(content=d.text))]
+        return [ir.TextDelta(d.text)]
     if d.type == "input_json_delta" and d.partial_json:
         block.has_args = True
         if block.kind == "response":
-            return [_chunk(state, Delta(content=d.partial_json))]
+            return [ir.TextDelta(d.partial_json)]
         if block.kind == "tool":
-            return [_chunk(state, _tool_delta(block.index, d.partial_json))]
+            return [ir.ToolCallDelta(block.index, d.partial_json)]
         return []
     if d.type == "thinking_delta" and d.thinking:
-        block.text.append(d.thinking)
-        return [_chunk(state, Delta(reasoning_content=d.thinking))]
+        return [ir.ThinkingDelta(d.thinking)]
     if d.type == "signature_delta" and d.signature:
         block.signature += d.signature
     return []
 
 
-def _block_stop(state: StreamState, index: int) -> list[ChatCompletionChunk]:
+def _block_stop(state: StreamState, index: int) -> list[ir.Event]:
     block = state.blocks.get(index)
     if block is None:
         return []
-    # OpenAI clients JSON-parse the joined arguments: a tool with no input must still say "{}".
+    # Clients JSON-parse the joined arguments: a tool with no input must still say "{}".
     if block.kind == "tool" and not block.has_args:
-        return [_chunk(state, _tool_delta(block.index, "{}"))]
+        return [ir.ToolCallDelta(block.index, "{}")]
     if block.kind == "response" and not block.has_args:
-        return [_chunk(state, Delta(content="{}"))]
-    entry: dict[str, Any]
-    if block.kind == "thinking":
-        entry = {
-            "index": block.index,
-            "type": "thinking",
-            "thinking": "".join(block.text),
-            "signature": block.signature,
-        }
-    elif block.kind == "redacted":
-        entry = {"index": block.index, "type": "redacted_thinking", "data": block.data}
-    else:
-        return []
-    # The whole signed block once, so a client can replay it (see docs/readme-anthropic.md).
-    return [_chunk(state, Delta(thinking_blocks=[entry]))]
+        return [ir.TextDelta("{}")]
+    if block.kind == "thinking" and block.signature:
+        return [ir.ThinkingDelta(signature=block.signature, origin=ORIGIN)]
+    return []
 
 
-def _final(state: StreamState) -> list[ChatCompletionChunk]:
+def _final(state: StreamState) -> list[ir.Event]:
     state.finished = True
-    out = [_chunk(state, Delta(), finish_reason(state.stop_reason, state.tool_calls > 0))]
-    if state.include_usage:
-        out.append(
-            ChatCompletionChunk(state.id, state.created, state.model, [], state.counts.usage())
-        )
-    return out
+    reason = finish_reason(state.stop_reason, state.tool_calls > 0)
+    stop_sequence = state.stop_sequence if reason == "stop_sequence" else None
+    return [ir.Finish(reason, stop_sequence), state.counts.usage()]
 
 
-def finish(state: StreamState) -> list[ChatCompletionChunk]:
+def finish(state: StreamState) -> list[ir.Event]:
     """End of input. A stream cut before ``message_delta`` is an error, not a short answer."""
     if state.finished:
         return []
@@ -211,3 +223,38 @@ def finish(state: StreamState) -> list[ChatCompletionChunk]:
             f"backend '{state.backend_id}' ended the stream before the message was complete"
         )
     return _announce(state, _final(state))
+
+
+def answer(msg: Message, response_tool: str | None = None) -> list[ir.Event]:
+    """A non-stream Message as the events its stream would give."""
+    out: list[ir.Event] = [ir.Start(model=msg.model or None, id=msg.id or None)]
+    calls = 0
+    for block in msg.content:
+        if block.type == "text":
+            out.append(ir.TextDelta(block.text or ""))
+        elif block.type == "tool_use":
+            args = codec.dumps(block.input if block.input is not None else {}).decode()
+            if response_tool is not None and block.name == response_tool:
+                out.append(ir.TextDelta(args))
+            else:
+                out.append(ir.ToolCallStart(calls, block.id or "", block.name or ""))
+                out.append(ir.ToolCallDelta(calls, args))
+                calls += 1
+        elif block.type == "thinking":
+            out.append(ir.ThinkingDelta(block.thinking or ""))
+            if block.signature:
+                out.append(ir.ThinkingDelta(signature=block.signature, origin=ORIGIN))
+        elif block.type == "redacted_thinking":
+            out.append(ir.RedactedThinkingBlock(block.data or "", ORIGIN))
+        # Server-tool blocks (web search results...) have no IR equivalent.
+    counts = Counts()
+    counts.update(msg.usage)
+    reason = finish_reason(msg.stop_reason, calls > 0)
+    stop_sequence = msg.stop_sequence if reason == "stop_sequence" else None
+    out += [ir.Finish(reason, stop_sequence), counts.usage()]
+    return out
+
+
+decode_event = codec.decoder(StreamEvent).decode
+decode_message = codec.decoder(Message).decode
+TRANSLATOR: Translator[StreamState, StreamEvent] = Translator("sse", decode_event, step, finish)

@@ -5,40 +5,40 @@ Both speak the same body format; config decides the URL and the credentials:
   header (never the query string); baseUrl defaults to the Gemini API.
 - ``projectId``: ``{baseUrl}/projects/{p}/locations/{l}/publishers/google/models/{m}:…``
   with ``Authorization: Bearer`` from ``apiKey``, ``credentialsFile`` or ADC
-  (auth/google.py); a 401 refreshes the token once and retries once.
+  (auth/google.py); a 401 refreshes the token once and retries once (vertex.py).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from typing import Any, ClassVar
 from urllib.parse import quote
-
-import aiohttp
 
 from ... import codec
 from ...auth.google import GoogleAuth
 from ...config import BackendConfig
+from ...core import ir
 from ...errors import InvalidRequest, UpstreamProtocolError
-from ...media import collect_images
-from ...schema.gemini import GenerateContentResponse
-from ...schema.openai import ChatCompletionRequest
-from ...sse import SSEDecoder
-from ...upstream import DEFAULT_BODY_LIMIT, iter_body, open_response, read_capped
-from ..base import BackendProvider, CompletionResult, StreamPart, current_context
-from ..vertex import location_of, vertex_base_url
-from . import stream
-from .request import build_body, check_extras
-from .response import Unauthorized, decode_response, gemini_error, to_completion, trailing_error
+from ...jsonlimits import unencodable
+from ...media_ir import inline_images
+from ...upstream import DEFAULT_BODY_LIMIT, read_capped
+from ..base import BackendProvider, RequestContext
+from ..shell import stream_events
+from ..vertex import model_prefix, post, retrying_parser
+from . import count, stream
+from . import embed as embedding
+from .errors import gemini_error, trailing_error
+from .request import build_body
 
 GEMINI_API = "https://generativelanguage.googleapis.com/v1beta"
-_TAIL = 8192
+_PARSER = retrying_parser(gemini_error)
 
 
 class GeminiBackend(BackendProvider):
     type: ClassVar[str] = "gemini"
+    dialect: ClassVar[str] = "gemini"
+    translates: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -62,27 +62,7 @@ class GeminiBackend(BackendProvider):
         errors: list[str] = []
         headers = {"Content-Type": "application/json"}
         if config.project_id:
-            location = config.location
-            if config.base_url:
-                host_location = location_of(config.base_url)
-                if location and host_location and location != host_location:
-                    errors.append(
-                        f"location {location!r} does not match the baseUrl host "
-                        f"(region {host_location!r})"
-                    )
-                if not location and not host_location:
-                    errors.append(
-                        "location is required when the baseUrl host does not name a region"
-                    )
-                location = location or host_location or "global"
-                base = config.base_url
-            else:
-                location = location or "global"
-                base = vertex_base_url(location)
-            self._prefix = (
-                f"{base.rstrip('/')}/projects/{quote(config.project_id, safe='')}"
-                f"/locations/{quote(location, safe='')}/publishers/google/models/"
-            )
+            self._prefix = model_prefix(config, "google", "global", errors)
             try:
                 self._auth = GoogleAuth(
                     api_key=config.api_key,
@@ -93,6 +73,8 @@ class GeminiBackend(BackendProvider):
                 errors.append(str(exc))
         else:
             base = config.base_url or GEMINI_API
+            if not base.startswith(("http://", "https://")):
+                errors.append(f"baseUrl must start with http:// or https:// (got {base!r})")
             self._prefix = base.rstrip("/") + "/models/"
             if not config.api_key:
                 errors.append(
@@ -102,8 +84,6 @@ class GeminiBackend(BackendProvider):
                 headers["x-goog-api-key"] = config.api_key
             if config.credentials_file:
                 errors.append("credentialsFile needs projectId (Vertex AI)")
-        if not base.startswith(("http://", "https://")):
-            errors.append(f"baseUrl must start with http:// or https:// (got {base!r})")
         headers.update(config.additional_headers)
         self._headers = headers
         opts = config.options
@@ -119,113 +99,55 @@ class GeminiBackend(BackendProvider):
         method = ":streamGenerateContent?alt=sse" if stream else ":generateContent"
         return self._prefix + quote(model, safe="-_.@") + method
 
-    async def _body(self, request: ChatCompletionRequest, config: BackendConfig) -> bytes:
-        assert self.runtime is not None
-        check_extras(current_context().raw_body)
-        images = await collect_images(
-            request, self.runtime.images, limits=self.runtime.gateway.media
-        )
+    async def _post(self, request: ir.Request, ctx: RequestContext, *, stream: bool) -> post:
+        assert self.runtime is not None and self.config is not None
+        await inline_images(request, self.runtime.images, self.runtime.gateway.media)
         body = build_body(
             request,
-            request.model,
-            images,
-            default_max_tokens=config.default_max_tokens,
+            default_max_tokens=self.config.default_max_tokens,
             include_thoughts=self._include_thoughts,
             safety_settings=self._safety,
         )
         try:
-            return codec.dumps(body)
-        except TypeError:  # orjson's nesting limit (254), e.g. in replayed tool arguments
-            raise InvalidRequest("the request is nested too deeply for Gemini") from None
+            data = codec.dumps(body)
+        except TypeError:  # orjson's limits: nesting past 254, integers past 64 bits
+            raise unencodable(ctx.raw_body) or InvalidRequest(
+                "the request is nested too deeply for Gemini"
+            ) from None
+        url = self.url(request.model, stream=stream)
+        return post(self.runtime, ctx.backend_id, url, self._headers, data, self._auth, _PARSER)
 
-    @asynccontextmanager
-    async def _post(
-        self, config: BackendConfig, url: str, body: bytes
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        assert self.runtime is not None
-        async with AsyncExitStack() as stack:
-            for attempt in (1, 2):
-                headers = self._headers
-                if self._auth is not None:
-                    headers = {**headers, **await self._auth.headers()}
-                try:
-                    resp = await stack.enter_async_context(
-                        open_response(
-                            self.runtime,
-                            config.id,
-                            url,
-                            headers,
-                            body,
-                            error_parser=gemini_error,
-                            extra_headers=current_context().upstream_headers,
-                        )
-                    )
-                except Unauthorized as exc:
-                    if attempt == 2 or self._auth is None or not self._auth.refreshable:
-                        raise exc.mapped from None
-                    # The token was revoked or expired early: fetch a new one, retry once.
-                    await self._auth.invalidate(headers.get("Authorization"))
-                    continue
-                yield resp
-                return
-
-    async def chat_completion(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> CompletionResult:
-        ctx = current_context()
-        body = await self._body(request, config)
-        async with self._post(config, self.url(request.model, stream=False), body) as resp:
-            data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+    async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
+        async with await self._post(request, ctx, stream=False) as resp:
+            data = await read_capped(resp, DEFAULT_BODY_LIMIT, ctx.backend_id)
         try:
-            parsed = decode_response(data)
+            parsed = stream.decode_event(data)
         except (codec.DecodeError, codec.ValidationError) as exc:
             raise UpstreamProtocolError(
-                f"backend '{config.id}' sent a response that is not a Gemini answer: {exc}"
+                f"backend '{ctx.backend_id}' sent a response that is not a Gemini answer: {exc}"
             ) from None
-        return to_completion(parsed, f"chatcmpl-{ctx.request_id}", int(time.time()), request.model)
+        return stream.answer(parsed, ctx.backend_id)
 
-    async def chat_completion_stream(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> AsyncIterator[StreamPart]:
-        ctx = current_context()
-        body = await self._body(request, config)
-        state = stream.StreamState(
-            id=f"chatcmpl-{ctx.request_id}",
-            created=int(time.time()),
-            model=request.model,
-            backend_id=config.id,
-            include_usage=ctx.include_usage,
-        )
-        decoder = SSEDecoder()
-        tail = b""
-        async with self._post(config, self.url(request.model, stream=True), body) as resp:
-            async for data in iter_body(resp, config.id):
-                # The last bytes, to find a raw JSON error appended after the last event.
-                tail = data[-_TAIL:] if len(data) >= _TAIL else (tail + data)[-_TAIL:]
-                for event in decoder.feed(data):
-                    for chunk in stream.step(state, _decode_event(config.id, event.data)):
-                        yield chunk
-            for event in decoder.flush():
-                for chunk in stream.step(state, _decode_event(config.id, event.data)):
-                    yield chunk
-        try:
-            final = stream.finish(state)
-        except UpstreamProtocolError:
-            err = trailing_error(config.id, tail)
-            if err is not None:
-                raise err from None
-            raise
-        for chunk in final:
-            yield chunk
+    async def generate_stream(
+        self, request: ir.Request, ctx: RequestContext
+    ) -> AsyncIterator[list[ir.Event]]:
+        backend_id = ctx.backend_id
+        async with await self._post(request, ctx, stream=True) as resp:
+            async for events in stream_events(
+                resp,
+                backend_id,
+                stream.TRANSLATOR,
+                stream.StreamState(backend_id),
+                trailing_error=partial(trailing_error, backend_id),
+            ):
+                yield events
 
+    async def count_tokens(self, request: ir.Request, ctx: RequestContext) -> int:
+        """Gemini's countTokens (POST /v1/messages/count_tokens; count.py)."""
+        return await count.count_tokens(self, request, ctx, _PARSER)
 
-def _decode_event(backend_id: str, payload: bytes) -> GenerateContentResponse:
-    try:
-        return stream.decode_event(payload)
-    except (codec.DecodeError, codec.ValidationError) as exc:
-        raise UpstreamProtocolError(
-            f"backend '{backend_id}' sent a stream event that is not a Gemini answer: {exc}"
-        ) from None
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        return await embedding.embed(self, request, ctx, _PARSER)
 
 
 class VertexGeminiBackend(GeminiBackend):

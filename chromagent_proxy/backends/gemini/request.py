@@ -1,7 +1,9 @@
-"""OpenAI chat request → Gemini ``generateContent`` body (pure; no I/O).
+"""IR request → Gemini ``generateContent`` body (pure; no I/O).
 
-Images arrive already resolved (``media.collect_images``). Every parameter
-Gemini cannot honour is refused with a 400 naming it (see ``check_extras``).
+Images arrive inline (``media_ir.inline_images`` fetched the URL ones). Fields the
+policy table refuses never get here (dialects decide once); value-level limits Gemini
+cannot honour (``parallel_tool_calls: false``, more than 5 stop sequences) are 400s
+naming the field.
 """
 
 from __future__ import annotations
@@ -9,15 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from msgspec import Struct
-
 from ... import codec
+from ...core import ir
 from ...errors import InvalidRequest, UnsupportedFeature
-from ...media import Image
-from ...schema.openai import ChatCompletionRequest, ContentPart, Message
-from .ids import split_tool_call_id
 from .schema_clean import Budget, SchemaTooLarge, is_empty_object, to_gemini_schema
 
+ORIGIN = "gemini"
 _FUNCTION_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.:-]{0,127}$")
 # Google's documented stand-in for a lost signature (Gemini 3 rejects a replayed
 # function call without one): https://ai.google.dev/gemini-api/docs/thought-signatures
@@ -31,119 +30,27 @@ _THINKING_LEVEL = {
     "high": "high",
     "xhigh": "high",
 }
-_AUDIO_TYPES = {"wav": "audio/wav", "mp3": "audio/mp3"}
 
 
-class _Extras(Struct):
-    """Request fields ChatCompletionRequest does not declare that Gemini cannot honour."""
-
-    logit_bias: dict[str, Any] | None = None
-    audio: dict[str, Any] | None = None
-    modalities: list[str] | None = None
-    prediction: dict[str, Any] | None = None
-    functions: list[Any] | None = None
-    function_call: Any = None
-    web_search_options: dict[str, Any] | None = None
-
-
-_decode_extras = codec.decoder(_Extras).decode
-
-
-def check_extras(raw_body: bytes) -> None:
-    """400 for a field this backend would otherwise drop silently."""
-    try:
-        extras = _decode_extras(raw_body)
-    except (codec.DecodeError, codec.ValidationError):
-        return  # the handler validated the body; an odd type here is not ours to judge
-    except RecursionError:
-        raise InvalidRequest("the request JSON is nested too deeply") from None
-    for name in ("logit_bias", "audio", "prediction", "web_search_options"):
-        if getattr(extras, name):
-            raise UnsupportedFeature(f"'{name}' is not supported by Gemini backends", param=name)
-    if extras.modalities and any(m != "text" for m in extras.modalities):
-        raise UnsupportedFeature("Gemini backends only return text", param="modalities")
-    if extras.functions or extras.function_call is not None:
-        raise UnsupportedFeature(
-            "legacy 'functions'/'function_call' are not supported; use 'tools'",
-            param="functions" if extras.functions else "function_call",
-        )
-
-
-def _unsupported(req: ChatCompletionRequest) -> None:
-    if req.logprobs or req.top_logprobs:
-        param = "logprobs" if req.logprobs else "top_logprobs"
-        raise UnsupportedFeature(f"'{param}' is not supported by Gemini backends", param=param)
-    if req.parallel_tool_calls is False and req.tools:
-        raise UnsupportedFeature(
-            "Gemini cannot be told to avoid parallel tool calls (parallel_tool_calls: false)",
-            param="parallel_tool_calls",
-        )
-
-
-def _text_of(content: str | list[ContentPart] | None, param: str) -> str:
-    if content is None or isinstance(content, str):
-        return content or ""
+def _text(parts: list[ir.Text | ir.Image], param: str) -> str:
     texts = []
-    for j, part in enumerate(content):
-        if part.type in ("text", "refusal") or part.text is not None:
-            texts.append(part.text or "")
-        else:
+    for k, part in enumerate(parts):
+        if type(part) is not ir.Text:
             raise InvalidRequest(
-                f"a {part.type!r} part is not allowed here", param=f"{param}.content[{j}]"
+                "Gemini tool results may only contain text", param=f"{param}.content[{k}]"
             )
+        texts.append(part.text)
     return "".join(texts)
 
 
-def _user_parts(msg: Message, i: int, images: dict[str, Image]) -> list[dict[str, Any]]:
-    if msg.content is None or isinstance(msg.content, str):
-        return [{"text": msg.content or ""}]
-    parts: list[dict[str, Any]] = []
-    for j, part in enumerate(msg.content):
-        param = f"messages[{i}].content[{j}]"
-        if part.type == "text":
-            parts.append({"text": part.text or ""})
-        elif part.type == "image_url" and part.image_url is not None:
-            img = images.get(part.image_url.url)
-            if img is None:
-                raise InvalidRequest("image could not be resolved", param=f"{param}.image_url")
-            parts.append({"inlineData": {"mimeType": img.media_type, "data": img.b64}})
-        elif part.type == "input_audio" and part.input_audio:
-            fmt = part.input_audio.get("format")
-            data = part.input_audio.get("data")
-            if fmt not in _AUDIO_TYPES or not isinstance(data, str):
-                raise InvalidRequest(
-                    "input_audio needs base64 'data' and 'format' wav or mp3",
-                    param=f"{param}.input_audio",
-                )
-            parts.append({"inlineData": {"mimeType": _AUDIO_TYPES[fmt], "data": data}})
-        elif part.type == "file" and part.file and isinstance(part.file.get("file_data"), str):
-            head, _, payload = part.file["file_data"].partition(",")
-            if not head.startswith("data:") or ";base64" not in head or not payload:
-                raise InvalidRequest(
-                    "file_data must be a base64 data: URL", param=f"{param}.file.file_data"
-                )
-            parts.append({"inlineData": {"mimeType": head[5:].split(";")[0], "data": payload}})
-        else:
-            raise UnsupportedFeature(
-                f"content part type {part.type!r} is not supported by Gemini backends", param=param
-            )
-    return parts or [{"text": ""}]
+def _inline(img: ir.Image, param: str) -> dict[str, Any]:
+    if img.data is None or img.media_type is None:
+        raise InvalidRequest("image could not be resolved", param=param)
+    return {"inlineData": {"mimeType": img.media_type, "data": img.data}}
 
 
-def _function_args(arguments: str, param: str) -> dict[str, Any]:
-    if not arguments.strip():
-        return {}
-    try:
-        args = codec.loads(arguments)
-    except ValueError:
-        raise InvalidRequest("tool call arguments are not valid JSON", param=param) from None
-    if not isinstance(args, dict):
-        raise InvalidRequest("tool call arguments must be a JSON object", param=param)
-    return args
-
-
-def _tool_response(content: str | list[ContentPart] | None, param: str) -> dict[str, Any]:
-    text = _text_of(content, param)
+def _tool_response(result: ir.ToolResult, param: str) -> dict[str, Any]:
+    text = _text(result.content, param)
     # Gemini wants an object: a JSON object result is passed as is, anything else wrapped.
     if text[:1] == "{":
         try:
@@ -156,10 +63,10 @@ def _tool_response(content: str | list[ContentPart] | None, param: str) -> dict[
 
 
 def build_contents(
-    req: ChatCompletionRequest, images: dict[str, Image], *, needs_signatures: bool
+    req: ir.Request, *, needs_signatures: bool
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(systemInstruction parts, contents) with same-role turns merged."""
-    system: list[dict[str, Any]] = []
+    system: list[dict[str, Any]] = [{"text": t.text} for t in req.system or () if t.text]
     contents: list[dict[str, Any]] = []
     # "kind" keeps function responses and plain user text in separate user turns
     # (Gemini 3 may answer an empty candidate otherwise; wire-formats.md §4.2).
@@ -175,49 +82,62 @@ def build_contents(
         last_kind = kind
 
     for i, msg in enumerate(req.messages):
-        role = msg.role
-        if role in ("system", "developer"):
-            text = _text_of(msg.content, f"messages[{i}]")
-            if text:
-                system.append({"text": text})
-        elif role == "user":
-            add("user", "user", _user_parts(msg, i, images))
-        elif role == "assistant":
-            parts: list[dict[str, Any]] = []
-            text = _text_of(msg.content, f"messages[{i}]")
-            if text:
-                parts.append({"text": text})
-            first_call = True
-            for j, call in enumerate(msg.tool_calls or ()):
-                names[call.id] = call.function.name
-                _, signature = split_tool_call_id(call.id)
-                part: dict[str, Any] = {
-                    "functionCall": {
-                        "name": call.function.name,
-                        "args": _function_args(
-                            call.function.arguments,
-                            f"messages[{i}].tool_calls[{j}].function.arguments",
-                        ),
+        if msg.role == "system":
+            system.extend({"text": p.text} for p in msg.parts if type(p) is ir.Text and p.text)
+        elif msg.role == "user":
+            user: list[dict[str, Any]] = []
+            for j, part in enumerate(msg.parts):
+                param = f"messages[{i}].content[{j}]"
+                if type(part) is ir.Text:
+                    user.append({"text": part.text})
+                elif type(part) is ir.Image:
+                    user.append(_inline(part, param))
+                elif type(part) is ir.ToolResult:
+                    name = part.name or names.get(part.call_id)
+                    if not name:
+                        # The IR merges a turn's results, so positions are not the client's.
+                        raise InvalidRequest(
+                            f"tool_call_id {part.call_id!r} of a tool message does not match a "
+                            "tool call of an earlier assistant message",
+                            param="messages",
+                        )
+                    if user:
+                        add("user", "user", user)
+                        user = []
+                    response = _tool_response(part, param)
+                    add(
+                        "user", "tool", [{"functionResponse": {"name": name, "response": response}}]
+                    )
+            if user or not msg.parts:
+                add("user", "user", user or [{"text": ""}])
+        else:
+            texts: list[str] = []
+            calls: list[dict[str, Any]] = []
+            for part in msg.parts:
+                if type(part) is ir.Text:
+                    texts.append(part.text)
+                elif type(part) is ir.ToolCall:
+                    names[part.id] = part.name
+                    call: dict[str, Any] = {
+                        "functionCall": {
+                            "name": part.name,
+                            "args": ir.arguments_object(
+                                part.arguments,
+                                f"messages[{i}].tool_calls[{len(calls)}].function.arguments",
+                            ),
+                        }
                     }
-                }
-                if signature is None and needs_signatures and first_call:
-                    signature = SKIP_SIGNATURE
-                if signature is not None:
-                    part["thoughtSignature"] = signature
-                first_call = False
-                parts.append(part)
+                    # Only Gemini's own signatures go back; a foreign one would be rejected.
+                    signature = part.signature if part.origin == ORIGIN else None
+                    if signature is None and needs_signatures and not calls:
+                        signature = SKIP_SIGNATURE
+                    if signature is not None:
+                        call["thoughtSignature"] = signature
+                    calls.append(call)
+                # Thinking from any origin is not replayed: Gemini keeps it in the signatures.
+            parts = ([{"text": "".join(texts)}] if "".join(texts) else []) + calls
             if parts:
                 add("model", "model", parts)
-        elif role in ("tool", "function"):
-            name = names.get(msg.tool_call_id or "") or msg.name
-            if not name:
-                raise InvalidRequest(
-                    f"messages[{i}].tool_call_id {msg.tool_call_id!r} does not match a tool call "
-                    "of an earlier assistant message",
-                    param=f"messages[{i}].tool_call_id",
-                )
-            response = _tool_response(msg.content, f"messages[{i}]")
-            add("user", "tool", [{"functionResponse": {"name": name, "response": response}}])
     return system, contents
 
 
@@ -233,133 +153,105 @@ def _schema(schema: dict[str, Any], budget: Budget, what: str, param: str) -> di
         ) from None
 
 
-def _tools(req: ChatCompletionRequest, budget: Budget) -> list[dict[str, Any]]:
+def _tools(req: ir.Request, budget: Budget) -> list[dict[str, Any]]:
     decls = []
     for i, tool in enumerate(req.tools or ()):
-        if tool.type != "function":
-            raise UnsupportedFeature(
-                f"tool type {tool.type!r} is not supported by Gemini backends",
-                param=f"tools[{i}].type",
-            )
-        fn = tool.function
-        if not _FUNCTION_NAME.match(fn.name):
+        if not _FUNCTION_NAME.match(tool.name):
             raise InvalidRequest(
                 "Gemini function names must start with a letter or '_' and contain only "
                 "a-z A-Z 0-9 _ . : - (at most 128)",
                 param=f"tools[{i}].function.name",
             )
-        decl: dict[str, Any] = {"name": fn.name}
-        if fn.description:
-            decl["description"] = fn.description
-        if not is_empty_object(fn.parameters):
-            assert fn.parameters is not None
+        decl: dict[str, Any] = {"name": tool.name}
+        if tool.description:
+            decl["description"] = tool.description
+        if not is_empty_object(tool.parameters):
+            assert tool.parameters is not None
             decl["parameters"] = _schema(
-                fn.parameters,
+                tool.parameters,
                 budget,
-                f"the parameters schema of tool {fn.name!r}",
+                f"the parameters schema of tool {tool.name!r}",
                 f"tools[{i}].function.parameters",
             )
         decls.append(decl)
     return [{"functionDeclarations": decls}] if decls else []
 
 
-def _tool_config(req: ChatCompletionRequest) -> dict[str, Any] | None:
+_MODES = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
+
+
+def _tool_config(req: ir.Request) -> dict[str, Any] | None:
     choice = req.tool_choice
     if choice is None:
         return None
-    if isinstance(choice, str):
-        modes = {"auto": "AUTO", "none": "NONE", "required": "ANY"}
-        if choice not in modes:
-            raise InvalidRequest(
-                f"tool_choice must be auto, none, required or a named function (got {choice!r})",
-                param="tool_choice",
-            )
-        if choice == "required" and not req.tools:
-            raise InvalidRequest("tool_choice 'required' needs 'tools'", param="tool_choice")
-        if not req.tools:
-            return None
-        return {"functionCallingConfig": {"mode": modes[choice]}}
-    if choice.type != "function" or choice.function is None:
+    if choice.parallel is False and req.tools:
         raise UnsupportedFeature(
-            f"tool_choice type {choice.type!r} is not supported by Gemini backends",
-            param="tool_choice",
+            "Gemini cannot be told to avoid parallel tool calls (parallel_tool_calls: false)",
+            param="parallel_tool_calls",
         )
-    name = choice.function.name
-    if not any(t.function.name == name for t in req.tools or ()):
-        raise InvalidRequest(
-            f"tool_choice names {name!r}, which is not in 'tools'", param="tool_choice"
-        )
-    return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [name]}}
-
-
-def _thinking(effort: str, model: str) -> dict[str, Any]:
-    if "gemini-3" in model:
-        if effort not in _THINKING_LEVEL:
+    if choice.mode == "tool":
+        if not any(t.name == choice.name for t in req.tools or ()):
             raise InvalidRequest(
-                f"reasoning_effort must be one of {', '.join(_THINKING_LEVEL)}",
-                param="reasoning_effort",
+                f"tool_choice names {choice.name!r}, which is not in 'tools'", param="tool_choice"
             )
+        return {"functionCallingConfig": {"mode": "ANY", "allowedFunctionNames": [choice.name]}}
+    if choice.mode == "required" and not req.tools:
+        raise InvalidRequest("tool_choice 'required' needs 'tools'", param="tool_choice")
+    if not req.tools:
+        return None
+    return {"functionCallingConfig": {"mode": _MODES[choice.mode]}}
+
+
+def _thinking(reasoning: ir.Reasoning, model: str) -> dict[str, Any]:
+    if reasoning.budget_tokens is not None:
+        return {"thinkingBudget": reasoning.budget_tokens}
+    effort = reasoning.effort
+    if effort is None:
+        return {}
+    if "gemini-3" in model:
         return {"thinkingLevel": _THINKING_LEVEL[effort]}
-    if effort == "xhigh":
-        effort = "high"
-    if effort not in _THINKING_BUDGET:
-        raise InvalidRequest(
-            f"reasoning_effort must be one of {', '.join(_THINKING_BUDGET)}, xhigh",
-            param="reasoning_effort",
-        )
-    return {"thinkingBudget": _THINKING_BUDGET[effort]}
+    return {"thinkingBudget": _THINKING_BUDGET["high" if effort == "xhigh" else effort]}
 
 
 def _generation_config(
-    req: ChatCompletionRequest,
-    model: str,
-    default_max_tokens: int | None,
-    include_thoughts: bool,
-    budget: Budget,
+    req: ir.Request, default_max_tokens: int | None, include_thoughts: bool, budget: Budget
 ) -> dict[str, Any]:
+    s = req.settings
     gc: dict[str, Any] = {}
-    if req.temperature is not None:
-        gc["temperature"] = req.temperature
-    if req.top_p is not None:
-        gc["topP"] = req.top_p
-    max_tokens = req.max_completion_tokens or req.max_tokens or default_max_tokens
+    if s.temperature is not None:
+        gc["temperature"] = s.temperature
+    if s.top_p is not None:
+        gc["topP"] = s.top_p
+    if s.top_k is not None:
+        gc["topK"] = s.top_k
+    max_tokens = s.max_tokens or default_max_tokens
     if max_tokens is not None:
         gc["maxOutputTokens"] = max_tokens
-    if req.stop:
-        stops = [req.stop] if isinstance(req.stop, str) else list(req.stop)
-        if len(stops) > 5:
+    if s.stop:
+        if len(s.stop) > 5:
             raise InvalidRequest("Gemini accepts at most 5 stop sequences", param="stop")
-        gc["stopSequences"] = stops
-    if req.n is not None and req.n != 1:
-        if req.n < 1:
+        gc["stopSequences"] = list(s.stop)
+    if s.n is not None and s.n != 1:
+        if s.n < 1:
             raise InvalidRequest("n must be at least 1", param="n")
-        gc["candidateCount"] = req.n
-    if req.seed is not None:
-        gc["seed"] = req.seed
-    if req.presence_penalty is not None:
-        gc["presencePenalty"] = req.presence_penalty
-    if req.frequency_penalty is not None:
-        gc["frequencyPenalty"] = req.frequency_penalty
-    fmt = req.response_format
+        gc["candidateCount"] = s.n
+    if s.seed is not None:
+        gc["seed"] = s.seed
+    if s.presence_penalty is not None:
+        gc["presencePenalty"] = s.presence_penalty
+    if s.frequency_penalty is not None:
+        gc["frequencyPenalty"] = s.frequency_penalty
+    fmt = s.response_format
     if fmt is not None and fmt.type != "text":
-        if fmt.type == "json_object":
-            gc["responseMimeType"] = "application/json"
-        elif fmt.type == "json_schema" and fmt.json_schema is not None:
-            gc["responseMimeType"] = "application/json"
-            if fmt.json_schema.schema_:
-                gc["responseSchema"] = _schema(
-                    fmt.json_schema.schema_,
-                    budget,
-                    "the response_format schema",
-                    "response_format.json_schema.schema",
-                )
-        else:
-            raise InvalidRequest(
-                f"response_format type {fmt.type!r} is not supported", param="response_format"
+        gc["responseMimeType"] = "application/json"
+        if fmt.type == "json_schema" and fmt.schema:
+            gc["responseSchema"] = _schema(
+                fmt.schema,
+                budget,
+                "the response_format schema",
+                "response_format.json_schema.schema",
             )
-    thinking: dict[str, Any] = {}
-    if req.reasoning_effort is not None:
-        thinking = _thinking(req.reasoning_effort, model)
+    thinking = _thinking(s.reasoning, req.model) if s.reasoning is not None else {}
     if include_thoughts and thinking.get("thinkingBudget") != 0:
         thinking["includeThoughts"] = True
     if thinking:
@@ -368,16 +260,14 @@ def _generation_config(
 
 
 def build_body(
-    req: ChatCompletionRequest,
-    upstream_model: str,
-    images: dict[str, Image],
+    req: ir.Request,
     *,
     default_max_tokens: int | None = None,
     include_thoughts: bool = False,
     safety_settings: list[Any] | None = None,
 ) -> dict[str, Any]:
-    _unsupported(req)
-    system, contents = build_contents(req, images, needs_signatures="gemini-3" in upstream_model)
+    """The body for ``req.model`` (the upstream model name)."""
+    system, contents = build_contents(req, needs_signatures="gemini-3" in req.model)
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -388,7 +278,7 @@ def build_body(
     tool_config = _tool_config(req)
     if tool_config:
         body["toolConfig"] = tool_config
-    gc = _generation_config(req, upstream_model, default_max_tokens, include_thoughts, budget)
+    gc = _generation_config(req, default_max_tokens, include_thoughts, budget)
     if gc:
         body["generationConfig"] = gc
     if safety_settings:

@@ -51,6 +51,7 @@ _DESCRIBE = {
     "example": "example: {}",
 }
 _MAX_DEPTH = 32
+_MAX_HOPS = 64  # $ref hops on one path that expanded_size follows
 # Output nodes one request's schemas (all tools and response_format) may expand to.
 # Generous for real tool sets (Claude Code's ~20 tools use a few hundred) and a few ms
 # of CPU at worst; Gemini itself refuses far smaller schemas as "too many states".
@@ -89,6 +90,8 @@ def _text(value: Any) -> str:
 class _Cleaner:
     def __init__(self, root: dict[str, Any], budget: Budget) -> None:
         self.budget = budget
+        # $refs being inlined on the current path: meeting one again is recursion.
+        self.active: set[str] = set()
         self.defs: dict[str, Any] = {}
         for key in ("$defs", "definitions"):
             defs = root.get(key)
@@ -96,27 +99,68 @@ class _Cleaner:
                 for name, sub in defs.items():
                     self.defs[f"#/{key}/{name}"] = sub
 
-    def resolve(
-        self, schema: dict[str, Any], seen: tuple[str, ...]
-    ) -> tuple[dict[str, Any], tuple[str, ...]]:
+    def resolve(self, schema: dict[str, Any], added: list[str]) -> dict[str, Any]:
+        """``schema`` with its ``$ref`` chain followed; each followed ref goes into
+        ``self.active`` (and ``added``, for the caller to take out when done with it)."""
         ref = schema.get("$ref")
         while isinstance(ref, str):
             target = self.defs.get(ref)
-            if target is None or ref in seen or not isinstance(target, dict):
+            if target is None or ref in self.active or not isinstance(target, dict):
                 # Unknown or recursive reference: an object the model fills freely.
-                return {"type": "object", "description": schema.get("description", "")}, seen
+                return {"type": "object", "description": schema.get("description", "")}
             self.budget.take()
-            seen = (*seen, ref)
+            self.active.add(ref)
+            added.append(ref)
             # Sibling keywords next to $ref (e.g. description) win over the target's.
             merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
             schema, ref = merged, target.get("$ref")
-        return schema, seen
+        return schema
 
-    def clean(self, schema: Any, seen: tuple[str, ...] = (), depth: int = 0) -> dict[str, Any]:
+    def expanded_size(self, schema: Any, limit: int) -> int:
+        """About how many nodes ``schema`` becomes with every ``$ref`` inlined (at most
+        ``limit + 1``), in time linear in the schema: each definition is sized once, so an
+        exponential ``$ref`` DAG is refused before any of it is expanded."""
+        memo: dict[str, int] = {}
+
+        def size(node: Any, depth: int, refs: tuple[str, ...]) -> int:
+            if not isinstance(node, dict) or depth > _MAX_DEPTH:
+                return 0
+            n = 1
+            ref = node.get("$ref")
+            # A hop is not nesting (as in clean); the path's hops are bounded instead, so
+            # a long chain cannot recurse deeply (the budget still counts every hop).
+            if isinstance(ref, str) and ref not in refs and len(refs) < _MAX_HOPS:
+                if ref not in memo:
+                    memo[ref] = size(self.defs.get(ref), depth, (*refs, ref))
+                n += memo[ref]
+            subs: list[Any] = []
+            props = node.get("properties")
+            if isinstance(props, dict):
+                subs += props.values()
+            items = node.get("items")
+            subs += items if isinstance(items, list) else [items]
+            for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+                more = node.get(key)
+                if isinstance(more, list):
+                    subs += more
+            for sub in subs:
+                n += size(sub, depth + 1, refs)
+                if n > limit:
+                    break
+            return min(n, limit + 1)
+
+        return size(schema, 0, ())
+
+    def clean(self, schema: Any, depth: int = 0) -> dict[str, Any]:
         if not isinstance(schema, dict) or depth > _MAX_DEPTH:
             return {}
         self.budget.take()
-        schema, seen = self.resolve(schema, seen)
+        added: list[str] = []
+        out = self._clean(self.resolve(schema, added), added, depth)
+        self.active.difference_update(added)  # refs in use on this path only
+        return out
+
+    def _clean(self, schema: dict[str, Any], added: list[str], depth: int) -> dict[str, Any]:
         notes: list[str] = []
         out: dict[str, Any] = {}
 
@@ -125,7 +169,7 @@ class _Cleaner:
         if isinstance(all_of, list) and all_of:
             merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
             for sub in all_of:
-                sub, seen = self.resolve(sub, seen) if isinstance(sub, dict) else ({}, seen)
+                sub = self.resolve(sub, added) if isinstance(sub, dict) else {}
                 for k, v in sub.items():
                     if k == "properties" and isinstance(v, dict):
                         merged["properties"] = {**merged.get("properties", {}), **v}
@@ -152,13 +196,13 @@ class _Cleaner:
                     kept.append(v)
             if len(kept) == 1:
                 # anyOf [X, null] is just a nullable X.
-                inner = self.clean(kept[0], seen, depth + 1)
+                inner = self.clean(kept[0], depth + 1)
                 for k, v in inner.items():
                     if k == "description" and "description" in schema:
                         continue
                     out[k] = v
             elif kept:
-                out["anyOf"] = [self.clean(v, seen, depth + 1) for v in kept]
+                out["anyOf"] = [self.clean(v, depth + 1) for v in kept]
 
         if len(type_list) == 1 and type_list[0] in _TYPES:
             out["type"] = type_list[0].upper()
@@ -188,9 +232,7 @@ class _Cleaner:
 
         props = schema.get("properties")
         if isinstance(props, dict):
-            out["properties"] = {
-                name: self.clean(sub, seen, depth + 1) for name, sub in props.items()
-            }
+            out["properties"] = {name: self.clean(sub, depth + 1) for name, sub in props.items()}
             out.setdefault("type", "OBJECT")
             required = schema.get("required")
             if isinstance(required, list):
@@ -199,12 +241,12 @@ class _Cleaner:
                     out["required"] = req
         items = schema.get("items")
         if isinstance(items, dict):
-            out["items"] = self.clean(items, seen, depth + 1)
+            out["items"] = self.clean(items, depth + 1)
         elif isinstance(items, list) and items:
-            out["items"] = {"anyOf": [self.clean(i, seen, depth + 1) for i in items]}
+            out["items"] = {"anyOf": [self.clean(i, depth + 1) for i in items]}
         prefix = schema.get("prefixItems")
         if isinstance(prefix, list) and prefix and "items" not in out:
-            out["items"] = {"anyOf": [self.clean(i, seen, depth + 1) for i in prefix]}
+            out["items"] = {"anyOf": [self.clean(i, depth + 1) for i in prefix]}
 
         for key in _COPY:
             if key in schema:
@@ -253,7 +295,11 @@ def to_gemini_schema(schema: dict[str, Any], budget: Budget | None = None) -> di
 
     Raises ``SchemaTooLarge`` when it would expand past ``budget`` (one per request).
     """
-    return _Cleaner(schema, budget or Budget()).clean(schema)
+    budget = budget or Budget()
+    cleaner = _Cleaner(schema, budget)
+    if cleaner.expanded_size(schema, budget.left) > budget.left:
+        raise SchemaTooLarge(budget.limit)
+    return cleaner.clean(schema)
 
 
 def is_empty_object(schema: dict[str, Any] | None) -> bool:

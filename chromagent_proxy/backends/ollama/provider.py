@@ -7,27 +7,24 @@ The native API (not Ollama's /v1 layer) is used so tools, images, thinking and
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import aiohttp
-from multidict import CIMultiDictProxy
 
 from ... import codec
 from ...config import BackendConfig
 from ...core import ir
-from ...errors import GatewayError, UpstreamHTTPError, UpstreamProtocolError, upstream_http_error
-from ...media import collect_images
-from ...schema.ollama import ChatResponse, TagList
-from ...schema.openai import ChatCompletionRequest
-from ...sse import NDJSONDecoder
-from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, iter_body, open_response, read_capped
-from ..base import BackendProvider, CompletionResult, RequestContext, StreamPart, current_context
+from ...errors import UpstreamHTTPError, UpstreamProtocolError
+from ...media_ir import inline_images
+from ...schema.ollama import TagList
+from ...upstream import ACCEPT_ENCODING, DEFAULT_BODY_LIMIT, open_response, read_capped
+from ..base import BackendProvider, RequestContext
+from ..shell import stream_events
 from . import embed as embedding
+from . import stream
+from .errors import error_parser
 from .request import build_body
-from .response import to_completion
-from .stream import StreamState, decode_line, error_of, finish, step
 
 DEFAULT_BASE_URL = "http://localhost:11434"
 # /api/tags is asked while a client waits for GET /v1/models: keep it short.
@@ -39,6 +36,8 @@ _decode_tags = codec.decoder(TagList).decode
 
 class OllamaBackend(BackendProvider):
     type: ClassVar[str] = "ollama"
+    dialect: ClassVar[str] = "ollama"
+    translates: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -83,77 +82,49 @@ class OllamaBackend(BackendProvider):
         self._hint = "; is Ollama running there? (start it with `ollama serve`, or fix baseUrl)"
         return not errors, errors
 
-    async def _body(
-        self, request: ChatCompletionRequest, config: BackendConfig, *, stream: bool
-    ) -> bytes:
-        assert self.runtime is not None
-        images = await collect_images(
-            request, self.runtime.images, limits=self.runtime.gateway.media
-        )
+    async def _open(
+        self, request: ir.Request, ctx: RequestContext, *, stream: bool
+    ) -> open_response:
+        """POST the body to /api/chat (``async with`` it for the response)."""
+        assert self.runtime is not None and self.config is not None
+        await inline_images(request, self.runtime.images, self.runtime.gateway.media)
+        config = self.config
         body = build_body(
             request,
-            request.model,
-            images,
             stream=stream,
             default_options=config.options,
             keep_alive=config.keep_alive,
             default_max_tokens=config.default_max_tokens,
         )
-        return codec.dumps(body)
-
-    def _open(
-        self, request: ChatCompletionRequest, config: BackendConfig, body: bytes
-    ) -> open_response:
-        """POST ``body`` to /api/chat (``async with`` it for the response)."""
-        assert self.runtime is not None
         return open_response(
             self.runtime,
-            config.id,
+            ctx.backend_id,
             self._chat_url,
             self._headers,
-            body,
-            error_parser=_error_parser(request.model, self.base_url),
+            codec.dumps(body),
+            error_parser=error_parser(request.model),
             hint=self._hint,
-            extra_headers=current_context().upstream_headers,
+            extra_headers=ctx.upstream_headers,
         )
 
-    async def chat_completion(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> CompletionResult:
-        body = await self._body(request, config, stream=False)
-        async with self._open(request, config, body) as resp:
-            data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
-        resp_obj = _decode_whole(data, config.id)
-        return to_completion(
-            resp_obj,
-            id=f"chatcmpl-{current_context().request_id}",
-            created=int(time.time()),
-            model=request.model,
-        )
+    async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
+        async with await self._open(request, ctx, stream=False) as resp:
+            data = await read_capped(resp, DEFAULT_BODY_LIMIT, ctx.backend_id)
+        try:
+            parsed = stream.decode_line(data)
+        except (codec.DecodeError, codec.ValidationError) as exc:
+            raise UpstreamProtocolError(
+                f"backend '{ctx.backend_id}' sent an answer that is not an Ollama chat object: {exc}"
+            ) from None
+        return stream.answer(parsed, ctx.backend_id)
 
-    async def chat_completion_stream(
-        self, request: ChatCompletionRequest, config: BackendConfig
-    ) -> AsyncIterator[StreamPart]:
-        ctx = current_context()
-        body = await self._body(request, config, stream=True)
-        state = StreamState(
-            f"chatcmpl-{ctx.request_id}",
-            int(time.time()),
-            request.model,
-            config.id,
-            ctx.include_usage,
-        )
-        decoder = NDJSONDecoder()
-        async with self._open(request, config, body) as resp:
-            async for data in iter_body(resp, config.id):
-                for line in decoder.feed(data):
-                    for chunk in step(state, line):
-                        yield chunk
-            for line in decoder.flush():
-                for chunk in step(state, line):
-                    yield chunk
-        for chunk in finish(state):
-            yield chunk
+    async def generate_stream(
+        self, request: ir.Request, ctx: RequestContext
+    ) -> AsyncIterator[list[ir.Event]]:
+        state = stream.StreamState(ctx.backend_id)
+        async with await self._open(request, ctx, stream=True) as resp:
+            async for events in stream_events(resp, ctx.backend_id, stream.TRANSLATOR, state):
+                yield events
 
     async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
         assert self.runtime is not None and self.config is not None
@@ -164,7 +135,7 @@ class OllamaBackend(BackendProvider):
             self._headers,
             request,
             self.config.keep_alive,
-            _error_parser(request.model, self.base_url),
+            error_parser(request.model),
             self._hint,
         )
 
@@ -172,8 +143,14 @@ class OllamaBackend(BackendProvider):
         """The models pulled into this Ollama (``GET /api/tags``); raises when it is down."""
         assert self.runtime is not None and self.config is not None
         headers = {k: v for k, v in self._headers.items() if k != "Content-Type"}
+        headers["Accept-Encoding"] = ACCEPT_ENCODING
         async with self.runtime.session.get(
-            self._tags_url, headers=headers, timeout=TAGS_TIMEOUT, allow_redirects=False
+            # read_capped inflates (bounded), as for every upstream answer
+            self._tags_url,
+            headers=headers,
+            timeout=TAGS_TIMEOUT,
+            allow_redirects=False,
+            auto_decompress=False,
         ) as resp:
             if resp.status != 200:
                 raise UpstreamHTTPError(
@@ -187,63 +164,3 @@ class OllamaBackend(BackendProvider):
                 f"backend '{self.config.id}' sent an unreadable /api/tags: {exc}"
             ) from None
         return [m.name or m.model for m in tags.models or [] if m.name or m.model]
-
-
-def _decode_whole(data: bytes, backend_id: str) -> ChatResponse:
-    resp = decode_line(data, backend_id)
-    if resp.error is not None:
-        raise error_of(backend_id, resp.error)
-    if not resp.done and resp.message is None:
-        raise UpstreamProtocolError(f"backend '{backend_id}' sent an empty answer")
-    return resp
-
-
-def _error_parser(model: str, base_url: str) -> ErrorParser:
-    """Ollama errors are ``{"error": "<text>"}``; a 404 from /api/chat means the model is not pulled."""
-
-    def parse(
-        backend_id: str, status: int, body: bytes, headers: CIMultiDictProxy[str]
-    ) -> GatewayError:
-        message = _error_text(body)
-        if status == 404:
-            if message is None:
-                # Not Ollama's JSON: something else answers at this URL.
-                return UpstreamHTTPError(
-                    f"backend '{backend_id}' has no Ollama /api/chat at {base_url} (HTTP 404); "
-                    "baseUrl must be the Ollama server root, e.g. http://localhost:11434",
-                    retryable=False,
-                )
-            return UpstreamHTTPError(
-                f"model '{model}' is not available on backend '{backend_id}' ({message}); "
-                f"pull it with `ollama pull {model}`",
-                status=404,
-                type="invalid_request_error",
-                code="model_not_found",
-                param="model",
-                retryable=False,
-            )
-        text = message if message is not None else body[:500].decode("utf-8", "replace").strip()
-        err = upstream_http_error(
-            backend_id,
-            status,
-            text or f"upstream returned HTTP {status}",
-            retry_after=headers.get("Retry-After"),
-        )
-        if status == 400 and "does not support tools" in text:
-            err.param = "tools"
-        return err
-
-    return parse
-
-
-def _error_text(body: bytes) -> str | None:
-    try:
-        data: Any = codec.loads(body)
-    except ValueError:
-        return None
-    if isinstance(data, dict) and "error" in data:
-        err = data["error"]
-        if isinstance(err, dict):
-            return str(err.get("message") or err)
-        return str(err)
-    return None

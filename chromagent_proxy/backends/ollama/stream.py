@@ -1,87 +1,94 @@
-"""Ollama NDJSON lines → OpenAI chunks. Pure and synchronous; the provider owns the I/O.
+"""Ollama NDJSON lines → IR events. Pure and synchronous; the shell owns the I/O.
 
-Each line is one ``ChatResponse``: thinking and content deltas, tool calls that
-arrive whole (never fragmented, never repeated), and a final ``done: true``
-object with the finish reason and token counters (wire-formats.md §6.2).
+Each line is one ``ChatResponse``: thinking and content deltas, tool calls that arrive
+whole (never fragmented, never repeated), and a final ``done: true`` object with the
+finish reason and token counters (wire-formats.md §6.2). A non-stream answer is the
+same object once (``answer``), so there is one translation.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from ... import codec
-from ...errors import UpstreamHTTPError, UpstreamProtocolError
+from ...core import ir
+from ...errors import UpstreamProtocolError
 from ...schema.ollama import ChatResponse, OllamaToolCall
-from ...schema.openai import (
-    ChatCompletionChunk,
-    ChunkChoice,
-    Delta,
-    FunctionDelta,
-    ToolCallDelta,
-)
-from .response import arguments_json, call_id, finish_reason, usage_of
+from ..shell import Translator
+from .errors import error_of
 
-_decode = codec.decoder(ChatResponse).decode
+decode_line = codec.decoder(ChatResponse).decode
+
+
+def call_id(tc: OllamaToolCall) -> str:
+    # Older Ollama versions send no ids; clients need one to answer the call.
+    return tc.id or f"call_{uuid.uuid4().hex[:24]}"
+
+
+def arguments_json(arguments: Any) -> str:
+    """Ollama sends arguments as an object (or nothing); the IR keeps JSON text."""
+    if arguments is None:
+        return "{}"
+    if isinstance(arguments, str):
+        return arguments
+    return codec.dumps(arguments).decode()
+
+
+def finish_reason(done_reason: str | None, called_tools: bool) -> ir.FinishReason:
+    """Ollama says "stop" even after tool calls; "length" when num_predict was hit."""
+    if done_reason == "length":
+        return "length"
+    if called_tools:
+        return "tool_calls"
+    return "stop"
+
+
+def usage_of(resp: ChatResponse) -> ir.Usage:
+    # Ollama has no prompt cache counters; eval_count includes any thinking.
+    return ir.Usage(input=resp.prompt_eval_count, output=resp.eval_count)
 
 
 @dataclass(slots=True)
 class StreamState:
-    id: str
-    created: int
-    model: str
-    backend_id: str
-    include_usage: bool = False
+    backend_id: str = "ollama"
     started: bool = False
     tool_calls: int = 0
     done: bool = False
 
 
-def decode_line(line: bytes, backend_id: str) -> ChatResponse:
-    try:
-        return _decode(line)
-    except (codec.DecodeError, codec.ValidationError) as exc:
-        raise UpstreamProtocolError(
-            f"backend '{backend_id}' sent a line that is not an Ollama chat object: {exc}"
-        ) from None
-
-
-def error_of(backend_id: str, error: object) -> UpstreamHTTPError:
-    message = error if isinstance(error, str) else codec.dumps(error).decode()
-    return UpstreamHTTPError(
-        f"backend '{backend_id}' reported an error mid-stream: {message}", retryable=False
-    )
-
-
-def step(state: StreamState, line: bytes) -> list[ChatCompletionChunk]:
-    """One NDJSON line in, zero or more chunks out. An ``error`` line raises."""
+def step(state: StreamState, resp: ChatResponse) -> list[ir.Event]:
+    """One NDJSON line in, IR events out. An ``error`` line raises."""
     if state.done:
         return []  # nothing meaningful follows the final object
-    resp = _decode_or_raise(line, state.backend_id)
-    out: list[ChatCompletionChunk] = []
+    if resp.error is not None:
+        raise error_of(state.backend_id, resp.error)
+    out: list[ir.Event] = []
+    if not state.started:
+        state.started = True
+        out.append(ir.Start())
     msg = resp.message
     if msg is not None:
-        # Thinking and content in one line become two chunks, reasoning first (as Ollama's /v1 does).
+        # Thinking before content, as Ollama's /v1 does.
         if msg.thinking:
-            out.append(_chunk(state, _delta(state, reasoning_content=msg.thinking)))
+            out.append(ir.ThinkingDelta(msg.thinking))
         if msg.content:
-            out.append(_chunk(state, _delta(state, content=msg.content)))
-        if msg.tool_calls:
-            deltas = [_tool_delta(state, tc) for tc in msg.tool_calls]
-            out.append(_chunk(state, _delta(state, tool_calls=deltas)))
-    if not state.started:
-        out.append(_chunk(state, _delta(state, content="")))
+            out.append(ir.TextDelta(msg.content))
+        # Indexes count across the whole stream: calls may arrive in several lines.
+        for tc in msg.tool_calls or ():
+            k = state.tool_calls
+            state.tool_calls += 1
+            out.append(ir.ToolCallStart(k, call_id(tc), tc.function.name))
+            out.append(ir.ToolCallDelta(k, arguments_json(tc.function.arguments)))
     if resp.done:
         state.done = True
-        reason = finish_reason(resp.done_reason, state.tool_calls > 0)
-        out.append(_chunk(state, Delta(), reason))
-        if state.include_usage:
-            out.append(
-                ChatCompletionChunk(state.id, state.created, state.model, [], usage_of(resp))
-            )
+        out.append(ir.Finish(finish_reason(resp.done_reason, state.tool_calls > 0)))
+        out.append(usage_of(resp))
     return out
 
 
-def finish(state: StreamState) -> list[ChatCompletionChunk]:
+def finish(state: StreamState) -> list[ir.Event]:
     """End of the upstream body: the final ``done`` object must have arrived."""
     if not state.done:
         raise UpstreamProtocolError(
@@ -90,42 +97,18 @@ def finish(state: StreamState) -> list[ChatCompletionChunk]:
     return []
 
 
-def _decode_or_raise(line: bytes, backend_id: str) -> ChatResponse:
-    resp = decode_line(line, backend_id)
+def answer(resp: ChatResponse, backend_id: str) -> list[ir.Event]:
+    """A non-stream answer as the events its stream would give (it is the final object)."""
     if resp.error is not None:
         raise error_of(backend_id, resp.error)
-    return resp
+    if not resp.done and resp.message is None:
+        raise UpstreamProtocolError(f"backend '{backend_id}' sent an empty answer")
+    state = StreamState(backend_id)
+    out = step(state, resp)
+    if not state.done:  # a whole answer is complete as it is
+        out.append(ir.Finish(finish_reason(resp.done_reason, state.tool_calls > 0)))
+        out.append(usage_of(resp))
+    return out
 
 
-def _delta(
-    state: StreamState,
-    *,
-    content: str | None = None,
-    reasoning_content: str | None = None,
-    tool_calls: list[ToolCallDelta] | None = None,
-) -> Delta:
-    role = None
-    if not state.started:
-        state.started = True
-        role = "assistant"
-    return Delta(
-        role=role, content=content, tool_calls=tool_calls, reasoning_content=reasoning_content
-    )
-
-
-def _tool_delta(state: StreamState, tc: OllamaToolCall) -> ToolCallDelta:
-    # Indexes count across the whole stream: calls may arrive in several lines.
-    index = state.tool_calls
-    state.tool_calls += 1
-    return ToolCallDelta(
-        index,
-        call_id(tc),
-        "function",
-        FunctionDelta(tc.function.name, arguments_json(tc.function.arguments)),
-    )
-
-
-def _chunk(state: StreamState, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
-    return ChatCompletionChunk(
-        state.id, state.created, state.model, [ChunkChoice(0, delta, finish)]
-    )
+TRANSLATOR: Translator[StreamState, ChatResponse] = Translator("ndjson", decode_line, step, finish)

@@ -3,15 +3,14 @@
 
 Everything a translating backend needs is decided here once: legacy
 ``functions`` become tools, Gemini thought signatures come out of tool call ids,
-cache markers become ``CacheMark``s, data-URL images keep the client's base64
-(only its first bytes are decoded, to learn the media type), and the policy table
-refuses fields the chosen backend cannot honour.
+cache markers become ``CacheMark``s, data-URL images keep the client's base64 (nothing
+is decoded here: media_ir.py counts the request's images first, then learns each one's
+media type from its first bytes), and the policy table refuses fields the chosen backend
+cannot honour.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any, get_args
 
 from ...core import ir, policy
@@ -21,14 +20,8 @@ from .ids import split_tool_call_id
 
 _EFFORTS = frozenset(get_args(ir.ReasoningEffort))
 _POLICY_FIELDS = tuple(policy.TABLE)
-
-# Leading bytes of the image formats providers accept.
-_SIGNATURES = (
-    (b"\x89PNG\r\n\x1a\n", "image/png"),
-    (b"\xff\xd8\xff", "image/jpeg"),
-    (b"GIF87a", "image/gif"),
-    (b"GIF89a", "image/gif"),
-)
+# Values that ask for nothing (clients such as LangChain send them by default): not refused.
+_NEUTRAL: dict[str, object] = {"presence_penalty": 0, "frequency_penalty": 0}
 
 
 def present_fields(req: ChatCompletionRequest) -> dict[str, Any]:
@@ -36,7 +29,7 @@ def present_fields(req: ChatCompletionRequest) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in _POLICY_FIELDS:
         value = getattr(req, name, None)
-        if value is not None and value is not False:
+        if value is not None and value is not False and _NEUTRAL.get(name, ...) != value:
             out[name] = value
     return out
 
@@ -172,8 +165,9 @@ def _part(part: ContentPart, param: str) -> ir.Text | ir.Image:
 
 
 def image_from_url(url: str, param: str) -> ir.Image:
-    """A data URL keeps its base64 as sent (only the first bytes are decoded, to check the
-    format); an http(s) URL is left for the backend to fetch through the guarded fetcher."""
+    """A data URL keeps its base64 as sent, with the media type it declares (media_ir.py
+    replaces it with the one its first bytes say, after counting the request's images); an
+    http(s) URL is left for the backend to fetch through the guarded fetcher."""
     head = url[:11].lower()
     if head.startswith("data:"):
         meta, sep, data = url.partition(",")
@@ -181,19 +175,8 @@ def image_from_url(url: str, param: str) -> ir.Image:
             raise InvalidRequest(
                 "image data URLs must be base64 (data:<type>;base64,…)", param=param
             )
-        try:
-            first = base64.b64decode(data[:16], validate=True)
-        except (binascii.Error, ValueError):
-            raise InvalidRequest("the image data URL is not valid base64", param=param) from None
-        media_type = next((m for sig, m in _SIGNATURES if first.startswith(sig)), None)
-        if media_type is None and first[:4] == b"RIFF" and first[8:12] == b"WEBP":
-            media_type = "image/webp"
-        if media_type is None:
-            raise InvalidRequest(
-                "the image is not PNG, JPEG, GIF or WebP (checked from its first bytes)",
-                param=param,
-            )
-        return ir.Image(media_type=media_type, data=data)
+        declared = meta[5:].split(";", 1)[0].strip().lower()
+        return ir.Image(media_type=declared or None, data=data)
     if head.startswith(("http://", "https://")):
         return ir.Image(url=url)
     raise InvalidRequest("image URL must be a data: URL or an http(s) URL", param=param)

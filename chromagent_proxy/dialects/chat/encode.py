@@ -36,6 +36,8 @@ FINISH: dict[str, str] = {
 }
 
 _encode = codec.encode
+_dumps = codec.dumps
+_TEXT_SUFFIX = b'},"finish_reason":null,"logprobs":null}]}\n\n'
 
 
 def usage(u: ir.Usage) -> Usage:
@@ -73,6 +75,7 @@ class StreamEncoder:
         "_created",
         "_id",
         "_model",
+        "_prefixes",
         "_started",
         "_thinking",
         "include_usage",
@@ -88,6 +91,7 @@ class StreamEncoder:
         self._started: set[int] = set()
         self._thinking: dict[int, _Thinking] = {}  # open thinking block per choice
         self._blocks = 0  # thinking_blocks index (signed blocks the client may replay)
+        self._prefixes: dict[int, bytes] = {}
 
     def _chunk(self, choice: int, delta: Delta, finish: str | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(
@@ -97,48 +101,69 @@ class StreamEncoder:
     def chunks(self, events: list[ir.Event]) -> list[ChatCompletionChunk]:
         out: list[ChatCompletionChunk] = []
         for ev in events:
-            if isinstance(ev, ir.Usage):
-                self.usage = ev
-                continue
-            if isinstance(ev, ir.Start):
-                if ev.model:
-                    self._model = ev.model
-                continue
-            if isinstance(ev, ir.Error):
-                continue  # the handler turns it into the error event
-            choice = ev.choice
-            if choice not in self._started:
-                self._started.add(choice)
-                out.append(self._chunk(choice, Delta(role="assistant", content="")))
-            if isinstance(ev, ir.TextDelta):
-                out.append(self._chunk(choice, Delta(content=ev.text)))
-            elif isinstance(ev, ir.ThinkingDelta):
-                out.extend(self._thinking_delta(ev))
-            elif isinstance(ev, ir.ToolCallDelta):
-                prev = out[-1].choices[0].delta.tool_calls if out else None
-                if prev and prev[0].index == ev.index and prev[0].function is not None:
-                    # Arguments right behind their call's start: one chunk, like Gemini sends.
-                    fn = prev[0].function
-                    fn.arguments = (fn.arguments or "") + ev.arguments
-                else:
-                    call = ToolCallDelta(ev.index, function=FunctionDelta(arguments=ev.arguments))
-                    out.append(self._chunk(choice, Delta(tool_calls=[call])))
-            elif isinstance(ev, ir.ToolCallStart):
-                call = ToolCallDelta(
-                    ev.index,
-                    join_tool_call_id(ev.id, ev.signature),
-                    "function",
-                    FunctionDelta(ev.name, ""),
-                )
-                out.append(self._chunk(choice, Delta(tool_calls=[call])))
-            elif isinstance(ev, ir.RedactedThinkingBlock):
-                entry = {"index": self._blocks, "type": "redacted_thinking", "data": ev.data}
-                self._blocks += 1
-                out.append(self._chunk(choice, Delta(thinking_blocks=[entry])))
-            elif isinstance(ev, ir.Finish):
-                self._thinking.pop(choice, None)
-                out.append(self._chunk(choice, Delta(), FINISH.get(ev.reason, "stop")))
+            self._one(ev, out)
         return out
+
+    def _one(self, ev: ir.Event, out: list[ChatCompletionChunk]) -> None:
+        if isinstance(ev, ir.Usage):
+            self.usage = ev
+            return
+        if isinstance(ev, ir.Start):
+            if ev.model and ev.model != self._model:
+                self._model = ev.model
+                self._prefixes.clear()
+            return
+        if isinstance(ev, ir.Error):
+            return  # the request path turns it into the error event
+        choice = ev.choice
+        if choice not in self._started:
+            self._started.add(choice)
+            out.append(self._chunk(choice, Delta(role="assistant", content="")))
+        if isinstance(ev, ir.TextDelta):
+            out.append(self._chunk(choice, Delta(content=ev.text)))
+        elif isinstance(ev, ir.ThinkingDelta):
+            out.extend(self._thinking_delta(ev))
+        elif isinstance(ev, ir.ToolCallDelta):
+            prev = out[-1].choices[0].delta.tool_calls if out else None
+            if prev and prev[0].index == ev.index and prev[0].function is not None:
+                # Arguments right behind their call's start: one chunk, like Gemini sends.
+                fn = prev[0].function
+                fn.arguments = (fn.arguments or "") + ev.arguments
+            else:
+                call = ToolCallDelta(ev.index, function=FunctionDelta(arguments=ev.arguments))
+                out.append(self._chunk(choice, Delta(tool_calls=[call])))
+        elif isinstance(ev, ir.ToolCallStart):
+            call = ToolCallDelta(
+                ev.index,
+                join_tool_call_id(ev.id, ev.signature),
+                "function",
+                FunctionDelta(ev.name, ""),
+            )
+            out.append(self._chunk(choice, Delta(tool_calls=[call])))
+        elif isinstance(ev, ir.RedactedThinkingBlock):
+            entry = {"index": self._blocks, "type": "redacted_thinking", "data": ev.data}
+            self._blocks += 1
+            out.append(self._chunk(choice, Delta(thinking_blocks=[entry])))
+        elif isinstance(ev, ir.Finish):
+            self._thinking.pop(choice, None)
+            out.append(self._chunk(choice, Delta(), FINISH.get(ev.reason, "stop")))
+
+    def _prefix(self, choice: int) -> bytes:
+        """The bytes of a text-delta chunk before its text (what msgspec would write)."""
+        p = self._prefixes.get(choice)
+        if p is None:
+            p = self._prefixes[choice] = (
+                b'data: {"object":"chat.completion.chunk","id":'
+                + _dumps(self._id)
+                + b',"created":'
+                + str(self._created).encode()
+                + b',"model":'
+                + _dumps(self._model)
+                + b',"choices":[{"index":'
+                + str(choice).encode()
+                + b',"delta":{"content":'
+            )
+        return p
 
     def _thinking_delta(self, ev: ir.ThinkingDelta) -> list[ChatCompletionChunk]:
         out: list[ChatCompletionChunk] = []
@@ -162,11 +187,23 @@ class StreamEncoder:
         return out
 
     def encode(self, events: list[ir.Event]) -> bytes:
-        """The SSE bytes for these events: one buffer, one write."""
-        chunks = self.chunks(events)
-        if not chunks:
-            return b""
-        return b"".join([b"data: " + _encode(c) + b"\n\n" for c in chunks])
+        """The SSE bytes for these events: one buffer, one write. A text delta of a choice
+        that has started (the bulk of a stream) is written from cached bytes around the
+        text, without building a chunk object (bench/README.md, translated streams)."""
+        buf: list[bytes] = []
+        pending: list[ChatCompletionChunk] = []
+        started = self._started
+        for ev in events:
+            if type(ev) is ir.TextDelta and ev.choice in started:
+                if pending:
+                    buf.extend([b"data: " + _encode(c) + b"\n\n" for c in pending])
+                    pending.clear()
+                buf.append(self._prefix(ev.choice) + _dumps(ev.text) + _TEXT_SUFFIX)
+            else:
+                self._one(ev, pending)
+        if pending:
+            buf.extend([b"data: " + _encode(c) + b"\n\n" for c in pending])
+        return b"".join(buf)
 
     def finish(self) -> bytes:
         """The usage chunk, when the client asked for it (stream_options.include_usage)."""

@@ -165,7 +165,7 @@ class ResponsesDialect(Dialect):
 
     def relays(self, provider: BackendProvider) -> bool:
         cfg = provider.config
-        return cfg is not None and cfg.native_responses and hasattr(provider, "endpoint")
+        return cfg is not None and cfg.native_responses and hasattr(provider, "post_native")
 
     def _body(self, inbound: Inbound, ctx: RequestContext) -> bytes:
         if ctx.upstream_model == inbound.model:

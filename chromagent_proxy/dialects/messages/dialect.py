@@ -1,0 +1,117 @@
+"""The Anthropic Messages client dialect (``POST /v1/messages``): what the serving loop
+needs from it. Decode (decode.py), encode (encode.py), errors (errors.py), and the native
+relay to anthropic / vertex-anthropic backends (relay.py)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from ... import codec
+from ...core import ir
+from ...core.accumulate import Answer
+from ...core.seal import Sealer
+from ...errors import GatewayError, UpstreamError, UpstreamProtocolError
+from ..base import Dialect, EventEncoder, Inbound, RelayPart
+from . import decode, encode, errors, relay
+from .schema import MessagesRequest
+from .signing import Signer
+
+if TYPE_CHECKING:
+    from ...backends.base import BackendProvider, RequestContext
+
+# Client headers the native path forwards (others are the client's business).
+FORWARDED = ("anthropic-version", "anthropic-beta")
+
+
+@dataclass(slots=True)
+class Parsed:
+    """``Inbound.native`` of this dialect."""
+
+    request: MessagesRequest
+    headers: dict[str, str]  # the FORWARDED headers the client sent
+
+
+def message_id(rid: str) -> str:
+    return "msg_" + rid
+
+
+class MessagesDialect(Dialect):
+    name: ClassVar[str] = "messages"
+
+    def __init__(self, sealer: Sealer | None = None) -> None:
+        self.signer = Signer(sealer)
+
+    def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
+        req = decode.parse_body(body)
+        forwarded = {h: v for h in FORWARDED if (v := headers.get(h))}
+        return Inbound(
+            model=req.model,
+            stream=bool(req.stream),
+            tools=bool(req.tools),
+            images=decode.has_images(req),
+            body=body,
+            native=Parsed(req, forwarded),
+            include_usage=True,
+            session_id=decode.session_of(headers, req),
+        )
+
+    def to_ir(self, inbound: Inbound, backend_dialect: str) -> ir.Request:
+        parsed: Parsed = inbound.native
+        return decode.to_ir(
+            parsed.request, inbound.body, backend_dialect, self.signer, inbound.session_id
+        )
+
+    def stream_encoder(self, inbound: Inbound, rid: str, model: str) -> EventEncoder:
+        return encode.StreamEncoder(message_id(rid), model, self.signer)
+
+    def complete(self, inbound: Inbound, answer: Answer, rid: str, model: str) -> bytes:
+        if answer.error is not None:
+            raise UpstreamError(answer.error.message, retryable=False)
+        try:
+            msg = encode.message(answer, message_id(rid), model, self.signer)
+        except ValueError as exc:  # tool arguments that are not JSON
+            raise UpstreamProtocolError(
+                f"the backend's tool call arguments are not valid JSON: {exc}"
+            ) from None
+        return codec.dumps(msg)
+
+    def error_body(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
+        return errors.error_body(err)
+
+    def stream_error(self, err: GatewayError, encoder: EventEncoder | None) -> bytes:
+        # Nothing else after the error event (no block stop, message_delta or message_stop):
+        # the client must not take a cut answer for a finished one.
+        return errors.stream_error(err)
+
+    def relays(self, provider: BackendProvider) -> bool:
+        return self.name in provider.native_dialects and isinstance(provider, relay.MessagesNative)
+
+    async def relay(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> tuple[bytes, ir.Usage | None]:
+        assert isinstance(provider, relay.MessagesNative)
+        parsed: Parsed = inbound.native
+        return await relay.relay(
+            provider,
+            inbound.body,
+            parsed.headers,
+            ctx.client_model,
+            ctx.upstream_model,
+            ctx.backend_id,
+        )
+
+    def relay_stream(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> AsyncIterator[RelayPart]:
+        assert isinstance(provider, relay.MessagesNative)
+        parsed: Parsed = inbound.native
+        return relay.relay_stream(
+            provider,
+            inbound.body,
+            parsed.headers,
+            ctx.client_model,
+            ctx.upstream_model,
+            ctx.backend_id,
+        )

@@ -1,0 +1,97 @@
+"""Rename the model in a raw JSON request body without decoding and re-encoding all of it.
+
+``modelMapping`` changes one value of the client's body; decoding it into Python objects
+and encoding them again costs time and memory in proportion to its size (a 1 MB prompt
+held again as Python objects, bench/README.md). ``rename_model`` rewrites only the bytes
+of the top-level ``"model"`` value and returns None whenever it cannot be sure, so the
+caller falls back to the full re-encode.
+
+The candidate is a literal ``"model"`` key (the first one near the start, where most
+clients put it, then the last one: the OpenAI SDKs put it after the messages) whose
+value is a string decoding to the model the request was routed by. It could still be a
+nested key or text inside a string; two checks with msgspec's C parser (no Python
+objects beyond one string) settle it:
+
+- the rewritten body's top-level ``model`` must read as the new name. A JSON decoder
+  keeps the last of duplicate keys (msgspec does, and routing used it), so this holds
+  only if the candidate was the last top-level ``model`` key, in any spelling;
+- no top-level ``model`` key may come before it: the body cut just before the candidate
+  and closed (``…, "_": 0}``) must have none. When the candidate is a real top-level key
+  that cut is a faithful prefix of the object; when it is not, the first check fails.
+
+Searches use ``bytes.find`` / ``rfind`` over a bounded head or from the end, so the cost
+is two C-level parses of the body and one copy of it, against a full decode to Python
+objects and a full encode.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+_KEY = b'"model"'
+_HEAD = 512  # where a body that starts with its model has it
+_WS = frozenset(b" \t\r\n")
+
+
+class _Top(msgspec.Struct):
+    model: str | None = None
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_str = msgspec.json.Decoder(str).decode
+_decode_top = msgspec.json.Decoder(_Top).decode
+
+
+def _skip_ws(buf: bytes, j: int) -> int:
+    n = len(buf)
+    while j < n and buf[j] in _WS:
+        j += 1
+    return j
+
+
+def rename_model(raw: bytes, old: str, new: str) -> bytes | None:
+    """``raw`` with its top-level ``model`` value ``old`` replaced by ``new``; None if unsure."""
+    if old == new:
+        return None  # nothing to rename (the caller sends the body as it is)
+    first = raw.find(_KEY, 0, _HEAD)
+    out = _rewrite(raw, first, old, new) if first >= 0 else None
+    if out is None:
+        last = raw.rfind(_KEY)
+        if last >= 0 and last != first:
+            out = _rewrite(raw, last, old, new)
+    return out
+
+
+def _rewrite(raw: bytes, key: int, old: str, new: str) -> bytes | None:
+    """Replace the value of the ``"model"`` key at ``key`` if it is the top-level one."""
+    j = _skip_ws(raw, key + len(_KEY))
+    if raw[j : j + 1] != b":":
+        return None
+    start = _skip_ws(raw, j + 1)
+    if raw[start : start + 1] != b'"':
+        return None
+    # The first quote after the opening one closes the value unless the value holds an
+    # escaped quote; then the slice does not decode (or decodes to something else).
+    end = raw.find(b'"', start + 1) + 1
+    try:
+        if end <= 0 or _decode_str(raw[start:end]) != old:
+            return None
+        view = memoryview(raw)
+        out = b"".join((view[:start], _encode(new), view[end:]))
+        if _decode_top(out).model != new:
+            return None  # not the last top-level key: a nested one, text, or a duplicate
+        cut = key
+        while cut > 0 and raw[cut - 1] in _WS:
+            cut -= 1
+        before = raw[cut - 1 : cut]
+        if before == b",":
+            # One copy of the head, closed as an object: does it hold a model key?
+            head = bytearray(view[:cut])
+            head += b'"_":0}'
+            if _decode_top(head).model is not None:
+                return None  # a top-level model key before this one
+        elif before != b"{":
+            return None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+    return out

@@ -1,0 +1,163 @@
+"""The model rename on raw bytes (rawjson.rename_model) against a real JSON parser.
+
+Bodies are serialized by hand so every spelling a client may send appears: any
+whitespace, ``\\u`` escapes (also inside the ``model`` key itself), the key nested in
+other objects or quoted inside strings, duplicate top-level keys. Whenever the fast
+path answers, the result must parse to the same document with only the top-level model
+changed; when it cannot be sure it must say so (None), and the gateway re-encodes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from chromagent_proxy.rawjson import rename_model
+
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+TRICKY = [
+    "model",
+    '"model"',
+    '"model": "gpt-4o"',
+    '{"model":"x"}',
+    'say "model',
+    "\\",
+    '\\"',
+    "mod\\el",
+    "Zoë → ☃",
+    "line\nbreak\ttab",
+    "\u006dodel",
+    "",
+]
+text = st.sampled_from(TRICKY) | st.text(max_size=12)
+keys = st.sampled_from(["model", "messages", "content", "role", 'a"b', "x\\"]) | st.text(max_size=6)
+scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | text
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.lists(st.tuples(keys, inner), max_size=3).map(lambda p: ("obj", p))
+    ),
+    max_leaves=12,
+)
+Pairs = list[tuple[str, Any]]
+
+
+@st.composite
+def styles(draw: st.DrawFn) -> dict[str, Any]:
+    ws = st.sampled_from(["", " ", "\n", "\t", "\r\n  "])
+    return {
+        "ascii": draw(st.booleans()),
+        "ws": [draw(ws) for _ in range(4)],
+        "escape_key": draw(st.sampled_from([False, False, False, True])),
+    }
+
+
+def enc_str(s: str, style: dict[str, Any], *, key: bool = False) -> str:
+    if key and s == "model" and style["escape_key"]:
+        return '"mod\\u0065l"'
+    return json.dumps(s, ensure_ascii=style["ascii"])
+
+
+def ser(v: Any, style: dict[str, Any]) -> str:
+    a, b, c, d = style["ws"]
+    if isinstance(v, tuple) and v and v[0] == "obj":
+        items = [f"{a}{enc_str(k, style, key=True)}{b}:{c}{ser(x, style)}{d}" for k, x in v[1]]
+        return "{" + ",".join(items) + "}" if items else "{" + a + "}"
+    if isinstance(v, list):
+        return "[" + ",".join(f"{a}{ser(x, style)}{d}" for x in v) + "]"
+    if isinstance(v, str):
+        return enc_str(v, style)
+    return json.dumps(v)
+
+
+def plain(v: Any) -> Any:
+    """The strategy's value as a parser returns it with pairs kept (object_pairs_hook=list)."""
+    if isinstance(v, tuple) and v and v[0] == "obj":
+        return [(k, plain(x)) for k, x in v[1]]
+    if isinstance(v, list):
+        return [plain(x) for x in v]
+    return v
+
+
+def parse(raw: bytes) -> Any:
+    return json.loads(raw, object_pairs_hook=list)
+
+
+@st.composite
+def bodies(draw: st.DrawFn) -> tuple[bytes, Pairs, str]:
+    """(raw body, its top-level pairs, the model a decoder routes by: the last one)."""
+    pairs: Pairs = draw(
+        st.lists(st.tuples(keys.filter(lambda k: k != "model"), values), max_size=4)
+    )
+    for _ in range(draw(st.sampled_from([1, 1, 1, 1, 2]))):  # sometimes a duplicate key
+        pairs.insert(draw(st.integers(0, len(pairs))), ("model", draw(text)))
+    style = draw(styles())
+    raw = ser(("obj", pairs), style).encode()
+    model = [v for k, v in pairs if k == "model"][-1]
+    return raw, pairs, model
+
+
+@SETTINGS
+@given(bodies(), text)
+def test_rename_is_exact_or_declines(body: tuple[bytes, Pairs, str], new: str) -> None:
+    raw, pairs, model = body
+    assert parse(raw) == plain(("obj", pairs))  # the hand serializer writes valid JSON
+    out = rename_model(raw, model, new)
+    if out is None:
+        return
+    assert sum(1 for k, _ in pairs if k == "model") == 1
+    expected = [(k, new if k == "model" else plain(v)) for k, v in pairs]
+    assert parse(out) == expected
+    # Only the value's bytes changed: everything before and after is the client's.
+    prefix = raw[: raw.index(b'"model"')]
+    assert out.startswith(prefix)
+
+
+@SETTINGS
+@given(
+    st.lists(st.tuples(st.sampled_from(["messages", "temperature", "user"]), scalars), max_size=3),
+    text,
+    text,
+    st.booleans(),
+)
+def test_unique_literal_key_takes_the_fast_path(
+    extra: Pairs, model: str, new: str, first: bool
+) -> None:
+    """A body like the SDKs send (model first or after the messages) is never re-encoded."""
+    assume(model != new)  # no rename then: the gateway relays the body as it is
+    pairs = dict(extra)
+    body = {"model": model, **pairs} if first else {**pairs, "model": model}
+    for raw in (
+        orjson.dumps(body),
+        json.dumps(body).encode(),
+        json.dumps(body, indent=2, ensure_ascii=False).encode(),
+    ):
+        if raw.count(b'"model"') != 1 or b"\\u006" in raw or "\\" in model or '"' in model:
+            continue  # the cases it declines by design are covered above
+        out = rename_model(raw, model, new)
+        assert out is not None
+        assert json.loads(out) == {**body, "model": new}
+
+
+def test_declines_when_unsure() -> None:
+    # The first "model" near the start is nested here; the last one is not a string.
+    nested = b'{"tools":[{"model":"a"}],"model":1,"m":{"model":"a"}}'
+    assert rename_model(nested, "a", "b") is None
+    assert rename_model(b'{"model":"a","model":"a"}', "a", "b") is None
+    assert rename_model(b'{"mod\\u0065l":"a","model":"a"}', "a", "b") is None
+    assert rename_model(b'{"model":"a"}', "other", "b") is None  # not the routed model
+    assert rename_model(b'{"x":{"model":"a"},"model":"a"}', "a", "b") is not None
+    assert rename_model(b'{"model":"a","x":{"model":"a"}}', "a", "b") is not None
+    assert rename_model(b'{"x":"\\"model\\":\\"a\\"","model":"a"}', "a", "b") is not None
+    assert rename_model(b'{"model":"a\\"b"}', 'a"b', "c") is None  # escaped quote inside
+
+
+def test_keeps_every_other_byte() -> None:
+    raw = b'{ "messages" : [ {"role":"user","content":"say \\"model\\": x\\n"} ] ,\n "model"\t:  "alias" , "n": 1.50 }'
+    assert rename_model(raw, "alias", 'gpt-"4o"') == raw.replace(b'"alias"', b'"gpt-\\"4o\\""')
