@@ -15,6 +15,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anthropic
 import openai
 import pytest
 
@@ -284,3 +285,34 @@ async def test_tracing_off_sends_nothing(
             await _traffic(gw)
     assert receiver.spans == []
     assert upstream.received and all(_header(r, "traceparent") is None for r in upstream.received)
+
+
+async def test_messages_relay_to_anthropic_carries_the_client_span(
+    upstream: FakeUpstream, receiver: OTLPReceiver
+) -> None:
+    # /v1/messages to an anthropic backend is a byte relay (anthropic/native.py), not the IR.
+    answer = {
+        "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-3-x",
+        "content": [{"type": "text", "text": "SECRET-ANSWER-relay"}],
+        "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 7, "output_tokens": 2},
+    }  # fmt: skip
+    upstream.route("/v1/messages", json_reply(answer))
+    async with run_gateway(_config(upstream)) as gw:
+        client = anthropic.AsyncAnthropic(base_url=gw.url, api_key="x", max_retries=0)
+        msg = await client.messages.create(
+            model="claude", max_tokens=16, messages=[{"role": "user", "content": PROMPT}]
+        )
+        await client.close()
+        assert msg.stop_reason == "end_turn"
+    (server,) = receiver.of_kind(SERVER)
+    (client_span,) = receiver.of_kind(CLIENT)
+    assert server.name == "POST /v1/messages"
+    assert client_span.parent_id == server.span_id
+    assert client_span.attrs["gen_ai.provider.name"] == "anthropic"
+    assert client_span.attrs["gen_ai.response.finish_reasons"] == ["end_turn"]
+    assert client_span.attrs["gen_ai.response.model"] == "claude-3-x"
+    assert client_span.attrs["gen_ai.usage.input_tokens"] == 7
+    (sent,) = [r for r in upstream.received if r.path == "/v1/messages"]
+    assert _traceparent(sent) == (client_span.trace_id, client_span.span_id)
+    assert "SECRET" not in json.dumps(server.attrs) + json.dumps(client_span.attrs)
