@@ -77,6 +77,13 @@ def current_context() -> RequestContext:
     return _current.get()
 
 
+def context_headers() -> Mapping[str, str]:
+    """The current attempt's ``upstream_headers`` for ``open_response(extra_headers=...)``;
+    none outside an attempt (e.g. count_tokens, which has no RequestContext)."""
+    ctx = _current.get(None)
+    return _NO_HEADERS if ctx is None else ctx.upstream_headers
+
+
 def set_context(ctx: RequestContext) -> contextvars.Token[RequestContext]:
     return _current.set(ctx)
 

@@ -32,7 +32,14 @@ from ..upstream import (
     stream_error,
 )
 from . import openai_chat
-from .base import BackendProvider, CompletionResult, RequestContext, StreamPart, current_context
+from .base import (
+    BackendProvider,
+    CompletionResult,
+    RequestContext,
+    StreamPart,
+    context_headers,
+    current_context,
+)
 from .shell import stream_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -135,7 +142,7 @@ class OpenAIBackend(BackendProvider):
             url,
             self._headers,
             body,
-            extra_headers=current_context().upstream_headers,
+            extra_headers=context_headers(),
         ) as resp:
             return await read_capped(resp, DEFAULT_BODY_LIMIT, self.config.id)
 
@@ -149,7 +156,7 @@ class OpenAIBackend(BackendProvider):
             url,
             self._headers,
             body,
-            extra_headers=current_context().upstream_headers,
+            extra_headers=context_headers(),
         ) as resp:
             try:
                 async for data in body_chunks(resp, self.config.id):
@@ -170,7 +177,7 @@ class OpenAIBackend(BackendProvider):
             self._url,
             self._headers,
             body,
-            extra_headers=current_context().upstream_headers,
+            extra_headers=context_headers(),
         ) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
         err = error_in_ok_body(config.id, data)
@@ -192,7 +199,7 @@ class OpenAIBackend(BackendProvider):
             self._url,
             self._headers,
             body,
-            extra_headers=current_context().upstream_headers,
+            extra_headers=context_headers(),
         ) as resp:
             # body_chunks directly, not through a generator wrapper: one async generator
             # less held per open stream (bench/README.md, memory per stream).

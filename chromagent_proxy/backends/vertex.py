@@ -19,7 +19,7 @@ from multidict import CIMultiDictProxy
 
 from ..errors import GatewayError, UpstreamHTTPError
 from ..upstream import ErrorParser, open_response
-from .base import current_context
+from .base import context_headers
 
 if TYPE_CHECKING:
     from ..config import BackendConfig
@@ -148,7 +148,7 @@ class post:  # lower case like open_response: callers write `async with post(...
                 sent,
                 body,
                 error_parser=parser,
-                extra_headers=current_context().upstream_headers,
+                extra_headers=context_headers(),
             )
             try:
                 resp = await inner.__aenter__()

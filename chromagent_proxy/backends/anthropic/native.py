@@ -27,7 +27,7 @@ from multidict import CIMultiDictProxy
 from ... import codec
 from ...errors import GatewayError, UpstreamHTTPError
 from ...upstream import ERROR_BODY_LIMIT, open_response, read_capped
-from ..base import current_context
+from ..base import context_headers
 from .errors import http_error
 
 if TYPE_CHECKING:
@@ -162,7 +162,7 @@ async def open_native(
                 headers,
                 body,
                 error_parser=_parser,
-                extra_headers=current_context().upstream_headers,
+                extra_headers=context_headers(),
             )
         )
     except _Unauthorized as exc:
@@ -179,7 +179,7 @@ async def open_native(
                 headers,
                 body,
                 error_parser=_parser,
-                extra_headers=current_context().upstream_headers,
+                extra_headers=context_headers(),
             )
         )
     except _Unauthorized as exc:

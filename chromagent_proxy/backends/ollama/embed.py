@@ -11,7 +11,7 @@ from ... import codec
 from ...core import ir
 from ...errors import UpstreamProtocolError
 from ...upstream import DEFAULT_BODY_LIMIT, ErrorParser, open_response, read_capped
-from ..base import BackendRuntime, current_context
+from ..base import BackendRuntime, context_headers
 from ..embed import in_batches
 
 BATCH = 256  # inputs per upstream request (Ollama has no hard limit; keeps bodies sane)
@@ -49,7 +49,7 @@ async def embed(
             codec.dumps(body),
             error_parser=error_parser,
             hint=hint,
-            extra_headers=current_context().upstream_headers,
+            extra_headers=context_headers(),
         ) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, backend_id)
         try:
