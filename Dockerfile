@@ -16,7 +16,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY chromagent_proxy ./chromagent_proxy
-RUN pip install . \
+RUN pip install '.[tracing]' \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin gateway
 
 USER 10001

@@ -17,9 +17,16 @@ def blockbuster() -> Iterator[BlockBuster]:
         for fn in bb.functions.values():
             # Building the server (config, credentials files, custom backend modules) happens
             # before the port is bound: nothing is being served that a pause could delay.
-            fn.can_block_in("chromagent_proxy/server.py", "__init__")
+            fn.can_block_in("chromagent_proxy/service/server.py", "__init__")
             # Credentials files are read when a backend is built (the same start-up step).
             fn.can_block_in("chromagent_proxy/auth/google.py", "__init__")
+            # The tracer provider is built with the edge (start-up, before serving).
+            fn.can_block_in("chromagent_proxy/ops/tracing.py", "build")
+        # OpenTelemetry's span processor guards its in-memory queue with a lock held for a
+        # few list operations (export runs in its own thread): not I/O on the loop.
+        for name in ("threading.Lock.acquire", "threading.Lock.acquire_lock"):
+            for where in ("begin", "attempt", "failed", "end", "_end_attempt"):
+                bb.functions[name].can_block_in("chromagent_proxy/ops/tracing.py", where)
         yield bb
 
 

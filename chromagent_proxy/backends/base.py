@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import aiohttp
@@ -56,14 +57,25 @@ class RequestContext:
     # counts it, and forwards it only to clients that sent stream_options.include_usage.
     include_usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    # Headers every upstream request of this attempt carries (W3C trace context when
+    # tracing is on): backends pass them to upstream.open_response(extra_headers=...).
+    upstream_headers: Mapping[str, str] = field(default_factory=lambda: _NO_HEADERS)
 
 
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 _current: contextvars.ContextVar[RequestContext] = contextvars.ContextVar("chromagent_request")
 
 
 def current_context() -> RequestContext:
     """The context of the request being served (set by the gateway before each call)."""
     return _current.get()
+
+
+def context_headers() -> Mapping[str, str]:
+    """The current attempt's ``upstream_headers`` for ``open_response(extra_headers=...)``;
+    none outside an attempt (e.g. count_tokens, which has no RequestContext)."""
+    ctx = _current.get(None)
+    return _NO_HEADERS if ctx is None else ctx.upstream_headers
 
 
 def set_context(ctx: RequestContext) -> contextvars.Token[RequestContext]:

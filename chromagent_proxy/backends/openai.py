@@ -19,6 +19,7 @@ from chromagent_proxy.backends.base import (
     CompletionResult,
     RequestContext,
     StreamPart,
+    context_headers,
     current_context,
 )
 from chromagent_proxy.backends.shell import stream_events
@@ -134,14 +135,28 @@ class OpenAIBackend(BackendProvider):
         """POST ``body`` to ``{baseUrl}/{name}`` and return the answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
-        async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            self.config.id,
+            url,
+            self._headers,
+            body,
+            extra_headers=context_headers(),
+        ) as resp:
             return await read_capped(resp, DEFAULT_BODY_LIMIT, self.config.id)
 
     async def stream_native(self, name: str, body: bytes) -> AsyncIterator[bytes]:
         """POST ``body`` to ``{baseUrl}/{name}`` and yield the streamed answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
-        async with open_response(self.runtime, self.config.id, url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            self.config.id,
+            url,
+            self._headers,
+            body,
+            extra_headers=context_headers(),
+        ) as resp:
             try:
                 async for data in body_chunks(resp, self.config.id):
                     yield data
@@ -155,7 +170,14 @@ class OpenAIBackend(BackendProvider):
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
-        async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            config.id,
+            self._url,
+            self._headers,
+            body,
+            extra_headers=context_headers(),
+        ) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
         err = error_in_ok_body(config.id, data)
         if err is not None:
@@ -170,7 +192,14 @@ class OpenAIBackend(BackendProvider):
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
         decoder = SSEDecoder()
-        async with open_response(self.runtime, config.id, self._url, self._headers, body) as resp:
+        async with open_response(
+            self.runtime,
+            config.id,
+            self._url,
+            self._headers,
+            body,
+            extra_headers=context_headers(),
+        ) as resp:
             # body_chunks directly, not through a generator wrapper: one async generator
             # less held per open stream (bench/README.md, memory per stream).
             try:
@@ -218,7 +247,14 @@ class OpenAIBackend(BackendProvider):
             fetch_remote=self.config.inline_images,
         )
         body = codec.dumps(openai_chat.build(request, stream=stream))
-        return open_response(self.runtime, ctx.backend_id, self._url, self._headers, body)
+        return open_response(
+            self.runtime,
+            ctx.backend_id,
+            self._url,
+            self._headers,
+            body,
+            extra_headers=ctx.upstream_headers,
+        )
 
     async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
         async with await self._open(request, ctx, stream=False) as resp:

@@ -234,6 +234,7 @@ class open_response:  # lower case: it was a function, callers write `async with
         "_backend_id",
         "_body",
         "_error_parser",
+        "_extra",
         "_headers",
         "_hint",
         "_resp",
@@ -251,6 +252,7 @@ class open_response:  # lower case: it was a function, callers write `async with
         *,
         error_parser: ErrorParser = openai_error,
         hint: str = "",
+        extra_headers: Mapping[str, str] | None = None,
     ) -> None:
         self._runtime = runtime
         self._backend_id = backend_id
@@ -259,10 +261,15 @@ class open_response:  # lower case: it was a function, callers write `async with
         self._body = body
         self._error_parser = error_parser
         self._hint = hint
+        # Per-attempt headers (RequestContext.upstream_headers: W3C trace context).
+        self._extra = extra_headers
         self._resp: aiohttp.ClientResponse | None = None
 
     async def __aenter__(self) -> aiohttp.ClientResponse:
         runtime, backend_id, url, hint = self._runtime, self._backend_id, self._url, self._hint
+        headers = {**self._headers, "Accept-Encoding": ACCEPT_ENCODING}
+        if self._extra:
+            headers.update(self._extra)
         # Client-facing messages name the backend, never its address (it may be internal).
         try:
             async with asyncio.timeout(runtime.first_byte_timeout):
@@ -271,7 +278,7 @@ class open_response:  # lower case: it was a function, callers write `async with
                     # Large bodies (images) as a file, which aiohttp writes in pieces: raw
                     # bytes past 1 MiB would go out in one write (and aiohttp warns about it).
                     data=self._body if len(self._body) < _LARGE_BODY else io.BytesIO(self._body),
-                    headers={**self._headers, "Accept-Encoding": ACCEPT_ENCODING},
+                    headers=headers,
                     timeout=runtime.timeout,
                     # A redirect would re-send the provider key and the prompt to another host.
                     allow_redirects=False,

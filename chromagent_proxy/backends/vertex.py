@@ -17,6 +17,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from multidict import CIMultiDictProxy
 
+from chromagent_proxy.backends.base import context_headers
 from chromagent_proxy.backends.upstream import ErrorParser, open_response
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
 
@@ -140,7 +141,15 @@ class post:  # lower case like open_response: callers write `async with post(...
         auth = self._auth
         for attempt in (1, 2):
             sent = headers if auth is None else {**headers, **await auth.headers()}
-            inner = open_response(runtime, backend_id, url, sent, body, error_parser=parser)
+            inner = open_response(
+                runtime,
+                backend_id,
+                url,
+                sent,
+                body,
+                error_parser=parser,
+                extra_headers=context_headers(),
+            )
             try:
                 resp = await inner.__aenter__()
             except _Unauthorized as exc:

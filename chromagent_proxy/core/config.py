@@ -122,6 +122,15 @@ class MediaConfig(_Base):
     fetch_concurrency: Annotated[int, msgspec.Meta(ge=1)] = 4
 
 
+class TracingConfig(_Base):
+    """OpenTelemetry traces (README "Tracing (OpenTelemetry)"); exporter settings come
+    from the standard OTEL_* environment variables. Read at start (not hot-reloaded)."""
+
+    enabled: bool = False
+    # Prompt and completion text on spans: off, they may hold personal data.
+    capture_content: bool = False
+
+
 # Each worker is a whole process (~60 MB); more than this is a typo, not a deployment.
 MAX_WORKERS = 64
 
@@ -163,6 +172,7 @@ class GatewayConfig(_Base):
     max_connections: int = 0
     # Poll the config file this often and hot-reload it when it changes (0: SIGHUP only).
     config_watch_ms: int = 0
+    tracing: TracingConfig = msgspec.field(default_factory=TracingConfig)
 
     @property
     def health_redis_url(self) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +27,7 @@ from chromagent_proxy.core.errors import (
 from chromagent_proxy.ops.genai import FROM_UPSTREAM_CLASS
 from chromagent_proxy.ops.metrics import Metrics
 from chromagent_proxy.ops.ratelimit import Decision
+from chromagent_proxy.ops.tracing import NO_HEADERS, Trace
 
 log = logging.getLogger("chromagent_proxy")
 perf = time.perf_counter
@@ -55,6 +57,7 @@ class Record:
         "task",
         "tokens_in",
         "tokens_out",
+        "trace",
         "upstream_s",
     )
 
@@ -82,12 +85,19 @@ class Record:
         self.session: str | None = None
         self.task: asyncio.Task[Any] | None = None
         self.killed = False
+        self.trace: Trace | None = None  # the request's spans when tracing is on (edge)
 
-    def attempt(self, backend_id: str, model: str) -> None:
+    def attempt(self, backend_id: str, model: str, upstream_model: str = "") -> Mapping[str, str]:
+        """An attempt begins; the headers to send upstream with it (trace context)."""
         self.attempts += 1
         self.backend = backend_id
         self.model = model
         self.error_type = ""  # an earlier attempt's failure is not this one's
+        if self.trace is None:
+            return NO_HEADERS
+        providers = self.metrics.genai.providers if self.metrics is not None else {}
+        provider = providers.get(backend_id, "")  # genai_provider_name (edge.watch)
+        return self.trace.attempt(backend_id, provider, upstream_model or model)
 
     def stream_opened(self) -> None:
         """A stream attempt began: drain() may end it past shutdownTimeoutMs."""
@@ -120,6 +130,8 @@ class Record:
             klass = count_upstream_error(self.metrics, backend_id, exc)
             if klass is not None:
                 self.error_type = FROM_UPSTREAM_CLASS[klass]
+        if self.trace is not None:
+            self.trace.failed(exc, self.error_type)
 
 
 # The Record of a request is stored on the aiohttp request under this key by the edge.

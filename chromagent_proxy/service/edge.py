@@ -40,6 +40,7 @@ from chromagent_proxy.ops.metrics import SNAPSHOT_DIR_ENV, Metrics
 from chromagent_proxy.ops.metrics_render import render_json, render_text
 from chromagent_proxy.ops.originguard import OriginGuard
 from chromagent_proxy.ops.ratelimit import Decision, build_limiter
+from chromagent_proxy.ops.tracing import build as build_tracing
 from chromagent_proxy.routing.router import Router
 from chromagent_proxy.service.handlers import _request_id, error_response
 
@@ -80,6 +81,8 @@ class Edge:
         self.streams: set[Record] = set()
         self.draining = False
         self._idle_event: asyncio.Event | None = None
+        # Process-wide and read at start only: a hot reload does not switch tracing.
+        self.tracing = build_tracing(config.tracing)
 
     # -- who is calling ----------------------------------------------------------------
 
@@ -201,6 +204,10 @@ class Edge:
         async def guarded(request: web.Request) -> web.StreamResponse:
             rec = Record(perf(), self.metrics, self.streams)
             request[RECORD] = rec
+            if self.tracing is not None:
+                rec.trace = self.tracing.begin(
+                    request.headers, request.method, request.path, OPERATIONS.get(request.path, "")
+                )
             self.inflight += 1
             self.metrics.inflight += 1
             resp: web.StreamResponse | None = None
@@ -264,16 +271,12 @@ class Edge:
             rec.tokens_out,
         )
         operation = OPERATIONS.get(request.path) or ("chat" if rec.attempts else None)
+        usage = (rec.tokens_in, rec.tokens_out, rec.cache_read, rec.cache_write, rec.reasoning)
+        error_type = request_error_type(status, rec.error_type)
         if operation is not None:
-            m.genai.observe(
-                operation,
-                backend,
-                model,
-                request_error_type(status, rec.error_type),
-                end - rec.start,
-                ttft,
-                (rec.tokens_in, rec.tokens_out, rec.cache_read, rec.cache_write, rec.reasoning),
-            )
+            m.genai.observe(operation, backend, model, error_type, end - rec.start, ttft, usage)
+        if rec.trace is not None:
+            rec.trace.end(status, error_type, usage)
         if self.access.enabled:
             rid = (resp.headers.get("x-request-id") if resp is not None else None) or (
                 request.headers.get("x-request-id") or ""
@@ -351,6 +354,8 @@ class Edge:
         await self._idle(2.0)
 
     async def close(self) -> None:
+        if self.tracing is not None:
+            await self.tracing.close()  # sends the spans still queued
         await self.metrics.stop()
         await self.access.stop()
         if self.limiter is not None:

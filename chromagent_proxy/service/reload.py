@@ -47,6 +47,7 @@ _RESTART_KEYS = (
     "cors",
     "maxBodyBytes",
     "headerTimeoutMs",
+    "tracing",
     "upstreamConnectionLimit",
     "backlog",
     "media",

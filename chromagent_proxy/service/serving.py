@@ -100,6 +100,8 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
         inbound = dialect.parse(body, request.headers, request.query)
         await dialect.resolve(inbound)
         rec.session = inbound.session_id
+        if rec.trace is not None:
+            rec.trace.request(inbound.model, body)
         needs = Needs(inbound.stream, inbound.tools, inbound.images)
         try:
             plan = state.router.plan_for(inbound.model, needs)
@@ -113,11 +115,17 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
             attempts += 1
             backend = attempt.backend
             backend_id = backend.id
-            rec.attempt(backend_id, inbound.model)
+            trace_headers = rec.attempt(backend_id, inbound.model, attempt.upstream_model)
             # include_usage=True for every stream: the gateway always wants the usage chunk
             # (to count tokens); the client sees it only if it asked (Dialect.relayed).
             ctx = RequestContext(
-                rid, body, inbound.model, attempt.upstream_model, backend_id, inbound.stream
+                rid,
+                body,
+                inbound.model,
+                attempt.upstream_model,
+                backend_id,
+                inbound.stream,
+                upstream_headers=trace_headers,
             )
             set_context(ctx)  # the documented custom-backend contract (current_context())
             router.begin(backend)
@@ -243,6 +251,8 @@ async def _complete(
         rec.upstream_s += perf() - t
     if usage is not None:
         rec.usage(usage)
+    if rec.trace is not None:
+        rec.trace.answered(payload)
     return web.Response(
         body=payload,
         content_type=_JSON,

@@ -25,6 +25,7 @@ import aiohttp
 from multidict import CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
+from chromagent_proxy.backends.base import context_headers
 from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT, open_response, read_capped
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
@@ -154,7 +155,15 @@ async def open_native(
     headers = await headers_for(provider, client, betas=betas)
     try:
         return await stack.enter_async_context(
-            open_response(runtime, bid, url, headers, body, error_parser=_parser)
+            open_response(
+                runtime,
+                bid,
+                url,
+                headers,
+                body,
+                error_parser=_parser,
+                extra_headers=context_headers(),
+            )
         )
     except _Unauthorized as exc:
         if provider.auth is None or not provider.auth.refreshable:
@@ -163,7 +172,15 @@ async def open_native(
     headers = await headers_for(provider, client, betas=betas)
     try:
         return await stack.enter_async_context(
-            open_response(runtime, bid, url, headers, body, error_parser=_parser)
+            open_response(
+                runtime,
+                bid,
+                url,
+                headers,
+                body,
+                error_parser=_parser,
+                extra_headers=context_headers(),
+            )
         )
     except _Unauthorized as exc:
         raise exc.mapped from None

@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from chromagent_proxy.backends.base import BackendRuntime
+from chromagent_proxy.backends.base import BackendRuntime, context_headers
 from chromagent_proxy.backends.embed import in_batches
 from chromagent_proxy.backends.upstream import (
     DEFAULT_BODY_LIMIT,
@@ -53,6 +53,7 @@ async def embed(
             codec.dumps(body),
             error_parser=error_parser,
             hint=hint,
+            extra_headers=context_headers(),
         ) as resp:
             data = await read_capped(resp, DEFAULT_BODY_LIMIT, backend_id)
         try:

@@ -108,6 +108,7 @@ class OllamaBackend(BackendProvider):
             codec.dumps(body),
             error_parser=error_parser(request.model),
             hint=self._hint,
+            extra_headers=ctx.upstream_headers,
         )
 
     async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
