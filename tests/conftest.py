@@ -5,6 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
+# Every test that opens anthropic SDK clients gets them closed in its own event loop.
+from tests.support.anthropic_sdk import close_anthropic_clients  # noqa: F401
 from tests.support.upstream import FakeUpstream
 
 
