@@ -274,3 +274,23 @@ async def test_embeddings_are_counted_with_an_operation_label(upstream: FakeUpst
 def test_module_is_json_clean() -> None:
     # The fake upstreams speak JSON the SDK parses (guards the helpers above).
     assert json.loads(json.dumps(_vec("a", 3))) == _vec("a", 3)
+
+
+async def test_custom_backend_embed_contract() -> None:
+    from tests.support.ir_backend import config, registry
+
+    async with run_gateway(config(), registry()) as gw, httpx.AsyncClient() as http:
+        client = sdk(gw)
+        r = await client.embeddings.create(model="m", input=["ab", "abcd"], encoding_format="float")
+        assert [d.embedding for d in r.data] == [[2.0, 1.0], [4.0, 1.0]]
+        assert r.usage.prompt_tokens == 2 and r.model == "m"
+        emb = OpenAIEmbeddings(
+            model="m",
+            base_url=f"{gw.url}/v1",
+            api_key="test-key",  # type: ignore[arg-type]
+            check_embedding_ctx_length=False,
+            max_retries=0,
+            http_async_client=http,
+        )
+        assert await emb.aembed_query("abc") == [3.0, 1.0]
+        await client.close()

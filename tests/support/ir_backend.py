@@ -41,6 +41,10 @@ class ScriptedIR(BackendProvider):
     def supports_images(self) -> bool:
         return True
 
+    async def embed(self, request: ir.EmbedRequest, ctx: RequestContext) -> ir.EmbedResult:
+        # The custom-backend embeddings contract: vectors in input order, and a token count.
+        return ir.EmbedResult([[float(len(t)), 1.0] for t in request.inputs], len(request.inputs))
+
     async def generate(self, request: ir.Request, ctx: RequestContext) -> list[ir.Event]:
         type(self).received.append(request)
         return [ev for batch in type(self).script(request) for ev in batch]
