@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from bench import apis
 from bench import scenarios as sc
 
 Check = Callable[[bytes], "str | None"]
@@ -442,7 +443,9 @@ def scenario_job(
 ) -> Job:
     """The request for one scenario: native to a stub (direct) or OpenAI to a gateway."""
     hdrs = {"Authorization": "Bearer bench", **(headers or {})}
-    if direct:
+    # Responses/Embeddings to an openai backend: the stub speaks them itself (direct rows too).
+    native_api = scen.client in ("responses", "embeddings") and scen.dialect == "openai"
+    if direct and not native_api:
         npath, body = sc.native_request(scen)
         return make_job(
             host,
@@ -464,6 +467,20 @@ def scenario_job(
             stream=scen.stream,
             event_end=b"\n\n",
             check=lambda b: sc.check_messages(scen, b),
+        )
+    if scen.client in ("responses", "embeddings"):
+        responses = scen.client == "responses"
+        return make_job(
+            host,
+            port,
+            "/v1/responses" if responses else "/v1/embeddings",
+            (apis.responses_body if responses else apis.embeddings_body)(
+                scen, model or (scen.upstream_model if direct else scen.gateway_model)
+            ),
+            hdrs,
+            stream=scen.stream,
+            event_end=b"\n\n",
+            check=lambda b: (apis.check_responses if responses else apis.check_embeddings)(scen, b),
         )
     body = sc.openai_body(scen, model or scen.gateway_model)
     return make_job(

@@ -83,9 +83,9 @@ class Scenario:
     backends: int = 1  # > 1: round robin over that many backends of this dialect
     note: str = ""
     quick_levels: tuple[int, ...] = (1, 64)
-    client: str = (
-        "chat"  # the client dialect: chat (/v1/chat/completions) | messages (/v1/messages)
-    )
+    # the client dialect: chat (/v1/chat/completions) | messages (/v1/messages)
+    # | responses (/v1/responses) | embeddings (/v1/embeddings); see bench/apis.py
+    client: str = "chat"
 
     @property
     def shape(self) -> Shape:
@@ -180,6 +180,63 @@ def all_scenarios() -> list[Scenario]:
             levels=(1, 64),
             client="messages",
             note="Messages → Gemini, translated, 20 chunks",
+        ),
+        # OpenAI Responses clients (Codex): native relay to an openai backend with
+        # nativeResponses (its models end in -native), translated to Gemini.
+        Scenario(
+            "responses-openai-json",
+            "openai",
+            False,
+            "fake-n20-g0-native",
+            levels=(1, 64),
+            client="responses",
+            note="Responses → OpenAI, native relay",
+        ),
+        Scenario(
+            "responses-openai-stream",
+            "openai",
+            True,
+            "fake-n20-g0-native",
+            levels=(1, 64),
+            client="responses",
+            note="Responses → OpenAI, native relay, 20 chunks",
+        ),
+        Scenario(
+            "responses-gemini-json",
+            "gemini",
+            False,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="responses",
+            note="Responses → Gemini, translated",
+        ),
+        Scenario(
+            "responses-gemini-stream",
+            "gemini",
+            True,
+            "fake-n20-g0",
+            levels=(1, 64),
+            client="responses",
+            note="Responses → Gemini, translated, 20 chunks",
+        ),
+        # Embeddings: byte relay to an openai backend; n<N> = N inputs, 8 dims each.
+        Scenario(
+            "embeddings-1",
+            "openai",
+            False,
+            "fake-n1-g0-embed",
+            levels=(1, 64),
+            client="embeddings",
+            note="1 input, byte relay",
+        ),
+        Scenario(
+            "embeddings-100",
+            "openai",
+            False,
+            "fake-n100-g0-embed",
+            levels=(1, 64),
+            client="embeddings",
+            note="100 inputs, byte relay",
         ),
         Scenario(
             "openai-stream-paced",

@@ -96,6 +96,10 @@ def rss_bytes(pids: list[int]) -> int:
     return total
 
 
+def gateway_only(scen: sc.Scenario) -> str:
+    return f"{scen.client.title()} clients: measured on this gateway only"
+
+
 # -- targets -----------------------------------------------------------------------------
 
 
@@ -242,6 +246,8 @@ class Nginx(Target):
         for scen in sc.all_scenarios():
             if scen.dialect != "openai":
                 self.skip[scen.name] = "byte relay only (no translation)"
+            elif scen.client != "chat":
+                self.skip[scen.name] = gateway_only(scen)
 
     def prepare(self) -> None:
         if not self.binary:
@@ -275,8 +281,8 @@ class LiteLLM(Target):
         self.skip["vertex-anthropic-json"] = "needs Google credentials in LiteLLM"
         self.skip["vertex-anthropic-stream"] = "needs Google credentials in LiteLLM"
         for scen in sc.all_scenarios():
-            if scen.client == "messages":
-                self.skip[scen.name] = "Messages clients: measured on this gateway only"
+            if scen.client != "chat":
+                self.skip[scen.name] = gateway_only(scen)
 
     def prepare(self) -> None:
         if not (self.bin / "litellm").exists():
@@ -348,8 +354,8 @@ class Portkey(Target):
             self.skip[d] = "needs Google credentials in Portkey"
         self.skip["slow-streams-1000"] = "Portkey's streams fail here (see the errors column)"
         for scen in sc.all_scenarios():
-            if scen.client == "messages":
-                self.skip[scen.name] = "Messages clients: measured on this gateway only"
+            if scen.client != "chat":
+                self.skip[scen.name] = gateway_only(scen)
 
     def prepare(self) -> None:
         if not (self.pkg / "build" / "start-server.js").exists():

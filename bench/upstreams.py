@@ -14,6 +14,8 @@ upstream model name: ``...-n<chunks>-g<gap ms>[-tools]`` (e.g. ``fake-n20-g0``).
     /v1/messages                              Anthropic JSON, or SSE when "stream": true
     .../publishers/anthropic/models/<m>:rawPredict | :streamRawPredict   Vertex-Anthropic
     /api/chat                                 Ollama JSON, or NDJSON (Ollama streams by default)
+    /v1/responses                             OpenAI Responses JSON, or its SSE when "stream": true
+    /v1/embeddings                            OpenAI embeddings, n<N> in the model = N vectors
 
 Run: ``python -m bench.upstreams --port 18101``.
 """
@@ -28,6 +30,7 @@ from functools import lru_cache
 
 import orjson
 
+from bench import apis
 from bench import scenarios as sc
 
 _MODEL_IN_BODY = re.compile(rb'"model"\s*:\s*"([^"]*)"')
@@ -302,6 +305,8 @@ def response_for(dialect: str, model: str, stream: bool, include_usage: bool) ->
             "gemini": gemini_json,
             "anthropic": anthropic_json,
             "ollama": ollama_json,
+            "responses": apis.responses_json,
+            "embeddings": apis.embeddings_json,
         }[dialect](shape)
         return (_json_head(body),), 0.0
     events: list[bytes]
@@ -311,6 +316,8 @@ def response_for(dialect: str, model: str, stream: bool, include_usage: bool) ->
         events = gemini_events(shape)
     elif dialect == "anthropic":
         events = anthropic_events(shape)
+    elif dialect == "responses":
+        events = apis.responses_events(shape)
     else:
         events = ollama_events(shape)
     head = STREAM_HEAD["ndjson" if dialect == "ollama" else "sse"]
@@ -325,6 +332,10 @@ def route(path: str, body: bytes) -> Answer | None:
     if path.endswith("/chat/completions"):
         stream = _STREAM_TRUE.search(head) is not None
         return response_for("openai", model, stream, _INCLUDE_USAGE.search(head) is not None)
+    if path.endswith("/responses"):
+        return response_for("responses", model, _STREAM_TRUE.search(head) is not None, False)
+    if path.endswith("/embeddings"):
+        return response_for("embeddings", model, False, False)
     if ":generateContent" in path or ":streamGenerateContent" in path:
         pm = _MODEL_IN_PATH.search(path)
         model = pm.group(1) if pm else ""
