@@ -9,13 +9,40 @@ decoded, how IR events are encoded back, how errors look, and how it relays.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
+
+import msgspec
 
 from chromagent_proxy.core import ir
 from chromagent_proxy.core.accumulate import Answer
-from chromagent_proxy.core.errors import GatewayError
+from chromagent_proxy.core.errors import GatewayError, InvalidRequest
+from chromagent_proxy.schema.openai import validation_param
+
+T = TypeVar("T")
+
+
+def decode_body(
+    decode: Callable[[bytes], T],
+    body: bytes,
+    param: Callable[[msgspec.ValidationError], str | None] = validation_param,
+) -> T:
+    """Decode a client's JSON body; every failure is a 400 saying what is wrong (``param``
+    turns msgspec's path into the dialect's way of naming the field)."""
+    try:
+        return decode(body)
+    except msgspec.ValidationError as exc:
+        raise InvalidRequest(f"Invalid request: {exc}", param=param(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError:
+        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
+        raise InvalidRequest("The request body is not valid UTF-8") from None
+    except RecursionError:
+        # Skipping a deeply nested unknown field recurses; refuse rather than 500.
+        raise InvalidRequest("The request body is nested too deeply") from None
+
 
 if TYPE_CHECKING:
     from chromagent_proxy.backends.base import BackendProvider, RequestContext

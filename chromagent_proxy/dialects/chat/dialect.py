@@ -14,13 +14,12 @@ from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UpstreamError
 from chromagent_proxy.core.sse import DONE, Framed, frame
-from chromagent_proxy.dialects.base import Dialect, Inbound
+from chromagent_proxy.dialects.base import Dialect, Inbound, decode_body
 from chromagent_proxy.dialects.chat import decode, encode
 from chromagent_proxy.schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
-    validation_param,
 )
 
 if TYPE_CHECKING:  # a runtime import would point upward
@@ -31,18 +30,7 @@ _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "functio
 
 
 def parse_request(body: bytes) -> ChatCompletionRequest:
-    try:
-        req = _decode_request(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {exc}", param=validation_param(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        # msgspec raises this (not DecodeError) for invalid UTF-8 inside a JSON string.
-        raise InvalidRequest("The request body is not valid UTF-8") from None
-    except RecursionError:
-        # Skipping a deeply nested unknown field recurses; refuse rather than 500.
-        raise InvalidRequest("The request body is nested too deeply") from None
+    req = decode_body(_decode_request, body)
     if not req.messages:
         raise InvalidRequest("'messages' must contain at least one message", param="messages")
     for i, msg in enumerate(req.messages):

@@ -16,8 +16,7 @@ import msgspec
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UnsupportedFeature
-from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound
-from chromagent_proxy.schema.openai import validation_param
+from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound, decode_body
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
@@ -50,14 +49,7 @@ class EmbeddingsDialect(Dialect):
     direct: ClassVar[bool] = True
 
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
-        try:
-            req = _decode(body)
-        except msgspec.ValidationError as exc:
-            raise InvalidRequest(f"Invalid request: {exc}", param=validation_param(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-        except (UnicodeDecodeError, RecursionError):
-            raise InvalidRequest("The request body is not valid UTF-8 JSON") from None
+        req = decode_body(_decode, body)
         if req.encoding_format not in ("float", "base64"):
             raise InvalidRequest(
                 "encoding_format must be 'float' or 'base64'", param="encoding_format"

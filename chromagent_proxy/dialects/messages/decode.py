@@ -21,6 +21,7 @@ import msgspec
 
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.dialects.base import decode_body
 from chromagent_proxy.dialects.messages.schema import KNOWN_FIELDS, Block, MessagesRequest
 from chromagent_proxy.dialects.messages.signing import Sealed, Signer, is_gateway_made
 
@@ -29,16 +30,7 @@ _ROLES = ("user", "assistant")
 
 
 def parse_body(body: bytes) -> MessagesRequest:
-    try:
-        req = _decode(body)
-    except msgspec.ValidationError as exc:
-        raise InvalidRequest(f"Invalid request: {exc}", param=_param(exc)) from None
-    except msgspec.DecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError:
-        raise InvalidRequest("The request body is not valid UTF-8") from None
-    except RecursionError:
-        raise InvalidRequest("The request body is nested too deeply") from None
+    req = decode_body(_decode, body, _param)
     if not req.model:
         raise InvalidRequest("'model' must name a model", param="model")
     for i, msg in enumerate(req.messages):

@@ -13,18 +13,15 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import msgspec
-
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, NotFound
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.core.sse import Framed, SSEDecoder
-from chromagent_proxy.dialects.base import Dialect, Inbound
+from chromagent_proxy.dialects.base import Dialect, Inbound, decode_body
 from chromagent_proxy.dialects.responses import decode
 from chromagent_proxy.dialects.responses.encode import ResponseEncoder, new_id
 from chromagent_proxy.dialects.responses.store import ResponseStore
-from chromagent_proxy.schema.openai import validation_param
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
@@ -58,14 +55,7 @@ class ResponsesDialect(Dialect):
     # -- request
 
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
-        try:
-            req = decode.decode_request(body)
-        except msgspec.ValidationError as exc:
-            raise InvalidRequest(f"Invalid request: {exc}", param=validation_param(exc)) from None
-        except msgspec.DecodeError as exc:
-            raise InvalidRequest(f"The request body is not valid JSON: {exc}") from None
-        except (UnicodeDecodeError, RecursionError):
-            raise InvalidRequest("The request body is not valid UTF-8 JSON") from None
+        req = decode_body(decode.decode_request, body)
         decode.refuse_unsupported(req)
         if isinstance(req.input, str):
             items: list[dict[str, Any]] = (
