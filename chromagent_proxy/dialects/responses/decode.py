@@ -12,18 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.dialects.chat.decode import image_from_url
+from chromagent_proxy.dialects.responses.request import NS_SEP, PURPOSE, ResponsesRequest
+from chromagent_proxy.dialects.responses.tools import Tools, tool_choice
 
-PURPOSE = "responses.reasoning"
-NS_SEP = "__"  # namespace tools are flattened to "<namespace>__<name>" for upstreams
-HOSTED_SEARCH = frozenset(
-    {"web_search", "web_search_preview", "web_search_2025_08_26", "web_search_preview_2025_03_11"}
-)
 _HOSTED_HISTORY = frozenset(
     {
         "web_search_call",
@@ -38,181 +33,6 @@ _HOSTED_HISTORY = frozenset(
         "tool_search_output",
     }
 )
-_EFFORTS = {"none", "minimal", "low", "medium", "high", "xhigh", "max"}
-
-
-class TextFormat(msgspec.Struct):
-    type: str = "text"
-    name: str | None = None
-    schema: dict[str, Any] | None = None
-    description: str | None = None
-    strict: bool | None = None
-
-
-class TextConfig(msgspec.Struct):
-    format: TextFormat | None = None
-    verbosity: str | None = None
-
-
-class ReasoningConfig(msgspec.Struct):
-    effort: str | None = None
-    summary: str | None = None
-    generate_summary: str | None = None
-
-
-class ResponsesRequest(msgspec.Struct, omit_defaults=True):
-    """The fields this gateway reads; everything else passes through on the native
-    relay and is ignored (documented) on translated paths."""
-
-    model: str
-    input: str | list[dict[str, Any]] = ""
-    instructions: str | None = None
-    stream: bool = False
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
-    reasoning: ReasoningConfig | None = None
-    text: TextConfig | None = None
-    max_output_tokens: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    top_logprobs: int | None = None
-    store: bool | None = None
-    previous_response_id: str | None = None
-    conversation: str | dict[str, Any] | None = None
-    include: list[str] | None = None
-    background: bool | None = None
-    prompt: dict[str, Any] | None = None
-    metadata: dict[str, str] | None = None
-    user: str | None = None
-    safety_identifier: str | None = None
-    prompt_cache_key: str | None = None
-    service_tier: str | None = None
-    truncation: str | None = None
-
-
-decode_request = codec.decoder(ResponsesRequest).decode
-
-
-class Tools:
-    """The request's tools as the upstream sees them, and the way back for names."""
-
-    __slots__ = ("dropped", "flat", "namespaces")
-
-    def __init__(self) -> None:
-        self.flat: list[ir.Tool] = []
-        self.namespaces: dict[str, tuple[str, str]] = {}  # flat name → (namespace, name)
-        self.dropped: list[str] = []  # hosted tools left out (said in a response header)
-
-    def split(self, flat_name: str) -> tuple[str, str | None]:
-        """(name, namespace) of a call the upstream made by flat name."""
-        hit = self.namespaces.get(flat_name)
-        return (hit[1], hit[0]) if hit is not None else (flat_name, None)
-
-
-def read_tools(req: ResponsesRequest, refuse_hosted: bool) -> Tools:
-    out = Tools()
-    for i, tool in enumerate(req.tools or ()):
-        kind = tool.get("type")
-        if kind == "function":
-            out.flat.append(_function(tool, f"tools[{i}]"))
-        elif kind == "namespace":
-            ns = str(tool.get("name") or "")
-            for j, inner in enumerate(tool.get("tools") or ()):
-                fn = (
-                    _function(inner, f"tools[{i}].tools[{j}]")
-                    if inner.get("type", "function") == "function"
-                    else _custom(inner, f"tools[{i}].tools[{j}]")
-                )
-                flat = f"{ns}{NS_SEP}{fn.name}"
-                out.namespaces[flat] = (ns, fn.name)
-                fn.name = flat
-                out.flat.append(fn)
-        elif kind == "custom":
-            out.flat.append(_custom(tool, f"tools[{i}]"))
-        elif kind in HOSTED_SEARCH and not refuse_hosted:
-            out.dropped.append(str(kind))
-        else:
-            raise UnsupportedFeature(
-                f"tool type {kind!r} runs only on OpenAI itself; this backend cannot run it"
-                + (' (responses.hostedTools is "refuse")' if kind in HOSTED_SEARCH else ""),
-                param=f"tools[{i}].type",
-            )
-    return out
-
-
-def _function(tool: dict[str, Any], param: str) -> ir.Tool:
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest("a function tool needs a name", param=f"{param}.name")
-    params = tool.get("parameters")
-    return ir.Tool(
-        name,
-        tool.get("description"),
-        params if isinstance(params, dict) else None,
-        tool.get("strict") if isinstance(tool.get("strict"), bool) else None,
-    )
-
-
-def _custom(tool: dict[str, Any], param: str) -> ir.Tool:
-    # A free-form tool becomes a function of one string; a grammar cannot be enforced.
-    name = tool.get("name")
-    if not isinstance(name, str) or not name:
-        raise InvalidRequest("a custom tool needs a name", param=f"{param}.name")
-    schema = {
-        "type": "object",
-        "properties": {"input": {"type": "string", "description": "the tool's raw input"}},
-        "required": ["input"],
-    }
-    return ir.Tool(name, tool.get("description"), schema)
-
-
-def _tool_choice(req: ResponsesRequest, tools: Tools) -> ir.ToolChoice | None:
-    choice = req.tool_choice
-    parallel = req.parallel_tool_calls
-    if choice is None:
-        return ir.ToolChoice(parallel=parallel) if parallel is not None else None
-    if isinstance(choice, str):
-        if choice not in ("auto", "none", "required"):
-            raise InvalidRequest(
-                "tool_choice must be auto, none, required or an object", param="tool_choice"
-            )
-        return ir.ToolChoice(choice, parallel=parallel)  # type: ignore[arg-type]
-    kind = choice.get("type")
-    if kind in ("function", "custom"):
-        name = str(choice.get("name") or "")
-        flat = next((f for f, (_, n) in tools.namespaces.items() if n == name), name)
-        return ir.ToolChoice("tool", name=flat, parallel=parallel)
-    if kind == "allowed_tools":
-        allowed = {str(t.get("name")) for t in choice.get("tools") or () if isinstance(t, dict)}
-        tools.flat = [t for t in tools.flat if tools.split(t.name)[0] in allowed]
-        mode = "required" if choice.get("mode") == "required" else "auto"
-        return ir.ToolChoice(mode, parallel=parallel)  # type: ignore[arg-type]
-    raise UnsupportedFeature(
-        f"tool_choice type {kind!r} forces a tool this backend cannot run", param="tool_choice"
-    )
-
-
-def refuse_unsupported(req: ResponsesRequest) -> None:
-    """Fields that need server state or OpenAI-only features this gateway does not offer."""
-    if req.background:
-        raise UnsupportedFeature(
-            "background responses are not supported by this gateway", param="background"
-        )
-    if req.conversation is not None:
-        raise UnsupportedFeature(
-            "the Conversations API is not supported by this gateway; send the history in "
-            "'input' or use previous_response_id with store: true",
-            param="conversation",
-        )
-    if req.prompt is not None:
-        raise UnsupportedFeature("stored prompt templates are OpenAI-only", param="prompt")
-    effort = req.reasoning.effort if req.reasoning else None
-    if effort is not None and effort not in _EFFORTS:
-        raise InvalidRequest(
-            f"reasoning.effort must be one of {', '.join(sorted(_EFFORTS))}",
-            param="reasoning.effort",
-        )
 
 
 def to_ir(
@@ -318,7 +138,7 @@ def to_ir(
         dialect="responses",
         system=system or None,
         tools=tools.flat or None,
-        tool_choice=_tool_choice(req, tools),
+        tool_choice=tool_choice(req, tools),
         settings=settings,
         stream=req.stream,
         user=req.user or req.safety_identifier,

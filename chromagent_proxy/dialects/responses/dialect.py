@@ -19,9 +19,10 @@ from chromagent_proxy.core.errors import GatewayError, InvalidRequest, NotFound
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.core.sse import Framed, SSEDecoder
 from chromagent_proxy.dialects.base import Dialect, Inbound, decode_body
-from chromagent_proxy.dialects.responses import decode
+from chromagent_proxy.dialects.responses import decode, request
 from chromagent_proxy.dialects.responses.encode import ResponseEncoder, new_id
 from chromagent_proxy.dialects.responses.store import ResponseStore
+from chromagent_proxy.dialects.responses.tools import Tools, read_tools
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
@@ -35,9 +36,9 @@ _REASONING = re.compile(rb'"reasoning_tokens"\s*:\s*(\d+)')
 
 @dataclass(slots=True)
 class Parsed:
-    req: decode.ResponsesRequest
+    req: request.ResponsesRequest
     items: list[dict[str, Any]]
-    tools: decode.Tools
+    tools: Tools
     previous_missing: bool = False  # previous_response_id not stored here
     new_items: list[dict[str, Any]] = field(default_factory=list)
 
@@ -55,15 +56,15 @@ class ResponsesDialect(Dialect):
     # -- request
 
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
-        req = decode_body(decode.decode_request, body)
-        decode.refuse_unsupported(req)
+        req = decode_body(request.decode_request, body)
+        request.refuse_unsupported(req)
         if isinstance(req.input, str):
             items: list[dict[str, Any]] = (
                 [{"type": "message", "role": "user", "content": req.input}] if req.input else []
             )
         else:
             items = req.input
-        tools = decode.read_tools(req, self.refuse_hosted)
+        tools = read_tools(req, self.refuse_hosted)
         images = any(
             isinstance(p, dict) and p.get("type") == "input_image"
             for it in items

@@ -18,7 +18,8 @@ from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError
 from chromagent_proxy.core.seal import Sealer
-from chromagent_proxy.dialects.responses.decode import PURPOSE, ResponsesRequest, Tools
+from chromagent_proxy.dialects.responses.request import PURPOSE, ResponsesRequest
+from chromagent_proxy.dialects.responses.tools import Tools
 
 _dumps = codec.dumps
 
