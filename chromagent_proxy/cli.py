@@ -14,7 +14,8 @@ from importlib import resources
 from typing import Any, NoReturn
 
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
-from chromagent_proxy.core.config import GatewayConfig, build_config, read_json
+from chromagent_proxy.core.config import GatewayConfig
+from chromagent_proxy.core.config_load import build_config, read_json
 from chromagent_proxy.core.errors import ConfigError
 
 log = logging.getLogger("chromagent_proxy")

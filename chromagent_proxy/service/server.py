@@ -14,7 +14,8 @@ from aiohttp import web
 
 from chromagent_proxy.backends.base import BackendRuntime
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
-from chromagent_proxy.core.config import GatewayConfig, build_config, validate
+from chromagent_proxy.core.config import GatewayConfig, validate
+from chromagent_proxy.core.config_load import build_config
 from chromagent_proxy.core.errors import ConfigError
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.dialects.responses.dialect import ResponsesDialect

@@ -9,7 +9,7 @@ import aiohttp
 import openai
 import pytest
 
-from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.config_load import build_config
 from chromagent_proxy.core.errors import ConfigError
 from tests.support.gateway import run_gateway, sdk
 

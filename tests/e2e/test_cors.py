@@ -7,7 +7,7 @@ from typing import Any
 
 import aiohttp
 
-from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.config_load import build_config
 from tests.support.gateway import run_gateway
 
 MOCK = {"backends": [{"id": "mock", "type": "mock", "modelMapping": {"echo": "echo"}}]}

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from chromagent_proxy import DefaultBackendRegistry
-from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.config_load import build_config
 from tests.support.cli_process import launch
 from tests.support.prometheus import prometheus_binary
 from tests.support.tools import require

@@ -77,10 +77,14 @@ async def test_model_mapping_changes_only_the_model_bytes(upstream: FakeUpstream
         b'{ "messages" : [ {"role": "user", "content": "quote \\"model\\": \\"gpt-4o\\" \\u00e9\\n"} ],\n'
         b'  "temperature": 1.50, "model" :\t"gpt-4o", "x_future": {"deep": [1, 2.0e3]} }'
     )
-    nested = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"meta":{"model":"gpt-4o"}}'
+    nested = (
+        b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"meta":{"model":"gpt-4o"}}'
+    )
     async with run_gateway(config(upstream)) as gw:
         for body in (raw, nested):
-            status, _, _ = await _raw(gw, "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"})
+            status, _, _ = await _raw(
+                gw, "POST", "/v1/chat/completions", body, {"Content-Type": "application/json"}
+            )
             assert status == 200
     assert upstream.received[0].body == raw.replace(b'"gpt-4o"', b'"gpt-4o-2024-08-06"')
     assert upstream.received[1].json == {**json.loads(nested), "model": "gpt-4o-2024-08-06"}
@@ -115,8 +119,15 @@ async def test_stream_tool_calls(upstream: FakeUpstream) -> None:
     upstream.route("/v1/chat/completions", stream_reply(rec.body, split=61))
     async with run_gateway(config(upstream)) as gw:
         stream = await sdk(gw).chat.completions.create(
-            model="gpt-4o-mini", messages=MSG, stream=True,
-            tools=[{"type": "function", "function": {"name": "get_capital", "parameters": {"type": "object"}}}],
+            model="gpt-4o-mini",
+            messages=MSG,
+            stream=True,
+            tools=[
+                {
+                    "type": "function",
+                    "function": {"name": "get_capital", "parameters": {"type": "object"}},
+                }
+            ],
         )
         chunks = [c async for c in stream]
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
@@ -432,7 +443,9 @@ async def test_other_requests_carry_on_while_one_stream_hangs(upstream: FakeUpst
     upstream.route("/v1/chat/completions", route)
     async with run_gateway(config(upstream)) as gw:
         client = sdk(gw)
-        slow = asyncio.create_task(client.chat.completions.create(model="slow", messages=MSG, stream=True))
+        slow = asyncio.create_task(
+            client.chat.completions.create(model="slow", messages=MSG, stream=True)
+        )
         results = await asyncio.gather(
             *(client.chat.completions.create(model="fast", messages=MSG) for _ in range(10))
         )

@@ -404,9 +404,7 @@ def _native_events() -> bytes:
          "item": done["output"][0]},
         {"type": "response.completed", "sequence_number": 8, "response": done},
     ]  # fmt: skip
-    return b"".join(
-        f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events
-    )
+    return b"".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events)
 
 
 async def test_native_responses_relay_to_an_openai_backend() -> None:

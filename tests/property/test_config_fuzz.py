@@ -24,15 +24,14 @@ from hypothesis import strategies as st
 
 from chromagent_proxy import DefaultBackendRegistry, GatewayServer
 from chromagent_proxy.core.config import (
-    ENV_VARS,
     BackendConfig,
     FailoverConfig,
     GatewayConfig,
     MediaConfig,
     RateLimitConfig,
     TimeoutsConfig,
-    build_config,
 )
+from chromagent_proxy.core.config_load import ENV_VARS, build_config
 from chromagent_proxy.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from blockbuster import BlockingError
 
-from chromagent_proxy.core.config import read_json
+from chromagent_proxy.core.config_load import read_json
 from chromagent_proxy.service.server import GatewayServer
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.config_load import build_config
 from chromagent_proxy.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]

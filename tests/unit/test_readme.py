@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
-from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.config_load import build_config
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -52,7 +52,7 @@ def test_readme_documents_every_config_key_env_var_and_flag() -> None:
     import msgspec
 
     from chromagent_proxy import cli
-    from chromagent_proxy.core import config
+    from chromagent_proxy.core import config, config_load
 
     structs = [
         obj
@@ -65,7 +65,7 @@ def test_readme_documents_every_config_key_env_var_and_flag() -> None:
         for name in msgspec.structs.fields(tp)
         if f"`{name.encode_name}`" not in README and f'"{name.encode_name}"' not in README
     ]
-    missing += [env for env in config.ENV_VARS if f"`{env}`" not in README]
+    missing += [env for env in config_load.ENV_VARS if f"`{env}`" not in README]
     flags = [
         a for action in cli._parser()._actions for a in action.option_strings if a.startswith("--")
     ]

@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from chromagent_proxy.backends.mock import MockBackend
-from chromagent_proxy.core.config import BackendConfig, build_config
+from chromagent_proxy.core.config import BackendConfig
+from chromagent_proxy.core.config_load import build_config
 from chromagent_proxy.core.errors import (
     ConfigError,
     UpstreamHTTPError,

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from chromagent_proxy.core.config import build_config
+from chromagent_proxy.core.config_load import build_config
 from chromagent_proxy.core.errors import ConfigError
 from tests.support.cli_process import start_gateway
 from tests.unit.test_cli_config import BASE, run_cli, write
