@@ -93,6 +93,18 @@ class RedisServer:
         finally:
             writer.close()
 
+    async def flushall(self) -> None:
+        """Empty every key (as a freshly started, persistence-less server is)."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        try:
+            writer.write(b"FLUSHALL\r\n")
+            await writer.drain()
+            reply = await reader.readline()
+            assert reply.startswith(b"+OK"), reply
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
     async def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
