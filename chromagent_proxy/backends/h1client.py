@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -87,6 +87,7 @@ class Connection(asyncio.Protocol):
         "done",
         "got_head",
         "idle_since",
+        "keep",
         "key",
         "reused",
         "status",
@@ -113,6 +114,7 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.got_head = False  # any byte of a response seen
         self.done = False  # the response is complete
+        self.keep = False  # and the connection may carry another one
         self.body_framed = False  # Content-Length or chunked (else: ends at close)
         self._hdrs: list[tuple[str, str]] = []
         self._chunks: deque[bytes] = deque()
@@ -125,8 +127,8 @@ class Connection(asyncio.Protocol):
 
     # asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
         self._last = self._loop.time()
@@ -195,6 +197,8 @@ class Connection(asyncio.Protocol):
         if not self.status:
             return  # the end of an interim answer
         self.done = True
+        # Asked here: llhttp forgets the message's flags once its callback returns.
+        self.keep = self._parser.should_keep_alive()
         self._cancel_timer()
         self._wake()
 
@@ -295,7 +299,7 @@ class Connection(asyncio.Protocol):
         """The consumer is done: back to the pool if fully read and keep-alive, else close."""
         self._cancel_timer()
         self.busy = False
-        if reuse and self.done and not self._chunks and self._parser.should_keep_alive():
+        if reuse and self.done and self.keep and not self._chunks:
             self._client.put_back(self)
         else:
             self.close()

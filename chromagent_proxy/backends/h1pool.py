@@ -74,7 +74,7 @@ class H1Client:
             lines.append(f"{k}: {v}\r\n")
         lines.append(f"Content-Length: {len(body)}\r\n\r\n")
         head = "".join(lines).encode("latin-1")
-        if head.count(b"\n") != len(lines) + 1:
+        if head.count(b"\n") != len(lines) + 2:
             raise ValueError("a request header contains a line break")
         await self._acquire(key)
         conn: Connection | None = None
