@@ -50,6 +50,10 @@ class ServerDisconnectedError(ClientError):
     """The connection closed before a response head arrived."""
 
 
+class InvalidURL(ClientError):
+    """A backend URL that is not http(s)://host[:port]/path (aiohttp's class name)."""
+
+
 class ResponseError(ClientError):
     """The response head could not be parsed."""
 
@@ -72,6 +76,7 @@ class Connection(asyncio.Protocol):
         "_drain",
         "_exc",
         "_hdrs",
+        "_head_by",
         "_idle",
         "_last",
         "_loop",
@@ -84,6 +89,7 @@ class Connection(asyncio.Protocol):
         "body_framed",
         "busy",
         "closed",
+        "cut",
         "done",
         "got_head",
         "idle_since",
@@ -108,13 +114,14 @@ class Connection(asyncio.Protocol):
         self._drain: asyncio.Future[None] | None = None
         self._wpaused = False
         self._timer: asyncio.TimerHandle | None = None
-        self._reset(0.0, None)
+        self._reset(0.0, None, float("inf"))
 
-    def _reset(self, idle: float, total: float | None) -> None:
+    def _reset(self, idle: float, total: float | None, head_by: float) -> None:
         self.status = 0
         self.got_head = False  # any byte of a response seen
         self.done = False  # the response is complete
         self.keep = False  # and the connection may carry another one
+        self.cut = False  # the request body was not written whole
         self.body_framed = False  # Content-Length or chunked (else: ends at close)
         self._hdrs: list[tuple[str, str]] = []
         self._chunks: deque[bytes] = deque()
@@ -124,6 +131,7 @@ class Connection(asyncio.Protocol):
         self._idle = idle
         self._last = self._loop.time()
         self._deadline = self._last + total if total else None
+        self._head_by = head_by  # loop time by which the response head must be in
 
     # asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -203,9 +211,11 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     # the exchange -------------------------------------------------------------------
-    async def send(self, head: bytes, body: bytes, idle: float, total: float | None) -> Response:
+    async def send(
+        self, head: bytes, body: bytes, idle: float, total: float | None, head_by: float
+    ) -> Response:
         """Write the request, wait for the response head; raise ``_Stale`` to retry."""
-        self._reset(idle, total)
+        self._reset(idle, total, head_by)
         self.busy = True
         t = self.transport
         if self.closed or t is None or t.is_closing():
@@ -222,7 +232,10 @@ class Connection(asyncio.Protocol):
                     await self._drain
                     self._drain = None
                 if self.status or self.closed:
-                    break  # answered (or gone) before the body was sent: stop writing
+                    # Answered (or gone) before the body was sent: stop writing; the
+                    # connection is mid-request and cannot carry another one.
+                    self.cut = True
+                    break
         while not self.status:
             await self._wait()
         return Response(self)
@@ -231,28 +244,32 @@ class Connection(asyncio.Protocol):
         if self._exc is not None:
             raise self._exc
         self._waiter = self._loop.create_future()
-        if self._timer is None and (self._idle or self._deadline):
+        if self._timer is None:
             self._arm()
         try:
             await self._waiter
         finally:
             self._waiter = None
 
-    def _arm(self) -> None:
+    def _due(self) -> float:
+        """When the wait in progress times out: idle gap, total, or the head's deadline."""
         at = self._last + self._idle if self._idle else float("inf")
         if self._deadline is not None and self._deadline < at:
             at = self._deadline
-        self._timer = self._loop.call_at(at, self._on_timer)
+        if not self.status and self._head_by < at:
+            at = self._head_by
+        return at
+
+    def _arm(self) -> None:
+        self._timer = self._loop.call_at(self._due(), self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
         w = self._waiter
         if w is None or w.done():
             return  # data came in the meantime; the next wait re-arms
-        now = self._loop.time()
-        if (self._idle and now >= self._last + self._idle) or (
-            self._deadline is not None and now >= self._deadline
-        ):
+        # call_at may fire up to the clock's resolution early: allow for it.
+        if self._loop.time() >= self._due() - 0.001:
             w.set_exception(ReadTimeout("Timeout on reading data from socket"))
         else:
             self._arm()
@@ -299,7 +316,7 @@ class Connection(asyncio.Protocol):
         """The consumer is done: back to the pool if fully read and keep-alive, else close."""
         self._cancel_timer()
         self.busy = False
-        if reuse and self.done and self.keep and not self._chunks:
+        if reuse and self.done and self.keep and not self.cut and not self._chunks:
             self._client.put_back(self)
         else:
             self.close()

@@ -20,6 +20,7 @@ from chromagent_proxy.backends.h1client import (
     ConnectError,
     Connection,
     ConnectTimeout,
+    InvalidURL,
     Response,
     _Stale,
 )
@@ -65,9 +66,14 @@ class H1Client:
         connect_timeout: float | None,
         read_timeout: float | None,
         total_timeout: float | None = None,
+        head_timeout: float | None = None,
     ) -> Response:
         """Send one request; returns once the response head arrived. The caller must
-        ``release()`` (fully read: back to the pool) or ``close()`` the response."""
+        ``release()`` (fully read: back to the pool) or ``close()`` the response.
+
+        ``head_timeout`` bounds everything up to the response head (waiting for a free
+        connection, connecting, sending, the head itself) and raises ``TimeoutError``:
+        one timer on the connection, not an ``asyncio.timeout`` per request."""
         key, path, host = self._target(url)
         lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
         for k, v in headers.items():
@@ -76,18 +82,25 @@ class H1Client:
         head = "".join(lines).encode("latin-1")
         if head.count(b"\n") != len(lines) + 2:
             raise ValueError("a request header contains a line break")
-        await self._acquire(key)
+        loop = asyncio.get_running_loop()
+        head_by = loop.time() + head_timeout if head_timeout else float("inf")
+        if not self._free(key):
+            async with asyncio.timeout_at(head_by if head_timeout else None):
+                await self._acquire(key)
+        else:
+            self._take_slot(key)
+        idle = read_timeout or 0.0
         conn: Connection | None = None
         try:
             conn = self._take_idle(key)
             if conn is not None:
                 try:
-                    return await conn.send(head, body, read_timeout or 0.0, total_timeout)
+                    return await conn.send(head, body, idle, total_timeout, head_by)
                 except _Stale:
                     conn.close()
                     self._all.discard(conn)
-            conn = await self._connect(key, connect_timeout)
-            return await conn.send(head, body, read_timeout or 0.0, total_timeout)
+            conn = await self._connect(key, connect_timeout, head_by)
+            return await conn.send(head, body, idle, total_timeout, head_by)
         except BaseException:
             # Cancelled (client gone), timed out or failed: the connection is not reusable.
             if conn is not None:
@@ -100,9 +113,12 @@ class H1Client:
         t = self._targets.get(url)
         if t is None:
             u = urlsplit(url)
+            try:
+                port = u.port or (443 if u.scheme == "https" else 80)
+            except ValueError:
+                raise InvalidURL(url[:80]) from None
             if u.scheme not in ("http", "https") or not u.hostname:
-                raise ValueError(f"not an http(s) URL: {url[:80]!r}")
-            port = u.port or (443 if u.scheme == "https" else 80)
+                raise InvalidURL(url[:80])
             default = (u.scheme == "https" and port == 443) or (u.scheme == "http" and port == 80)
             host = u.hostname if ":" not in u.hostname else f"[{u.hostname}]"
             path = (u.path or "/") + (f"?{u.query}" if u.query else "")
@@ -116,14 +132,19 @@ class H1Client:
         return t
 
     # connections ------------------------------------------------------------------
-    async def _connect(self, key: Key, connect_timeout: float | None) -> Connection:
+    async def _connect(self, key: Key, connect_timeout: float | None, head_by: float) -> Connection:
         scheme, host, port = key
         loop = asyncio.get_running_loop()
-        addrs = await self._resolve(loop, host, port)
+        left = head_by - loop.time()
+        async with asyncio.timeout(left if left != float("inf") else None):
+            addrs = await self._resolve(loop, host, port)
         tls = self._ssl if scheme == "https" else None
         err: OSError | None = None
+        left = head_by - loop.time()
+        by_connect = connect_timeout is not None and connect_timeout <= left
         try:
-            async with asyncio.timeout(connect_timeout):
+            limit = connect_timeout if by_connect else None if left == float("inf") else left
+            async with asyncio.timeout(limit):
                 for addr, p in addrs:
                     try:
                         _, proto = await loop.create_connection(
@@ -139,6 +160,8 @@ class H1Client:
                     self._all.add(proto)
                     return proto
         except TimeoutError:
+            if not by_connect:
+                raise  # the head's deadline (first-byte timeout) came first
             raise ConnectTimeout(f"Connection timeout to host {host}:{port}") from None
         raise ConnectError(err or OSError("no address"))
 

@@ -305,19 +305,20 @@ class open_response:  # lower case: it was a function, callers write `async with
         resp: UpstreamResponse
         # Client-facing messages name the backend, never its address (it may be internal).
         try:
-            async with asyncio.timeout(runtime.first_byte_timeout):
-                if client is not None:
-                    t = runtime.timeout
-                    resp = await client.request(
-                        "POST",
-                        url,
-                        headers,
-                        self._body,
-                        connect_timeout=t.sock_connect,
-                        read_timeout=t.sock_read,
-                        total_timeout=t.total,
-                    )
-                else:
+            if client is not None:
+                t = runtime.timeout
+                resp = await client.request(
+                    "POST",
+                    url,
+                    headers,
+                    self._body,
+                    connect_timeout=t.sock_connect,
+                    read_timeout=t.sock_read,
+                    total_timeout=t.total,
+                    head_timeout=runtime.first_byte_timeout,
+                )
+            else:
+                async with asyncio.timeout(runtime.first_byte_timeout):
                     resp = await runtime.session.post(
                         url,
                         # Large bodies (images) as a file, which aiohttp writes in pieces: raw

@@ -97,6 +97,7 @@ async def request(client: H1Client, url: str, body: bytes = b"{}", **kw: float) 
         connect_timeout=kw.get("connect", 5.0),
         read_timeout=kw.get("read", 5.0),
         total_timeout=kw.get("total"),
+        head_timeout=kw.get("head"),
     )
 
 
@@ -232,6 +233,10 @@ async def test_timeouts_of_each_phase() -> None:
         # Idle before the head (first request), mid-body (second), and the total (third).
         with pytest.raises(ReadTimeout):
             await request(client, url, read=0.2)
+        srv.connections = 0  # the first-byte (head) timeout: the same silent server
+        with pytest.raises(ReadTimeout):
+            await request(client, url, read=5, head=0.2)
+        srv.connections = 1
         resp = await request(client, url, read=0.2)
         it = resp.content.iter_any()
         assert await it.__anext__() == b"abc"
