@@ -72,6 +72,13 @@ class RawServer:
             writer.close()
             self.closed.set()
 
+    async def settled(self) -> None:
+        """Wait until the server holds no transport (one a failed TLS handshake left too)."""
+        for _ in range(500):
+            if not getattr(self.server, "_active_count", 0):
+                return
+            await asyncio.sleep(0.01)
+
     async def close(self) -> None:
         assert self.server is not None
         self.server.close()
@@ -286,7 +293,7 @@ async def test_tls_with_a_verified_certificate_and_refusal_of_an_unknown_one() -
         with pytest.raises(ConnectError) as info:
             await request(stranger, url)
         assert isinstance(info.value.os_error, ssl.SSLCertVerificationError)
-        await asyncio.sleep(0.2)  # the server's side of the failed handshake closes
+        await srv.settled()  # the server's side of the failed handshake closes
     finally:
         await client.close()
         await stranger.close()
