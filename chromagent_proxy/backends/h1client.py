@@ -73,7 +73,6 @@ class Connection(asyncio.Protocol):
         "_chunks",
         "_client",
         "_deadline",
-        "_drain",
         "_exc",
         "_hdrs",
         "_head_by",
@@ -111,7 +110,6 @@ class Connection(asyncio.Protocol):
         self.busy = False  # an exchange is running on it
         self.idle_since = 0.0
         self._waiter: asyncio.Future[None] | None = None
-        self._drain: asyncio.Future[None] | None = None
         self._wpaused = False
         self._timer: asyncio.TimerHandle | None = None
         self._reset(0.0, None, float("inf"))
@@ -157,8 +155,6 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._client.lost(self)
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
         if self.done:
             return
         if self.status and not self.body_framed and exc is None:
@@ -175,8 +171,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._wpaused = False
-        if self._drain is not None and not self._drain.done():
-            self._drain.set_result(None)
+        self._wake()
 
     # httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -227,14 +222,14 @@ class Connection(asyncio.Protocol):
             view = memoryview(body)
             for i in range(0, len(body), WRITE_PIECE):
                 t.write(view[i : i + WRITE_PIECE])
-                if self._wpaused and not self.closed:
-                    self._drain = self._loop.create_future()
-                    await self._drain
-                    self._drain = None
+                # Wait for the socket to take it (the timeouts run: an upstream that stops
+                # reading cannot hold the request forever).
+                while self._wpaused and not self.status and not self.closed:
+                    await self._wait()
                 if self.status or self.closed:
                     # Answered (or gone) before the body was sent: stop writing; the
                     # connection is mid-request and cannot carry another one.
-                    self.cut = True
+                    self.cut = i + WRITE_PIECE < len(body)
                     break
         while not self.status:
             await self._wait()
@@ -261,7 +256,9 @@ class Connection(asyncio.Protocol):
         return at
 
     def _arm(self) -> None:
-        self._timer = self._loop.call_at(self._due(), self._on_timer)
+        due = self._due()
+        if due != float("inf"):  # no timeout configured at all: nothing to arm
+            self._timer = self._loop.call_at(due, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -292,7 +289,7 @@ class Connection(asyncio.Protocol):
         if w is not None and not w.done():
             w.set_exception(exc)
         if not self.closed and self.transport is not None:
-            self.transport.close()
+            self.transport.abort()
 
     async def read(self) -> bytes:
         """All bytes buffered (at least one), or b"" at the end of the body."""
@@ -323,9 +320,11 @@ class Connection(asyncio.Protocol):
             self._client.put_back(self)
 
     def close(self) -> None:
+        """Drop the connection now: abort, not close, so that request bytes still queued
+        (an upstream that stopped reading) are not waited for."""
         self._cancel_timer()
         if self.transport is not None and not self.closed:
-            self.transport.close()
+            self.transport.abort()
         self.closed = True
 
 

@@ -73,15 +73,20 @@ class RawServer:
             self.closed.set()
 
     async def settled(self) -> None:
-        """Wait until the server holds no transport (one a failed TLS handshake left too)."""
-        for _ in range(500):
-            if not getattr(self.server, "_active_count", 0):
-                return
-            await asyncio.sleep(0.01)
+        assert self.server is not None
+        await settled(self.server)
 
     async def close(self) -> None:
         assert self.server is not None
         self.server.close()
+
+
+async def settled(server: asyncio.Server) -> None:
+    """Wait until the server holds no transport (one a failed TLS handshake left too)."""
+    for _ in range(500):
+        if not getattr(server, "_active_count", 0):
+            return
+        await asyncio.sleep(0.01)
 
 
 async def ok(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
@@ -123,6 +128,9 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given()
         assert head.startswith(b"POST /v1/x?q=1 HTTP/1.1\r\nHost: localhost:")
         assert b"\r\nAuthorization: Bearer k\r\n" in head and b"Content-Length: 7\r\n" in head
         assert body == b'{"a":1}'
+        big = bytes(range(256)) * (12 * 1024)  # 3 MB: written in pieces, waiting for the socket
+        assert await _read(await request(client, url, big)) == b"hello"
+        assert srv.requests[-1][2] == big and srv.connections == 1
     finally:
         await client.close()
         await srv.close()
@@ -258,6 +266,26 @@ async def test_timeouts_of_each_phase() -> None:
     finally:
         await client.close()
         await srv.close()
+
+    # The head's deadline also bounds sending: an upstream that stops reading the body.
+    heard = asyncio.Event()
+
+    async def deaf(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await heard.wait()
+        w.close()
+
+    stuck = await asyncio.start_server(deaf, "127.0.0.1", 0)
+    port = stuck.sockets[0].getsockname()[1]
+    client = H1Client()
+    try:
+        with pytest.raises(ReadTimeout):
+            await request(client, f"http://127.0.0.1:{port}/", b"x" * (64 << 20), head=0.3)
+        assert client.in_use == 0 and client.open_connections == 0
+    finally:
+        await client.close()
+        heard.set()
+        stuck.close()
+        await settled(stuck)
 
     # Connect: a server that takes the TCP connection and never completes the TLS handshake.
     async def mute(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
