@@ -219,9 +219,11 @@ class H1Client:
         now = loop.time()
         left = False
         for key, idle in list(self._idle.items()):
-            keep = [c for c in idle if not c.closed and now - c.idle_since <= self._keepalive]
+            keep = []
             for c in idle:
-                if c not in keep:
+                if not c.closed and now - c.idle_since <= self._keepalive:
+                    keep.append(c)
+                else:
                     c.close()
                     self._all.discard(c)
             if keep:

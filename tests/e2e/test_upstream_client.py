@@ -432,3 +432,19 @@ async def test_closing_an_unfinished_response_closes_the_upstream_connection() -
     finally:
         await client.close()
         await srv.close()
+
+
+async def test_idle_connections_are_closed_after_the_keepalive_timeout() -> None:
+    srv = RawServer(ok)
+    url = await srv.start()
+    client = H1Client(keepalive_timeout=0.2)
+    try:
+        assert await _read(await request(client, url)) == b"hello"
+        assert client.open_connections == 1
+        await asyncio.wait_for(srv.closed.wait(), 5)  # the sweep closed the idle one
+        assert client.open_connections == 0
+        assert await _read(await request(client, url)) == b"hello"
+        assert srv.connections == 2
+    finally:
+        await client.close()
+        await srv.close()
