@@ -29,6 +29,7 @@ from chromagent_proxy.schema.openai import (
 )
 
 if TYPE_CHECKING:
+    from chromagent_proxy.backends.h1pool import H1Client
     from chromagent_proxy.core.config import BackendConfig, GatewayConfig
 
 CompletionResult = ChatCompletion | Mapping[str, Any] | bytes
@@ -44,6 +45,9 @@ class BackendRuntime:
     timeout: aiohttp.ClientTimeout
     first_byte_timeout: float
     images: ImageFetcher | None = None
+    # Built-in backends send through it when set (upstream.open_response); ``session``
+    # stays for custom backends, Ollama's model list and anything else on aiohttp.
+    client: H1Client | None = None
 
 
 @dataclass(slots=True)

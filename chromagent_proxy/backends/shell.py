@@ -15,9 +15,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, Literal, TypeVar
 
-import aiohttp
-
-from chromagent_proxy.backends.upstream import STREAM_ERRORS, body_chunks, stream_error
+from chromagent_proxy.backends.upstream import (
+    STREAM_ERRORS,
+    UpstreamResponse,
+    body_chunks,
+    stream_error,
+)
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import GatewayError, UpstreamProtocolError
 from chromagent_proxy.core.sse import NDJSONDecoder, SSEDecoder
@@ -52,7 +55,7 @@ TrailingError = Callable[[bytes], GatewayError | None]
 
 
 async def stream_events(
-    resp: aiohttp.ClientResponse,
+    resp: UpstreamResponse,
     backend_id: str,
     translator: Translator[S, E],
     state: S,

@@ -20,12 +20,13 @@ import socket
 import zlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from chromagent_proxy.backends import h1client
 from chromagent_proxy.backends.base import BackendRuntime
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import (
@@ -48,6 +49,33 @@ ACCEPT_ENCODING = "gzip, deflate"
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}
 _INFLATE_STEP = 64 * 1024
 _YIELD_EVERY = 1024 * 1024
+
+
+class BodyStream(Protocol):
+    """The body of an upstream response, read as it arrives."""
+
+    def iter_any(self) -> AsyncIterator[bytes]: ...
+
+    def is_eof(self) -> bool: ...
+
+
+class UpstreamResponse(Protocol):
+    """What ``open_response`` returns: aiohttp's ``ClientResponse`` or the purpose-built
+    client's ``h1client.Response`` (README "Upstream client"); readers need no more."""
+
+    @property
+    def status(self) -> int: ...
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]: ...
+
+    @property
+    def content(self) -> BodyStream: ...
+
+    def release(self) -> Any: ...
+
+    def close(self) -> None: ...
+
 
 ErrorParser = Callable[[str, int, bytes, "CIMultiDictProxy[str]"], GatewayError]
 
@@ -129,7 +157,7 @@ def _error_fields(body: bytes) -> tuple[str, str | None, str | None, str | None]
     )
 
 
-def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[bytes]:
+def body_chunks(resp: UpstreamResponse, backend_id: str) -> AsyncIterator[bytes]:
     """The body as it arrives, inflated when the upstream compressed it.
 
     For responses requested with ``auto_decompress=False`` (``open_response`` does so),
@@ -141,9 +169,7 @@ def body_chunks(resp: aiohttp.ClientResponse, backend_id: str) -> AsyncIterator[
     return _inflate(resp, backend_id, encoding)
 
 
-async def _inflate(
-    resp: aiohttp.ClientResponse, backend_id: str, encoding: str
-) -> AsyncIterator[bytes]:
+async def _inflate(resp: UpstreamResponse, backend_id: str, encoding: str) -> AsyncIterator[bytes]:
     wbits = _WBITS.get(encoding)
     if wbits is None:
         raise UpstreamProtocolError(
@@ -182,7 +208,7 @@ async def _inflate(
         raise UpstreamProtocolError(f"backend '{backend_id}' ended a {encoding} body early")
 
 
-async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str) -> bytes:
+async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes:
     """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
     parts: list[bytes] = []
     size = 0
@@ -198,7 +224,7 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str)
         raise UpstreamTimeout(
             f"backend '{backend_id}' stopped sending its response body (idle timeout)"
         ) from None
-    except aiohttp.ClientPayloadError as exc:
+    except (aiohttp.ClientPayloadError, h1client.PayloadError) as exc:
         raise UpstreamProtocolError(
             f"backend '{backend_id}' closed the connection mid-response: {exc}", retryable=True
         ) from None
@@ -208,11 +234,16 @@ async def read_capped(resp: aiohttp.ClientResponse, limit: int, backend_id: str)
 # What reading a streamed body raises, and what it becomes (``stream_error``): readers
 # iterate ``body_chunks`` themselves, no async generator wrapped around it (one less held
 # per open stream); the session's sock_read timeout is the idle gap.
-STREAM_ERRORS = (TimeoutError, aiohttp.ServerTimeoutError, aiohttp.ClientPayloadError)
+STREAM_ERRORS = (
+    TimeoutError,
+    aiohttp.ServerTimeoutError,
+    aiohttp.ClientPayloadError,
+    h1client.PayloadError,
+)
 
 
 def stream_error(backend_id: str, exc: BaseException) -> GatewayError:
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, (aiohttp.ClientPayloadError, h1client.PayloadError)):
         return UpstreamProtocolError(
             f"backend '{backend_id}' closed the stream unexpectedly: {exc}"
         )
@@ -263,28 +294,45 @@ class open_response:  # lower case: it was a function, callers write `async with
         self._hint = hint
         # Per-attempt headers (RequestContext.upstream_headers: W3C trace context).
         self._extra = extra_headers
-        self._resp: aiohttp.ClientResponse | None = None
+        self._resp: UpstreamResponse | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> UpstreamResponse:
         runtime, backend_id, url, hint = self._runtime, self._backend_id, self._url, self._hint
         headers = {**self._headers, "Accept-Encoding": ACCEPT_ENCODING}
         if self._extra:
             headers.update(self._extra)
+        client = runtime.client
+        resp: UpstreamResponse
         # Client-facing messages name the backend, never its address (it may be internal).
         try:
-            async with asyncio.timeout(runtime.first_byte_timeout):
-                resp = await runtime.session.post(
+            if client is not None:
+                t = runtime.timeout
+                resp = await client.request(
+                    "POST",
                     url,
-                    # Large bodies (images) as a file, which aiohttp writes in pieces: raw
-                    # bytes past 1 MiB would go out in one write (and aiohttp warns about it).
-                    data=self._body if len(self._body) < _LARGE_BODY else io.BytesIO(self._body),
-                    headers=headers,
-                    timeout=runtime.timeout,
-                    # A redirect would re-send the provider key and the prompt to another host.
-                    allow_redirects=False,
-                    auto_decompress=False,  # body_chunks inflates, bounded
+                    headers,
+                    self._body,
+                    connect_timeout=t.sock_connect,
+                    read_timeout=t.sock_read,
+                    total_timeout=t.total,
+                    head_timeout=runtime.first_byte_timeout,
                 )
-        except aiohttp.ConnectionTimeoutError:
+            else:
+                async with asyncio.timeout(runtime.first_byte_timeout):
+                    resp = await runtime.session.post(
+                        url,
+                        # Large bodies (images) as a file, which aiohttp writes in pieces: raw
+                        # bytes past 1 MiB would go out in one write (and aiohttp warns about it).
+                        data=self._body
+                        if len(self._body) < _LARGE_BODY
+                        else io.BytesIO(self._body),
+                        headers=headers,
+                        timeout=runtime.timeout,
+                        # A redirect would re-send the provider key and the prompt to another host.
+                        allow_redirects=False,
+                        auto_decompress=False,  # body_chunks inflates, bounded
+                    )
+        except (aiohttp.ConnectionTimeoutError, h1client.ConnectTimeout):
             # Also a TimeoutError: name the phase that ran out (timeouts.connectMs).
             raise UpstreamTimeout(
                 f"backend '{backend_id}' did not accept a connection within "
@@ -294,14 +342,14 @@ class open_response:  # lower case: it was a function, callers write `async with
             raise UpstreamTimeout(
                 f"backend '{backend_id}' did not answer within {runtime.first_byte_timeout:g}s"
             ) from None
-        except aiohttp.ClientConnectorError as exc:
+        except (aiohttp.ClientConnectorError, h1client.ConnectError) as exc:
             reason = _connect_reason(exc.os_error)
             # The address goes to the operator's log only.
             log.warning("backend %s at %s is unreachable: %s", backend_id, _origin(url), reason)
             raise UpstreamUnavailable(
                 f"backend '{backend_id}' is unreachable: {reason}{hint}"
             ) from None
-        except aiohttp.ClientError as exc:
+        except (aiohttp.ClientError, h1client.ClientError) as exc:
             raise UpstreamUnavailable(
                 f"backend '{backend_id}' failed: {exc.__class__.__name__}{hint}"
             ) from None
@@ -328,7 +376,7 @@ class open_response:  # lower case: it was a function, callers write `async with
             _release(resp)
 
 
-def _release(resp: aiohttp.ClientResponse) -> None:
+def _release(resp: UpstreamResponse) -> None:
     if resp.content.is_eof():
         resp.release()
     else:

@@ -14,11 +14,10 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import quote, urlsplit
 
-import aiohttp
 from multidict import CIMultiDictProxy
 
 from chromagent_proxy.backends.base import context_headers
-from chromagent_proxy.backends.upstream import ErrorParser, open_response
+from chromagent_proxy.backends.upstream import ErrorParser, UpstreamResponse, open_response
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
 
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ class post:  # lower case like open_response: callers write `async with post(...
         self._auth = auth
         self._inner: open_response | None = None
 
-    async def __aenter__(self) -> aiohttp.ClientResponse:
+    async def __aenter__(self) -> UpstreamResponse:
         runtime, backend_id, url, headers, body, parser = self._args
         auth = self._auth
         for attempt in (1, 2):

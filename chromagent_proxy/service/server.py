@@ -13,6 +13,7 @@ import aiohttp
 from aiohttp import web
 
 from chromagent_proxy.backends.base import BackendRuntime
+from chromagent_proxy.backends.h1pool import H1Client
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
 from chromagent_proxy.core.config import GatewayConfig, validate
 from chromagent_proxy.core.config_load import build_config
@@ -102,6 +103,7 @@ class GatewayServer:
         self._sock = sock
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._client: H1Client | None = None
         self.state: GatewayState | None = None
         self.port: int = self.config.port
         self.app: web.Application | None = None
@@ -144,6 +146,8 @@ class GatewayServer:
             # leak between users), and skip the jar's per-request work.
             cookie_jar=aiohttp.DummyCookieJar(),
         )
+        # The built-in backends' upstream requests (README "Upstream client").
+        self._client = H1Client(limit=cfg.upstream_connection_limit)
         if self._images is not None:
             await self._images.start()
         runtime = self.runtime(cfg)
@@ -160,7 +164,12 @@ class GatewayServer:
             sock_read=t.idle_ms / 1000,
         )
         return BackendRuntime(
-            self._session, cfg, timeout, cfg.first_byte_timeout_s, images=self._images
+            self._session,
+            cfg,
+            timeout,
+            cfg.first_byte_timeout_s,
+            images=self._images,
+            client=self._client,
         )
 
     def retire(self, backends: list[Backend], grace: float) -> None:
@@ -241,6 +250,9 @@ class GatewayServer:
         for b in [*self.backends.values(), *self._retired]:
             await self._close_backend(b)
         self._retired.clear()
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
         if self._session is not None:
             await self._session.close()
             self._session = None

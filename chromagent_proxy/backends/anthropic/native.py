@@ -21,12 +21,16 @@ from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from multidict import CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
 from chromagent_proxy.backends.base import context_headers
-from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT, open_response, read_capped
+from chromagent_proxy.backends.upstream import (
+    ERROR_BODY_LIMIT,
+    UpstreamResponse,
+    open_response,
+    read_capped,
+)
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
 
@@ -147,7 +151,7 @@ async def open_native(
     client: Mapping[str, str],
     *,
     betas: bool = True,
-) -> aiohttp.ClientResponse:
+) -> UpstreamResponse:
     """POST and wait for a 2xx head (errors become GatewayErrors, Anthropic's envelope
     read); a stale Google token is refreshed once and the request sent again."""
     assert provider.runtime is not None and provider.config is not None

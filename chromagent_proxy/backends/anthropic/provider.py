@@ -20,8 +20,6 @@ from contextlib import AsyncExitStack
 from typing import ClassVar
 from urllib.parse import quote
 
-import aiohttp
-
 from chromagent_proxy.backends.anthropic import native, stream
 from chromagent_proxy.backends.anthropic.errors import http_error, ok_body_error
 from chromagent_proxy.backends.anthropic.request import (
@@ -31,7 +29,7 @@ from chromagent_proxy.backends.anthropic.request import (
 )
 from chromagent_proxy.backends.base import BackendProvider, RequestContext
 from chromagent_proxy.backends.shell import stream_events
-from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, UpstreamResponse, read_capped
 from chromagent_proxy.backends.vertex import TokenSource, model_prefix, post, retrying_parser
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.config import BackendConfig
@@ -156,7 +154,7 @@ class AnthropicBackend(BackendProvider):
         client_model: str,
         model: str,
         stream: bool,
-    ) -> aiohttp.ClientResponse:
+    ) -> UpstreamResponse:
         url = self._url_for(model, stream)
         body = native.rewrite_body(self, body, client_model, model)
         return await native.open_native(self, stack, url, body, client_headers)

@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack
 from typing import Protocol, runtime_checkable
 
-import aiohttp
 import msgspec
 
 from chromagent_proxy.backends.upstream import (
     DEFAULT_BODY_LIMIT,
     STREAM_ERRORS,
+    UpstreamResponse,
     read_capped,
     stream_error,
 )
@@ -42,7 +42,7 @@ class MessagesNative(Protocol):
         client_model: str,
         model: str,
         stream: bool,
-    ) -> aiohttp.ClientResponse: ...
+    ) -> UpstreamResponse: ...
 
     async def count_messages_tokens(
         self, body: bytes, client_headers: Mapping[str, str], model: str

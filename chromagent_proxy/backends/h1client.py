@@ -1,0 +1,386 @@
+"""A small HTTP/1.1 keep-alive client for upstream requests (asyncio Protocol + httptools).
+
+Built as the A/B of issue 20 against aiohttp's ``ClientSession`` (bench/README.md): one
+request = one ``transport.write`` of pre-encoded bytes, a C parser, no per-request
+request/connector/timer objects beyond what the exchange needs. Connections and the pool
+are in ``h1pool.py``; this module is one connection and its response.
+
+Response bodies arrive through ``iter_any()`` (all bytes buffered so far per step, like
+aiohttp's ``StreamReader.iter_any``) with flow control: reading pauses while more than
+``HIGH_WATER`` bytes wait for a slow consumer. The idle timeout is one timer per wait
+period, re-armed lazily (not one per received chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+if TYPE_CHECKING:
+    from chromagent_proxy.backends.h1pool import H1Client
+
+HIGH_WATER = 256 * 1024
+LOW_WATER = 64 * 1024
+WRITE_PIECE = 256 * 1024  # large request bodies go out in pieces, waiting for the socket
+
+
+class ClientError(Exception):
+    """Base of what the client raises (besides TimeoutError subclasses)."""
+
+
+class ConnectError(ClientError):
+    def __init__(self, os_error: OSError) -> None:
+        super().__init__(str(os_error))
+        self.os_error = os_error
+
+
+class ConnectTimeout(TimeoutError):
+    """The connection (TCP, then TLS) was not set up within the connect timeout."""
+
+
+class ReadTimeout(TimeoutError):
+    """Nothing arrived within the idle (sock_read) timeout, or the total ran out."""
+
+
+class ServerDisconnectedError(ClientError):
+    """The connection closed before a response head arrived."""
+
+
+class InvalidURL(ClientError):
+    """A backend URL that is not http(s)://host[:port]/path (aiohttp's class name)."""
+
+
+class ResponseError(ClientError):
+    """The response head could not be parsed."""
+
+
+class PayloadError(ClientError):
+    """The body ended early (connection closed mid-body) or could not be parsed."""
+
+
+class _Stale(Exception):
+    """A pooled connection the server had closed before answering: retry on a fresh one."""
+
+
+class Connection(asyncio.Protocol):
+    """One upstream connection; it parses one response at a time (no pipelining)."""
+
+    __slots__ = (
+        "_chunks",
+        "_client",
+        "_deadline",
+        "_exc",
+        "_hdrs",
+        "_head_by",
+        "_idle",
+        "_last",
+        "_loop",
+        "_parser",
+        "_paused",
+        "_size",
+        "_timer",
+        "_waiter",
+        "_wpaused",
+        "body_framed",
+        "busy",
+        "closed",
+        "cut",
+        "done",
+        "got_head",
+        "idle_since",
+        "keep",
+        "key",
+        "reused",
+        "status",
+        "transport",
+    )
+
+    def __init__(self, client: H1Client, key: tuple[str, str, int]) -> None:
+        self._client = client
+        self.key = key
+        self._loop = asyncio.get_running_loop()
+        self._parser = httptools.HttpResponseParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.closed = False
+        self.reused = False
+        self.busy = False  # an exchange is running on it
+        self.idle_since = 0.0
+        self._waiter: asyncio.Future[None] | None = None
+        self._wpaused = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._reset(0.0, None, float("inf"))
+
+    def _reset(self, idle: float, total: float | None, head_by: float) -> None:
+        self.status = 0
+        self.got_head = False  # any byte of a response seen
+        self.done = False  # the response is complete
+        self.keep = False  # and the connection may carry another one
+        self.cut = False  # the request body was not written whole
+        self.body_framed = False  # Content-Length or chunked (else: ends at close)
+        self._hdrs: list[tuple[str, str]] = []
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._paused = False
+        self._exc: BaseException | None = None
+        self._idle = idle
+        self._last = self._loop.time()
+        self._deadline = self._last + total if total else None
+        self._head_by = head_by  # loop time by which the response head must be in
+
+    # asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not asyncio.Transport subclasses: no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._last = self._loop.time()
+        if not self.busy:
+            self.close()  # bytes on an idle pooled connection: not ours to read
+            return
+        self.got_head = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(ResponseError("the upstream switched protocols"))
+        except httptools.HttpParserError as exc:
+            if self.status:
+                self._fail(PayloadError(f"malformed response body: {exc}"))
+            else:
+                self._fail(ResponseError(f"malformed response head: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._client.lost(self)
+        if self.done:
+            return
+        if self.status and not self.body_framed and exc is None:
+            self.on_message_complete()  # a close-delimited body ends here
+        elif self.status:
+            self._fail(PayloadError("Response payload is not completed: the connection closed"))
+        elif self.reused and not self.got_head:
+            self._fail(_Stale())
+        else:
+            self._fail(ServerDisconnectedError("Server disconnected"))
+
+    def pause_writing(self) -> None:
+        self._wpaused = True
+
+    def resume_writing(self) -> None:
+        self._wpaused = False
+        self._wake()
+
+    # httptools callbacks ----------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        n = name.decode("latin-1")
+        self._hdrs.append((n, value.decode("latin-1")))
+        if len(n) in (14, 17) and n.lower() in ("content-length", "transfer-encoding"):
+            self.body_framed = True
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            self._hdrs = []  # an interim answer (100 Continue): the real one follows
+            return
+        self.status = status
+        self._wake()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+        self._size += len(body)
+        if self._size > HIGH_WATER and not self._paused and self.transport is not None:
+            self._paused = True
+            self.transport.pause_reading()
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if not self.status:
+            return  # the end of an interim answer
+        self.done = True
+        # Asked here: llhttp forgets the message's flags once its callback returns.
+        self.keep = self._parser.should_keep_alive()
+        self._cancel_timer()
+        self._wake()
+
+    # the exchange -------------------------------------------------------------------
+    async def send(
+        self, head: bytes, body: bytes, idle: float, total: float | None, head_by: float
+    ) -> Response:
+        """Write the request, wait for the response head; raise ``_Stale`` to retry."""
+        self._reset(idle, total, head_by)
+        self.busy = True
+        t = self.transport
+        if self.closed or t is None or t.is_closing():
+            raise _Stale if self.reused else ServerDisconnectedError("Server disconnected")
+        if len(body) <= WRITE_PIECE:
+            t.write(head + body)
+        else:
+            t.write(head)
+            view = memoryview(body)
+            for i in range(0, len(body), WRITE_PIECE):
+                t.write(view[i : i + WRITE_PIECE])
+                # Wait for the socket to take it (the timeouts run: an upstream that stops
+                # reading cannot hold the request forever).
+                while self._wpaused and not self.status and not self.closed:
+                    await self._wait()
+                if self.status or self.closed:
+                    # Answered (or gone) before the body was sent: stop writing; the
+                    # connection is mid-request and cannot carry another one.
+                    self.cut = i + WRITE_PIECE < len(body)
+                    break
+        while not self.status:
+            await self._wait()
+        return Response(self)
+
+    async def _wait(self) -> None:
+        if self._exc is not None:
+            raise self._exc
+        self._waiter = self._loop.create_future()
+        if self._timer is None:
+            self._arm()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _due(self) -> float:
+        """When the wait in progress times out: idle gap, total, or the head's deadline."""
+        at = self._last + self._idle if self._idle else float("inf")
+        if self._deadline is not None and self._deadline < at:
+            at = self._deadline
+        if not self.status and self._head_by < at:
+            at = self._head_by
+        return at
+
+    def _arm(self) -> None:
+        due = self._due()
+        if due != float("inf"):  # no timeout configured at all: nothing to arm
+            self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        w = self._waiter
+        if w is None or w.done():
+            return  # data came in the meantime; the next wait re-arms
+        # call_at may fire up to the clock's resolution early: allow for it.
+        if self._loop.time() >= self._due() - 0.001:
+            w.set_exception(ReadTimeout("Timeout on reading data from socket"))
+        else:
+            self._arm()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _fail(self, exc: BaseException) -> None:
+        if self._exc is None:
+            self._exc = exc
+        self._cancel_timer()
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_exception(exc)
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+    async def read(self) -> bytes:
+        """All bytes buffered (at least one), or b"" at the end of the body."""
+        while not self._chunks:
+            if self.done:
+                return b""
+            await self._wait()
+        chunks = self._chunks
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._size = 0
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+        return data
+
+    def headers(self) -> CIMultiDictProxy[str]:
+        return CIMultiDictProxy(CIMultiDict(self._hdrs))
+
+    def finish(self, reuse: bool) -> None:
+        """The consumer is done: back to the pool if fully read and keep-alive, else close."""
+        self._cancel_timer()
+        self.busy = False
+        if reuse and self.done and self.keep and not self.cut and not self._chunks:
+            self._client.put_back(self)
+        else:
+            self.close()
+            self._client.put_back(self)
+
+    def close(self) -> None:
+        """Drop the connection now: abort, not close, so that request bytes still queued
+        (an upstream that stopped reading) are not waited for."""
+        self._cancel_timer()
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+        self.closed = True
+
+
+class Response:
+    """What a request returns: ``status``, ``headers``, and the body through ``content``
+    (``iter_any()``, ``is_eof()``) like aiohttp's ``ClientResponse`` offers it."""
+
+    __slots__ = ("_conn", "_headers", "status")
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn: Connection | None = conn
+        self.status = conn.status
+        self._headers: CIMultiDictProxy[str] | None = None
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        h = self._headers
+        if h is None:
+            h = self._headers = (
+                self._conn.headers() if self._conn else CIMultiDictProxy(CIMultiDict())
+            )
+        return h
+
+    @property
+    def content(self) -> Response:
+        return self
+
+    def iter_any(self) -> Response:
+        return self
+
+    def __aiter__(self) -> Response:
+        return self
+
+    async def __anext__(self) -> bytes:
+        conn = self._conn
+        if conn is None:
+            raise StopAsyncIteration
+        data = await conn.read()
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    def is_eof(self) -> bool:
+        conn = self._conn
+        return conn is None or (conn.done and not conn._chunks)
+
+    def release(self) -> Any:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self._headers is None:
+                self._headers = conn.headers()
+            conn.finish(True)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self._headers is None:
+                self._headers = conn.headers()
+            conn.finish(False)
