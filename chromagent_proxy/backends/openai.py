@@ -191,6 +191,7 @@ class OpenAIBackend(BackendProvider):
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
+        del request  # not held for the stream's life (memory per open stream, issue 20)
         decoder = SSEDecoder()
         async with open_response(
             self.runtime,

@@ -92,10 +92,11 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
                 f"'{dup}' appears more than once in the request body; send it once", param=dup
             )
         inbound = dialect.parse(body, request.headers, request.query)
+        del body  # inbound.body holds it until the stream's first part is out (_stream)
         await dialect.resolve(inbound)
         rec.session = inbound.session_id
         if rec.trace is not None:
-            rec.trace.request(inbound.model, body)
+            rec.trace.request(inbound.model, inbound.body)
         needs = Needs(inbound.stream, inbound.tools, inbound.images)
         try:
             plan = state.router.plan_for(inbound.model, needs)
@@ -114,7 +115,7 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
             # (to count tokens); the client sees it only if it asked (Dialect.relayed).
             ctx = RequestContext(
                 rid,
-                body,
+                inbound.body,
                 inbound.model,
                 attempt.upstream_model,
                 backend_id,
@@ -364,6 +365,12 @@ async def _stream(
         try:
             await resp.prepare(request)
             await resp.write(first)
+            # No failover from here on: what only another attempt would read goes now,
+            # not when the stream ends (memory per open stream, bench/README.md).
+            dialect.release(inbound)
+            ctx.raw_body = b""
+            irs.clear()
+            del first
             while True:
                 try:
                     part = await anext(parts)
