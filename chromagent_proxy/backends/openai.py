@@ -51,6 +51,9 @@ class OpenAIBackend(BackendProvider):
     native_dialects: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
     dialect: ClassVar[str] = "openai"
     translates: ClassVar[bool] = True
+    # chat_completion[_stream] send the client's raw body and read only the request's model,
+    # stream and stream_options (so the chat dialect can let the decoded messages go).
+    relays_chat_body: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
