@@ -131,11 +131,12 @@ def _first_repeated(body: bytes) -> str | None:
         if key in seen or value is None:
             return str(key)
         seen.add(key)
-        raw = bytes(value)
         pos = m.end()
-        if not body.startswith(raw, pos):
+        # Compared in place (a Raw is a view into body): a copy of a 1 MB value would cost
+        # a fresh allocation and its page faults.
+        if not body.startswith(value, pos):
             return str(key)  # not the value that won: an earlier copy of this key
-        nxt = _NEXT.match(body, pos + len(raw))
+        nxt = _NEXT.match(body, pos + len(value))
         if nxt is None:
             return None
         pos = nxt.end()
