@@ -89,8 +89,9 @@ class OpenAIBackend(BackendProvider):
             return _with_usage(ctx.raw_body) if add_usage else ctx.raw_body
         if opts is None or not add_usage:
             # Only the model's bytes change (rawjson.py); the full re-encode below is the
-            # fallback for bodies where that is not certain to be right.
-            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model)
+            # fallback for bodies where that is not certain to be right. unique: the
+            # request path refused a body with two top-level model keys (serving.py).
+            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model, unique=True)
             if renamed is not None:
                 return _with_usage(renamed) if add_usage else renamed
         try:
