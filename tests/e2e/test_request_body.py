@@ -65,7 +65,7 @@ def cfg(up: FakeUpstream, *backends: dict[str, Any], **extra: Any) -> dict[str, 
     return {"backends": list(backends), "maxBodyBytes": 8 * 1024 * 1024, **extra}
 
 
-MAPPING = {"modelMapping": {"gpt-4o": "gpt-4o-2024-08-06"}}
+MAPPING = {"gpt-4o": "gpt-4o-2024-08-06"}
 
 
 async def post(url: str, body: bytes, path: str = "/v1/chat/completions") -> tuple[int, bytes]:
@@ -84,7 +84,7 @@ async def test_a_big_odd_body_reaches_the_upstream_with_only_the_model_renamed(
 ) -> None:
     body = odd_body(model_first)
     assert 1_000_000 < len(body) < 2**20
-    async with run_gateway(cfg(upstream, backend(upstream, "a", **MAPPING))) as gw:
+    async with run_gateway(cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))) as gw:
         status, reply = await post(gw.url, body)
     assert status == 200, reply[:300]
     assert json.loads(reply)["choices"][0]["message"]["content"] == "a"
@@ -95,7 +95,7 @@ async def test_a_big_odd_body_reaches_the_upstream_with_only_the_model_renamed(
 
 async def test_a_big_stream_relays_the_same_bytes_and_its_answer(upstream: FakeUpstream) -> None:
     body = odd_body(False, stream=True, stream_options={"include_usage": True})
-    async with run_gateway(cfg(upstream, backend(upstream, "a", **MAPPING))) as gw:
+    async with run_gateway(cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))) as gw:
         status, reply = await post(gw.url, body)
     assert status == 200
     assert reply == sse("a")
@@ -112,8 +112,8 @@ async def test_failover_before_the_first_byte_sends_the_same_bytes_again(
     body = odd_body(True, stream=stream)
     config = cfg(
         upstream,
-        backend(upstream, "a", error_reply(503), **MAPPING),
-        backend(upstream, "b", **MAPPING),
+        backend(upstream, "a", error_reply(503), modelMapping=MAPPING),
+        backend(upstream, "b", modelMapping=MAPPING),
     )
     async with run_gateway(config) as gw:
         status, reply = await post(gw.url, body)
@@ -146,8 +146,8 @@ async def test_failover_from_the_relay_to_a_custom_backend_gets_the_decoded_requ
     registry.register_custom_backend("inspecting", Inspecting)
     config = cfg(
         upstream,
-        backend(upstream, "a", error_reply(503), **MAPPING),
-        {"id": "i", "type": "inspecting", **MAPPING},
+        backend(upstream, "a", error_reply(503), modelMapping=MAPPING),
+        {"id": "i", "type": "inspecting", "modelMapping": MAPPING},
     )
     async with run_gateway(config, registry) as gw:
         status, reply = await post(gw.url, odd_body(False))
@@ -170,7 +170,7 @@ async def test_a_big_body_with_a_repeated_routed_key_is_a_400(
 ) -> None:
     body = odd_body(model_first, stream=False)
     body = body[:-1] + b", " + dup + b"}"
-    async with run_gateway(cfg(upstream, backend(upstream, "a", **MAPPING))) as gw:
+    async with run_gateway(cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))) as gw:
         status, reply = await post(gw.url, body)
     assert status == 400
     err = json.loads(reply)["error"]
@@ -186,7 +186,7 @@ async def test_a_big_body_with_another_key_repeated_is_relayed_like_a_small_one(
     # No other "model" key anywhere: with one, the gateway refuses any repeated key, as it
     # does for a small body (test_request_limits.py).
     big = odd_body(True, nested=False)[:-1] + b', "n": 1, "n": 1}'
-    async with run_gateway(cfg(upstream, backend(upstream, "a", **MAPPING))) as gw:
+    async with run_gateway(cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))) as gw:
         assert (await post(gw.url, small))[0] == 200
         assert (await post(gw.url, big))[0] == 200
     assert [r.body for r in upstream.received] == [
@@ -210,7 +210,7 @@ async def test_a_big_bad_body_is_the_same_400_as_a_small_one(
         msgs = [{"role": "system", "content": text}, {"role": "user", "content": "hi", **patch}]
         return json.dumps({"model": "gpt-4o", "messages": msgs}, ensure_ascii=False).encode()
 
-    async with run_gateway(cfg(upstream, backend(upstream, "a", **MAPPING))) as gw:
+    async with run_gateway(cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))) as gw:
         replies = [await post(gw.url, bad(text)) for text in ("short", big_text())]
     errors = []
     for status, reply in replies:
@@ -226,7 +226,7 @@ async def test_a_body_over_the_limit_is_a_413_in_each_dialect(upstream: FakeUpst
     messages = json.dumps(
         {"model": "gpt-4o", "max_tokens": 5, "messages": [{"role": "user", "content": big_text()}]}
     ).encode()
-    config = cfg(upstream, backend(upstream, "a", json_reply({}), **MAPPING))
+    config = cfg(upstream, backend(upstream, "a", json_reply({}), modelMapping=MAPPING))
     config["maxBodyBytes"] = 1_000_000
     async with run_gateway(config) as gw:
         chat = await post(gw.url, body)
@@ -249,7 +249,13 @@ async def test_a_stream_still_completes_after_the_request_is_let_go(
     pieces = [sse("x")[i : i + 40] for i in range(0, len(sse("x")), 40)]
     upstream.route("/slow/v1/chat/completions", stream_reply(pieces, delay=0.01))
     config = cfg(
-        upstream, {"id": "slow", "type": "openai", "baseUrl": f"{upstream.url}/slow/v1", **MAPPING}
+        upstream,
+        {
+            "id": "slow",
+            "type": "openai",
+            "baseUrl": f"{upstream.url}/slow/v1",
+            "modelMapping": MAPPING,
+        },
     )
     body = odd_body(False, stream=True)
     async with run_gateway(config) as gw:
