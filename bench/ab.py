@@ -23,7 +23,7 @@ from pathlib import Path
 
 from bench import scenarios as sc
 from bench import targets as tg
-from bench.load import run_count, run_load, scenario_job
+from bench.load import run_count, run_load, run_slow, scenario_job
 
 NGINX = Path("nginx")
 
@@ -62,6 +62,36 @@ async def one(
         lat = sorted(res.latencies) or [0.0]
         p99 = lat[min(len(lat) - 1, int(0.99 * len(lat)))] * 1000
         return res.rps, cpu, lat[len(lat) // 2] * 1000, p99
+    finally:
+        gw.stop()
+
+
+async def slow_kb(src: Path, scen: sc.Scenario, n: int, config: Path) -> float:
+    """KB of RSS per open slow stream, measured like ``make bench`` (run.py run_slow): a
+    fresh target, a 4-connection warm-up, then ``n`` streams open at once."""
+    raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
+    raw.mkdir(parents=True, exist_ok=True)
+    gw = target(src, raw, config)
+    gw.start()
+    try:
+        warm = next(s for s in sc.all_scenarios() if s.name == "openai-json")
+        warm_job = gw.job(warm)
+        assert warm_job is not None
+        await run_load(warm_job, 4, 0.5, 0.0)
+        await asyncio.sleep(0.3)
+        job = gw.job(scen)
+        assert job is not None, f"{gw.name} cannot run {scen.name}"
+        pids = gw.pids()
+        before = tg.rss_bytes(pids)
+        seen: dict[str, int] = {}
+
+        def on_open() -> None:
+            seen["rss"] = tg.rss_bytes(pids)
+
+        res = await run_slow(job, n, on_open=on_open, timeout=60.0)
+        if res.errors:
+            print(f"  errors: {dict(res.errors)}", flush=True)
+        return (seen.get("rss", before) - before) / 1024 / n
     finally:
         gw.stop()
 
@@ -112,6 +142,20 @@ async def main_async(args: argparse.Namespace) -> None:
                 f"{name} c={conc}: A {ia:,.0f} instructions/req | B {ib:,.0f} instructions/req"
                 f" | {ib / ia - 1:+.1%}",
                 flush=True,
+            )
+            continue
+        if scen.kind == "slow":
+            kb: dict[str, list[float]] = {"A": [], "B": []}
+            for r in range(args.rounds):
+                order = [("A", args.a), ("B", args.b)]
+                if r % 2:
+                    order.reverse()
+                for label, src in order:
+                    kb[label].append(await slow_kb(src, scen, conc, CONFIG[label]))
+                    print(f"  {name} n={conc} round {r + 1} {label}: {kb[label][-1]:.1f} KB/stream")
+            ka, kb_ = statistics.median(kb["A"]), statistics.median(kb["B"])
+            print(
+                f"{name} n={conc}: A {ka:.1f} KB/stream | B {kb_:.1f} KB/stream | {kb_ - ka:+.1f} KB"
             )
             continue
         got: dict[str, list[tuple[float, float, float, float]]] = {"A": [], "B": []}

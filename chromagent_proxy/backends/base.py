@@ -99,6 +99,7 @@ class BackendProvider:
     #: True when ``generate`` / ``generate_stream`` are implemented (the IR path). Custom
     #: backends that implement only ``chat_completion`` keep working: the gateway adapts.
     translates: ClassVar[bool] = False
+    relays_chat_body: ClassVar[bool] = False  # True: see backends/openai.py (issue 20)
 
     def __init__(self) -> None:
         self.config: BackendConfig | None = None

@@ -51,6 +51,9 @@ class OpenAIBackend(BackendProvider):
     native_dialects: ClassVar[frozenset[str]] = frozenset({"chat", "embeddings"})
     dialect: ClassVar[str] = "openai"
     translates: ClassVar[bool] = True
+    # chat_completion[_stream] send the client's raw body and read only the request's model,
+    # stream and stream_options (so the chat dialect can let the decoded messages go).
+    relays_chat_body: ClassVar[bool] = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -86,8 +89,9 @@ class OpenAIBackend(BackendProvider):
             return _with_usage(ctx.raw_body) if add_usage else ctx.raw_body
         if opts is None or not add_usage:
             # Only the model's bytes change (rawjson.py); the full re-encode below is the
-            # fallback for bodies where that is not certain to be right.
-            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model)
+            # fallback for bodies where that is not certain to be right. unique: the
+            # request path refused a body with two top-level model keys (serving.py).
+            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model, unique=True)
             if renamed is not None:
                 return _with_usage(renamed) if add_usage else renamed
         try:
@@ -191,6 +195,7 @@ class OpenAIBackend(BackendProvider):
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
+        del request  # not held for the stream's life (memory per open stream, issue 20)
         decoder = SSEDecoder()
         async with open_response(
             self.runtime,

@@ -49,20 +49,25 @@ def _skip_ws(buf: bytes, j: int) -> int:
     return j
 
 
-def rename_model(raw: bytes, old: str, new: str) -> bytes | None:
-    """``raw`` with its top-level ``model`` value ``old`` replaced by ``new``; None if unsure."""
+def rename_model(raw: bytes, old: str, new: str, *, unique: bool = False) -> bytes | None:
+    """``raw`` with its top-level ``model`` value ``old`` replaced by ``new``; None if unsure.
+
+    ``unique``: the caller knows the body has at most one top-level ``model`` key in any
+    spelling (the request path refuses others: jsonlimits.duplicate_routed_key), so the
+    check for an earlier one, a copy and a parse of the whole head when the key comes
+    last (the OpenAI SDKs' order), is skipped."""
     if old == new:
         return None  # nothing to rename (the caller sends the body as it is)
     first = raw.find(_KEY, 0, _HEAD)
-    out = _rewrite(raw, first, old, new) if first >= 0 else None
+    out = _rewrite(raw, first, old, new, unique) if first >= 0 else None
     if out is None:
         last = raw.rfind(_KEY)
         if last >= 0 and last != first:
-            out = _rewrite(raw, last, old, new)
+            out = _rewrite(raw, last, old, new, unique)
     return out
 
 
-def _rewrite(raw: bytes, key: int, old: str, new: str) -> bytes | None:
+def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> bytes | None:
     """Replace the value of the ``"model"`` key at ``key`` if it is the top-level one."""
     j = _skip_ws(raw, key + len(_KEY))
     if raw[j : j + 1] != b":":
@@ -85,11 +90,12 @@ def _rewrite(raw: bytes, key: int, old: str, new: str) -> bytes | None:
             cut -= 1
         before = raw[cut - 1 : cut]
         if before == b",":
-            # One copy of the head, closed as an object: does it hold a model key?
-            head = bytearray(view[:cut])
-            head += b'"_":0}'
-            if _decode_top(head).model is not None:
-                return None  # a top-level model key before this one
+            if not unique:
+                # One copy of the head, closed as an object: does it hold a model key?
+                head = bytearray(view[:cut])
+                head += b'"_":0}'
+                if _decode_top(head).model is not None:
+                    return None  # a top-level model key before this one
         elif before != b"{":
             return None
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):

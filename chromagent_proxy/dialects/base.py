@@ -117,6 +117,14 @@ class Dialect(ABC):
     async def completed(self, inbound: Inbound) -> None:
         """After a successful answer was sent (e.g. store it)."""
 
+    def release(self, inbound: Inbound) -> None:
+        """A stream's first part has reached the client, so no other attempt will run: drop
+        what only another attempt would need (the raw body, the decoded request), which an
+        open stream would otherwise keep to its end (memory per open stream, issue 20).
+        A dialect whose ``completed`` reads ``native`` keeps it."""
+        inbound.body = b""
+        inbound.native = None
+
     def relays(self, provider: BackendProvider) -> bool:
         return self.name in provider.native_dialects
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from aiohttp import web
 
 from chromagent_proxy.backends.base import RequestContext, set_context
-from chromagent_proxy.core.errors import GatewayError, MethodNotAllowed, RequestTooLarge
+from chromagent_proxy.core.errors import GatewayError, MethodNotAllowed
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.dialects.base import Inbound
 from chromagent_proxy.dialects.messages import MessagesDialect
@@ -21,7 +21,7 @@ from chromagent_proxy.dialects.messages.relay import MessagesNative
 from chromagent_proxy.routing.router import Attempt
 from chromagent_proxy.routing.rules import Needs
 from chromagent_proxy.service.serving import error_response as serving_error_response
-from chromagent_proxy.service.serving import serve
+from chromagent_proxy.service.serving import read_body, serve
 from chromagent_proxy.service.state import STATE
 
 log = logging.getLogger("chromagent_proxy")
@@ -52,16 +52,6 @@ def _plan(request: web.Request, inbound: Inbound) -> list[Attempt]:
     )
 
 
-async def _read(request: web.Request) -> bytes:
-    try:
-        return await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        limit = request.app[STATE].config.max_body_bytes
-        raise RequestTooLarge(
-            f"The request body is larger than the gateway's limit of {limit} bytes (maxBodyBytes)"
-        ) from None
-
-
 def count_tokens_handler(dialect: MessagesDialect, cache: counting.CountCache) -> Handler:
     async def count_tokens(request: web.Request) -> web.StreamResponse:
         from chromagent_proxy.service.handlers import _request_id
@@ -70,7 +60,7 @@ def count_tokens_handler(dialect: MessagesDialect, cache: counting.CountCache) -
         try:
             if request.method != "POST":
                 raise MethodNotAllowed(f"Use POST for {COUNT_PATH}")
-            body = await _read(request)
+            body = await read_body(request)
             inbound = dialect.parse(body, request.headers, request.query)
             plan = _plan(request, inbound)
             last: GatewayError | None = None

@@ -120,6 +120,26 @@ def test_rename_is_exact_or_declines(body: tuple[bytes, Pairs, str], new: str) -
 
 
 @SETTINGS
+@given(bodies(), text)
+def test_unique_rename_is_exact_or_declines_on_single_key_bodies(
+    body: tuple[bytes, Pairs, str], new: str
+) -> None:
+    """``unique=True`` (the request path has refused repeated model keys): on bodies with
+    one top-level model key it is exact, and takes the fast path whenever the full check
+    does."""
+    raw, pairs, model = body
+    assume(sum(1 for k, _ in pairs if k == "model") == 1)
+    out = rename_model(raw, model, new, unique=True)
+    checked = rename_model(raw, model, new)
+    if checked is not None:
+        assert out == checked
+    if out is None:
+        return
+    assert parse(out) == [(k, new if k == "model" else plain(v)) for k, v in pairs]
+    assert out.startswith(raw[: raw.index(b'"model"')])
+
+
+@SETTINGS
 @given(
     st.lists(st.tuples(st.sampled_from(["messages", "temperature", "user"]), scalars), max_size=3),
     text,

@@ -72,7 +72,7 @@ class ChatDialect(Dialect):
         )
 
     def to_ir(self, inbound: Inbound, backend_dialect: str) -> ir.Request:
-        return decode.to_ir(inbound.native, backend_dialect)
+        return decode.to_ir(_native(inbound), backend_dialect)
 
     def stream_encoder(self, inbound: Inbound, rid: str, model: str) -> encode.StreamEncoder:
         return encode.StreamEncoder(
@@ -94,8 +94,20 @@ class ChatDialect(Dialect):
         return not provider.translates or "chat" in provider.native_dialects
 
     @staticmethod
-    def _upstream(inbound: Inbound, ctx: RequestContext) -> ChatCompletionRequest:
-        req: ChatCompletionRequest = inbound.native
+    def _upstream(
+        provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> ChatCompletionRequest:
+        req = _native(inbound)
+        cfg = provider.config
+        if provider.relays_chat_body and not (cfg is not None and cfg.inline_images):
+            # A body relay sends the client's raw bytes and reads only these fields: the
+            # decoded messages are let go before it copies the body to rename the model
+            # (a 1 MB prompt was held three times, issue 20). Another attempt that needs
+            # them decodes the body again (_native).
+            inbound.native = None
+            return ChatCompletionRequest(
+                ctx.upstream_model, [], stream=req.stream, stream_options=req.stream_options
+            )
         if ctx.upstream_model == req.model:
             return req
         return msgspec.structs.replace(req, model=ctx.upstream_model)
@@ -104,7 +116,9 @@ class ChatDialect(Dialect):
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
     ) -> tuple[bytes, ir.Usage | None]:
         assert provider.config is not None
-        result = await provider.chat_completion(self._upstream(inbound, ctx), provider.config)
+        result = await provider.chat_completion(
+            self._upstream(provider, inbound, ctx), provider.config
+        )
         try:
             if isinstance(result, bytes):
                 payload = result
@@ -123,7 +137,9 @@ class ChatDialect(Dialect):
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
     ) -> AsyncIterator[Any]:
         assert provider.config is not None
-        return provider.chat_completion_stream(self._upstream(inbound, ctx), provider.config)
+        return provider.chat_completion_stream(
+            self._upstream(provider, inbound, ctx), provider.config
+        )
 
     def relayed(self, part: Any, want_usage: bool) -> tuple[bytes, ir.Usage | None]:
         """A relayed part: a framed batch (sse.Framed), one event's JSON bytes, or a chunk
@@ -146,6 +162,14 @@ class ChatDialect(Dialect):
                 return b"", usage
         payload = codec.dumps(part) if isinstance(part, Mapping) else codec.encode(part)
         return frame(payload), usage
+
+
+def _native(inbound: Inbound) -> ChatCompletionRequest:
+    """The decoded request; decoded again from the body when a body relay let it go."""
+    if inbound.native is None:
+        inbound.native = parse_request(inbound.body)
+    req: ChatCompletionRequest = inbound.native
+    return req
 
 
 _NO_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')

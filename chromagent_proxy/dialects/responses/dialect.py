@@ -151,6 +151,9 @@ class ResponsesDialect(Dialect):
         except Exception as exc:  # a store outage must not fail an answer already sent
             log.warning("responses: storing %s failed: %s", enc.id, exc)
 
+    def release(self, inbound: Inbound) -> None:
+        inbound.body = b""  # ``native`` stays: completed() stores its input items
+
     # -- native relay (openai backends with nativeResponses)
 
     def relays(self, provider: BackendProvider) -> bool:
