@@ -88,7 +88,7 @@ def test_reads_that_end_mid_event_give_the_same_events(newline: bytes) -> None:
     # event, the next read finishes that event and takes the fast path for the rest.
     nl = newline
     body = b"".join(
-        b"data: {\"i\":" + str(i).encode() + b"}" + nl + nl
+        b'data: {"i":' + str(i).encode() + b"}" + nl + nl
         if i % 3
         else b"event: e" + str(i).encode() + nl + b"data: " + str(i).encode() + nl + nl
         for i in range(12)
