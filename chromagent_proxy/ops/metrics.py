@@ -139,22 +139,17 @@ class Metrics:
     ) -> None:
         key = (backend, model, self._status_text.get(status) or str(status))
         self.requests[key] = self.requests.get(key, 0) + 1
-        # Hist.observe inlined: this runs once per request.
         hist = self.latency.get(backend)
         if hist is None:
             hist = self.latency[backend] = Hist(LATENCY_BUCKETS)
-        hist.counts[bisect_left(LATENCY_BUCKETS, total_s)] += 1
-        hist.sum += total_s
+        hist.observe(total_s)
         if ttft_s is not None:
             hist = self.ttft.get(backend)
             if hist is None:
                 hist = self.ttft[backend] = Hist(TTFT_BUCKETS)
-            hist.counts[bisect_left(TTFT_BUCKETS, ttft_s)] += 1
-            hist.sum += ttft_s
+            hist.observe(ttft_s)
         if overhead_s is not None:
-            hist = self.overhead
-            hist.counts[bisect_left(hist.bounds, overhead_s)] += 1
-            hist.sum += overhead_s
+            self.overhead.observe(overhead_s)
         if tokens_in:
             k = (backend, model, "in")
             self.tokens[k] = self.tokens.get(k, 0) + tokens_in
