@@ -65,9 +65,9 @@ def iso_time(ts: float) -> str:
 
 
 def millis(seconds: float) -> float:
-    """``seconds`` in ms rounded to 3 decimals, like ``round(seconds * 1000, 3)`` for the
-    non-negative durations of an access line, at a fraction of its cost (round with digits
-    goes through a decimal string)."""
+    """``seconds`` (a non-negative duration) in ms to 3 decimals: ``round(seconds * 1000, 3)``
+    at a fraction of its cost (round with digits goes through a decimal string); an exact
+    tie at half a microsecond rounds up instead of to even."""
     return int(seconds * 1_000_000 + 0.5) / 1000
 
 
