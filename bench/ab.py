@@ -109,7 +109,7 @@ async def instructions(src: Path, scen: sc.Scenario, conc: int, total: int) -> f
         cmd, cwd=raw, env=gw.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        tg.wait_port(gw.port, proc, 300)
+        tg.wait_port(gw.port, proc, 1200)  # valgrind on a busy machine: minutes
         job = scenario_job(scen, tg.HOST, gw.port)
         await run_count(job, conc, 300)  # warm: imports, caches, connection pool
         for f in raw.glob(f"{out.name}.*"):

@@ -71,7 +71,10 @@ def main() -> None:
     p.add_argument("-d", "--duration", type=float, default=8.0)
     p.add_argument("--top", type=int, default=30)
     p.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
+    p.add_argument("--port-offset", type=int, default=0, help="run beside other benches")
     args = p.parse_args()
+    tg.UPSTREAM_PORT += args.port_offset
+    tg.PORTS["gateway"] += args.port_offset
     scen = {s.name: s for s in sc.all_scenarios()}[args.scenario]
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = tg.ROOT / "bench" / "results" / "raw"
@@ -81,7 +84,9 @@ def main() -> None:
         os.sched_setaffinity(0, {tg.LOAD_CORE})
     env = dict(os.environ, PYTHONPATH=str(tg.ROOT))
     up = subprocess.Popen(
-        tg.pinned([sys.executable, "-m", "bench.upstreams"], tg.LOAD_CORE),
+        tg.pinned(
+            [sys.executable, "-m", "bench.upstreams", "--port", str(tg.UPSTREAM_PORT)], tg.LOAD_CORE
+        ),
         env=env,
         stdout=subprocess.DEVNULL,
     )

@@ -127,6 +127,20 @@ def all_scenarios() -> list[Scenario]:
     for d in ("gemini", "anthropic", "vertex-anthropic", "ollama"):
         out.append(Scenario(f"{d}-json", d, False, "fake-n20-g0", note="translation"))
         out.append(Scenario(f"{d}-stream", d, True, "fake-n20-g0", note="translation, 20 chunks"))
+    # Per-chunk cost (issue 20, bench/chunkcost.py): the same streams with 220 chunks; CPU per
+    # request at 220 minus at 20, over 200, is what one more chunk costs.
+    for d in ("openai", "gemini", "anthropic"):
+        out.append(
+            Scenario(
+                f"{d}-stream-220",
+                d,
+                True,
+                "fake-n220-g0",
+                levels=(64,),
+                quick_levels=(64,),
+                note=f"{'pass-through' if d == 'openai' else 'translation'}, 220 chunks",
+            )
+        )
     out += [
         Scenario(
             "openai-tools-stream",

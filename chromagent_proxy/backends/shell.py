@@ -79,7 +79,12 @@ async def stream_events(
             out: list[ir.Event] = []
             try:
                 for payload in _payloads(decoder, data):
-                    out += step(state, _decode(decode, payload, backend_id))
+                    # _decode inlined: this loop runs once per upstream event.
+                    try:
+                        event = decode(payload)
+                    except (codec.DecodeError, codec.ValidationError) as exc:
+                        raise _unreadable(backend_id, exc) from None
+                    out += step(state, event)
             except GatewayError:
                 # Events before the failing one (same read) still reach the client first.
                 if out:
@@ -116,6 +121,10 @@ def _decode(decode: Callable[[bytes], E], payload: bytes, backend_id: str) -> E:
     try:
         return decode(payload)
     except (codec.DecodeError, codec.ValidationError) as exc:
-        raise UpstreamProtocolError(
-            f"backend '{backend_id}' sent a stream event this gateway cannot read: {exc}"
-        ) from None
+        raise _unreadable(backend_id, exc) from None
+
+
+def _unreadable(backend_id: str, exc: Exception) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"backend '{backend_id}' sent a stream event this gateway cannot read: {exc}"
+    )

@@ -60,15 +60,33 @@ class SSEDecoder:
         # shapes, "data: <payload>" and "event: <name>\ndata: <payload>", without a
         # per-line copy. Anything else, and the unterminated tail, takes the line loop,
         # which gives the same events (tests/unit/test_sse_fastpath.py checks that).
-        if self._buf or self._data or self._skip_lf or self._event is not None:
-            return self._feed(chunk)
+        if not chunk:
+            return []  # an empty read must not forget a CR that may pair with the next LF
+        if self._skip_lf:
+            self._skip_lf = False
+            if chunk[:1] == b"\n":
+                chunk = chunk[1:]  # the LF of a CRLF split across reads
         if b"\r" in chunk:
             if chunk.endswith(b"\r"):
                 return self._feed(chunk)  # maybe half a CRLF: the line loop tracks it
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        out: list[SSEEvent] = []
+        if self._buf or self._data or self._event is not None:
+            # An event left unfinished by the last read: the line loop finishes it (up to
+            # the first blank line), then the rest takes the fast path. Without this, one
+            # read that ends mid-event (most reads of a long stream) sent every later read
+            # through the line loop.
+            if not self._buf and chunk[:1] == b"\n":
+                end = 1  # the previous read ended a line; this LF is the blank line
+            else:
+                end = chunk.find(b"\n\n")
+                if end == -1:
+                    return self._feed(chunk)
+                end += 2
+            out = self._feed(chunk[:end])
+            chunk = chunk[end:]
         blocks = chunk.split(b"\n\n")
         tail = blocks.pop()
-        out: list[SSEEvent] = []
         for block in blocks:
             if block[:6] == b"data: ":
                 if b"\n" not in block:

@@ -33,7 +33,7 @@ from chromagent_proxy.core.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from chromagent_proxy.ops.accesslog import AccessLog, iso_time
+from chromagent_proxy.ops.accesslog import AccessLog, iso_time, millis
 from chromagent_proxy.ops.genai import OPERATIONS, request_error_type
 from chromagent_proxy.ops.instrument import RECORD, Record
 from chromagent_proxy.ops.metrics import SNAPSHOT_DIR_ENV, Metrics
@@ -292,8 +292,8 @@ class Edge:
                     "backend": rec.backend or None,
                     "model": model if rec.model else None,
                     "stream": rec.stream,
-                    "latency_ms": round((end - rec.start) * 1000, 3),
-                    "ttft_ms": round(ttft * 1000, 3) if ttft is not None else None,
+                    "latency_ms": millis(end - rec.start),
+                    "ttft_ms": millis(ttft) if ttft is not None else None,
                     "tokens_in": rec.tokens_in,
                     "tokens_out": rec.tokens_out,
                     "attempts": rec.attempts,

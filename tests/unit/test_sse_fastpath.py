@@ -80,3 +80,22 @@ def test_common_shapes_take_the_fast_path() -> None:
         SSEEvent(None, b"[DONE]"),
     ]
     assert dec.feed(b":2}\n\n") == [SSEEvent(None, b'{"b":2}')]
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n", b"\r"])
+def test_reads_that_end_mid_event_give_the_same_events(newline: bytes) -> None:
+    # Long streams are read in pieces that end anywhere: after a read that ends inside an
+    # event, the next read finishes that event and takes the fast path for the rest.
+    nl = newline
+    body = b"".join(
+        b'data: {"i":' + str(i).encode() + b"}" + nl + nl
+        if i % 3
+        else b"event: e" + str(i).encode() + nl + b"data: " + str(i).encode() + nl + nl
+        for i in range(12)
+    )
+    whole = _fast([body])
+    assert len(whole) == 12
+    for size in (1, 2, 3, 7, 16, 41):
+        assert _fast([body[i : i + size] for i in range(0, len(body), size)]) == whole
+    for cut in range(len(body) + 1):
+        assert _fast([body[:cut], body[cut:]]) == whole
