@@ -39,11 +39,14 @@ _RETRY_STATUS = (429, 502, 503, 504)
 _CACHE_MAX = 4096  # cached encoded attributes (low-cardinality values; cleared when full)
 
 
+_SMALL = [bytes((i,)) for i in range(0x80)]
+
+
 def _varint(n: int) -> bytes:
+    if 0 <= n < 0x80:
+        return _SMALL[n]
     if n < 0:
         n += 1 << 64  # int64 two's complement
-    if n < 0x80:
-        return bytes((n,))
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -83,20 +86,30 @@ class Encoder:
 
     def __init__(self, resource: Mapping[str, Any], scope: str) -> None:
         # Resource: attributes = 1. InstrumentationScope: name = 1.
-        res = _ld(1, b"".join(key_value(k, v) for k, v in resource.items()))
+        res = b"".join(_ld(1, key_value(k, v)) for k, v in resource.items())
         self._head = _ld(1, res)  # ResourceSpans.resource = 1
         self._scope = _ld(1, _ld(1, scope.encode()))  # ScopeSpans.scope = 1
         self._cache: dict[tuple[str, Any], bytes] = {}
 
     def _attr(self, key: str, v: Any) -> bytes:
-        if isinstance(v, str) and len(v) <= 256:
-            hit = self._cache.get((key, v))
-            if hit is None:
-                if len(self._cache) >= _CACHE_MAX:
-                    self._cache.clear()
-                hit = self._cache[(key, v)] = _ld(9, key_value(key, v))  # Span.attributes = 9
-            return hit
-        return _ld(9, key_value(key, v))
+        # Cached by value for the short strings, ints and string lists that repeat (methods,
+        # routes, providers, models, statuses, token counts, finish reasons); bools are not
+        # cached (True == 1 would share an entry with the int).
+        t = type(v)
+        if t is list:
+            ck: tuple[str, Any] | None = (key, tuple(v)) if len(v) <= 8 else None
+        elif t is int or (t is str and len(v) <= 256):
+            ck = (key, v)
+        else:
+            ck = None
+        if ck is None:
+            return _ld(9, key_value(key, v))
+        hit = self._cache.get(ck)
+        if hit is None:
+            if len(self._cache) >= _CACHE_MAX:
+                self._cache.clear()
+            hit = self._cache[ck] = _ld(9, key_value(key, v))  # Span.attributes = 9
+        return hit
 
     def span(self, s: SpanData) -> bytes:
         trace_id, span_id, parent, state, name, kind, start, end, attrs, code, msg = s
