@@ -230,15 +230,16 @@ class Exporter:
 
     def _run(self) -> None:
         while not self._stop:
-            self._wake.wait(self.delay_s)
+            # Woken: a full batch waits (send full ones only); timed out: send what there is.
+            full = self._wake.wait(self.delay_s)
             self._wake.clear()
-            self._drain()
-        self._drain()
+            self._drain(full_only=full and not self._stop)
+        self._drain(full_only=False)
 
-    def _drain(self) -> None:
-        q = self.queue
-        while q:
-            batch = [q.popleft() for _ in range(min(self.batch, len(q)))]
+    def _drain(self, full_only: bool) -> None:
+        q, size = self.queue, self.batch
+        while q and (len(q) >= size or not full_only):
+            batch = [q.popleft() for _ in range(min(size, len(q)))]
             self._send(self.encoder.request(batch), len(batch))
 
     def _send(self, body: bytes, count: int) -> None:
