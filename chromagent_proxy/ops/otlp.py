@@ -85,6 +85,7 @@ class Encoder:
     """Spans → ``ExportTraceServiceRequest`` bytes, one resource and one scope per batch."""
 
     def __init__(self, resource: Mapping[str, Any], scope: str) -> None:
+        self.resource = dict(resource)
         # Resource: attributes = 1. InstrumentationScope: name = 1.
         res = b"".join(_ld(1, key_value(k, v)) for k, v in resource.items())
         self._head = _ld(1, res)  # ResourceSpans.resource = 1
