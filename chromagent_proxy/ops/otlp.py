@@ -90,49 +90,55 @@ class Encoder:
         res = b"".join(_ld(1, key_value(k, v)) for k, v in resource.items())
         self._head = _ld(1, res)  # ResourceSpans.resource = 1
         self._scope = _ld(1, _ld(1, scope.encode()))  # ScopeSpans.scope = 1
-        self._cache: dict[tuple[str, Any], bytes] = {}
+        self._cache: dict[tuple[str, Any], bytes] = {}  # (key, value) → encoded attribute
+        self._names: dict[tuple[str, int], bytes] = {}  # (name, kind) → encoded fields 5, 6
 
-    def _attr(self, key: str, v: Any) -> bytes:
-        # Cached by value for the short strings, ints and string lists that repeat (methods,
-        # routes, providers, models, statuses, token counts, finish reasons); bools are not
-        # cached (True == 1 would share an entry with the int).
+    def _attr(self, item: tuple[str, Any]) -> bytes:
+        """Span.attributes (field 9) entry, cached by (key, value) for the short strings, ints
+        and tuples of strings that repeat (methods, routes, providers, models, statuses,
+        token counts, finish reasons). One key must keep one value type: (k, 1), (k, 1.0)
+        and (k, True) are the same dict key (the gateway sets no bool or float attribute)."""
+        try:
+            return self._cache[item]
+        except (KeyError, TypeError):
+            pass
+        key, v = item
+        encoded = _ld(9, key_value(key, v))
         t = type(v)
-        if t is list:
-            ck: tuple[str, Any] | None = (key, tuple(v)) if len(v) <= 8 else None
-        elif t is int or (t is str and len(v) <= 256):
-            ck = (key, v)
-        else:
-            ck = None
-        if ck is None:
-            return _ld(9, key_value(key, v))
-        hit = self._cache.get(ck)
-        if hit is None:
+        if t is int or (t is str and len(v) <= 256) or (t is tuple and len(v) <= 8):
             if len(self._cache) >= _CACHE_MAX:
                 self._cache.clear()
-            hit = self._cache[ck] = _ld(9, key_value(key, v))  # Span.attributes = 9
-        return hit
+            self._cache[item] = encoded
+        return encoded
 
     def span(self, s: SpanData) -> bytes:
         trace_id, span_id, parent, state, name, kind, start, end, attrs, code, msg = s
         parts = [
-            b"\x0a\x10" + trace_id.to_bytes(16, "big"),  # trace_id = 1
-            b"\x12\x08" + span_id.to_bytes(8, "big"),  # span_id = 2
+            b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
         ]
         if state:
             parts.append(_ld(3, state.encode()))  # trace_state = 3
         if parent:
             parts.append(b"\x22\x08" + parent.to_bytes(8, "big"))  # parent_span_id = 4
-        parts.append(_ld(5, name.encode()))  # name = 5
-        parts.append(b"\x30" + bytes((kind,)))  # kind = 6
-        parts.append(b"\x39" + struct.pack("<Q", start))  # start_time (fixed64) = 7
-        parts.append(b"\x41" + struct.pack("<Q", end))  # end_time_unix_nano (fixed64) = 8
-        attr = self._attr
-        parts.extend(attr(k, v) for k, v in attrs.items())
+        head = self._names.get((name, kind))
+        if head is None:
+            if len(self._names) >= _CACHE_MAX:
+                self._names.clear()
+            head = self._names[(name, kind)] = _ld(5, name.encode()) + b"\x30" + bytes((kind,))
+        parts.append(head)  # name = 5, kind = 6
+        # start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64)
+        parts.append(b"\x39" + start.to_bytes(8, "little") + b"\x41" + end.to_bytes(8, "little"))
+        try:
+            # All cached (the usual case): one C-level pass, no bytecode per attribute.
+            parts.append(b"".join(map(self._cache.__getitem__, attrs.items())))
+        except (KeyError, TypeError):  # a new value, or an unhashable one
+            parts.append(b"".join(map(self._attr, attrs.items())))
         if code:
             # Status: message = 2, code = 3.
             status = (_ld(2, msg.encode()) if msg else b"") + b"\x18" + bytes((code,))
             parts.append(_ld(15, status))  # status = 15
-        return _ld(2, b"".join(parts))  # ScopeSpans.spans = 2
+        body = b"".join(parts)
+        return b"\x12" + _varint(len(body)) + body  # ScopeSpans.spans = 2
 
     def request(self, spans: Iterable[SpanData]) -> bytes:
         scope_spans = _ld(2, self._scope + b"".join(self.span(s) for s in spans))

@@ -322,14 +322,15 @@ class _Summary(msgspec.Struct):
 _SUMMARY = msgspec.json.Decoder(_Summary)
 
 
-def _finish_reasons(summary: _Summary) -> list[str]:
+def _finish_reasons(summary: _Summary) -> tuple[str, ...]:
+    # A tuple: hashable, so the exporter encodes a repeated value once.
     if summary.choices is not None:
-        return [c.finish_reason for c in summary.choices if c.finish_reason]
+        return tuple(c.finish_reason for c in summary.choices if c.finish_reason)
     if summary.stop_reason:
-        return [summary.stop_reason]
+        return (summary.stop_reason,)
     if summary.status and summary.object == "response":
-        return [summary.status]
-    return []
+        return (summary.status,)
+    return ()
 
 
 def _clip(value: Any) -> str:
