@@ -43,6 +43,15 @@ DEFAULT_SERVICE_NAME = "chromagent-gateway"
 # How much captured content one attribute may hold (collectors drop huge spans).
 CONTENT_LIMIT = 64 * 1024
 _HEX = frozenset("0123456789abcdef")
+# What ``Trace.end`` puts on both spans.
+_END_KEYS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+    "error.type",
+)
 _SAMPLERS = (
     "always_on",
     "always_off",
@@ -127,6 +136,8 @@ class Tracing:
         self.capture_content = capture_content
         self.parent_based = parent_based
         self.bound = bound  # keep root traces whose low 64 id bits are below this
+        # (method, path, operation) → the server span's name and first attributes.
+        self._heads: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
 
     def begin(
         self, headers: Mapping[str, str], method: str, path: str, operation: str
@@ -146,14 +157,20 @@ class Tracing:
             trace_id = random.getrandbits(128) or 1
             if trace_id & 0xFFFFFFFFFFFFFFFF >= self.bound:
                 return None
-        attrs: dict[str, Any] = {
-            "http.request.method": method,
-            "url.path": path,
-            "http.route": path,
-        }
-        if operation:
-            attrs["gen_ai.operation.name"] = operation
-        return Trace(self, trace_id, parent, state, f"{method} {path}", attrs, operation or "chat")
+        head = self._heads.get((method, path, operation))
+        if head is None:
+            attrs: dict[str, Any] = {
+                "http.request.method": method,
+                "url.path": path,
+                "http.route": path,
+            }
+            if operation:
+                attrs["gen_ai.operation.name"] = operation
+            if len(self._heads) >= 256:  # paths with an id in them: stay bounded
+                self._heads.clear()
+            head = self._heads[(method, path, operation)] = (f"{method} {path}", attrs)
+        name, template = head
+        return Trace(self, trace_id, parent, state, name, template.copy(), operation or "chat")
 
     async def close(self) -> None:
         # Sends the queued spans: blocking (network), so off the event loop.
@@ -214,7 +231,8 @@ class Trace:
         self, backend_id: str, provider_name: str, upstream_model: str
     ) -> Mapping[str, str]:
         """Start the CLIENT span of an attempt; the headers that carry it upstream."""
-        self._end_attempt(0, "")  # an earlier attempt that ended without a report
+        if self.attempt_id:
+            self._end_attempt(0, "")  # an earlier attempt that ended without a report
         self.attempt_id = span_id = random.getrandbits(64) or 1
         self.attempt_start = time.time_ns()
         self.attempt_name = f"{self.operation} {upstream_model}"
@@ -263,26 +281,28 @@ class Trace:
     def end(self, status: int, error_type: str, usage: tuple[int, int, int, int, int]) -> None:
         """The request is over: end the serving attempt's span and the server span."""
         tokens_in, tokens_out, cache_read, cache_write, reasoning = usage
-        extra: dict[str, Any] = {}
-        if tokens_in or tokens_out:
-            extra["gen_ai.usage.input_tokens"] = tokens_in
-            extra["gen_ai.usage.output_tokens"] = tokens_out
-        if cache_read:
-            extra["gen_ai.usage.cache_read.input_tokens"] = cache_read
-        if cache_write:
-            extra["gen_ai.usage.cache_creation.input_tokens"] = cache_write
-        if reasoning:
-            extra["gen_ai.usage.reasoning.output_tokens"] = reasoning
         code = 0
+        attrs = self.attrs
+        # On the server span, then copied to the serving attempt's span (if one is open).
+        if tokens_in or tokens_out:
+            attrs["gen_ai.usage.input_tokens"] = tokens_in
+            attrs["gen_ai.usage.output_tokens"] = tokens_out
+        if cache_read:
+            attrs["gen_ai.usage.cache_read.input_tokens"] = cache_read
+        if cache_write:
+            attrs["gen_ai.usage.cache_creation.input_tokens"] = cache_write
+        if reasoning:
+            attrs["gen_ai.usage.reasoning.output_tokens"] = reasoning
         if error_type:
-            extra["error.type"] = error_type
+            attrs["error.type"] = error_type
             if status >= 500 or status < 400:  # a 4xx is the client's, not the server's
                 code = STATUS_ERROR
         if self.attempt_id:
-            self.attempt_attrs.update(extra)
+            a = self.attempt_attrs
+            for key in _END_KEYS:
+                if key in attrs:
+                    a[key] = attrs[key]
             self._end_attempt(code, "")
-        attrs = self.attrs
-        attrs.update(extra)
         attrs["http.response.status_code"] = status
         self.tracing.exporter.add(
             (self.trace_id, self.span_id, self.parent, self.state, self.name, SERVER,
