@@ -30,12 +30,14 @@ from typing import Any
 
 log = logging.getLogger("chromagent_proxy")
 
-# One finished span: (trace_id, span_id, parent_span_id, trace_state, name, kind,
-# start_ns, end_ns, attributes, status_code, status_message).
-SpanData = tuple[int, int, int, str, str, int, int, int, dict[str, Any], int, str]
+# One finished span: (trace_id (16 bytes), span_id (8 bytes), parent_span_id (8 bytes, or
+# b"" for a root), trace_state, name, kind, start_ns, end_ns, attributes, status_code,
+# status_message). Ids as bytes: the order they go on the wire and in a traceparent.
+SpanData = tuple[bytes, bytes, bytes, str, str, int, int, int, dict[str, Any], int, str]
 SERVER, CLIENT = 2, 3  # Span.SpanKind
 STATUS_UNSET, STATUS_ERROR = 0, 2  # Status.StatusCode
 _RETRY_STATUS = (429, 502, 503, 504)
+_TIMES = struct.Struct("<BQBQ")  # tag 7, start (fixed64), tag 8, end
 _CACHE_MAX = 4096  # cached encoded attributes (low-cardinality values; cleared when full)
 
 
@@ -111,38 +113,46 @@ class Encoder:
             self._cache[item] = encoded
         return encoded
 
-    def span(self, s: SpanData) -> bytes:
+    def span(self, s: SpanData, out: list[bytes]) -> None:
+        """Append one ``ScopeSpans.spans`` (field 2) entry to ``out``, in pieces (no copy)."""
         trace_id, span_id, parent, state, name, kind, start, end, attrs, code, msg = s
-        parts = [
-            b"\x0a\x10" + trace_id.to_bytes(16, "big") + b"\x12\x08" + span_id.to_bytes(8, "big")
-        ]
-        if state:
-            parts.append(_ld(3, state.encode()))  # trace_state = 3
-        if parent:
-            parts.append(b"\x22\x08" + parent.to_bytes(8, "big"))  # parent_span_id = 4
         head = self._names.get((name, kind))
         if head is None:
             if len(self._names) >= _CACHE_MAX:
                 self._names.clear()
             head = self._names[(name, kind)] = _ld(5, name.encode()) + b"\x30" + bytes((kind,))
-        parts.append(head)  # name = 5, kind = 6
-        # start_time_unix_nano = 7, end_time_unix_nano = 8 (fixed64)
-        parts.append(b"\x39" + start.to_bytes(8, "little") + b"\x41" + end.to_bytes(8, "little"))
         try:
             # All cached (the usual case): one C-level pass, no bytecode per attribute.
-            parts.append(b"".join(map(self._cache.__getitem__, attrs.items())))
+            attributes = b"".join(map(self._cache.__getitem__, attrs.items()))
         except (KeyError, TypeError):  # a new value, or an unhashable one
-            parts.append(b"".join(map(self._attr, attrs.items())))
+            attributes = b"".join(map(self._attr, attrs.items()))
+        # trace_id = 1, span_id = 2, [trace_state = 3], [parent_span_id = 4], name = 5,
+        # kind = 6, start / end_time_unix_nano = 7 / 8 (fixed64), attributes = 9, status = 15.
+        parts = [b"\x0a\x10", trace_id, b"\x12\x08", span_id]
+        if state:
+            parts.append(_ld(3, state.encode()))
+        if parent:
+            parts.append(b"\x22\x08")
+            parts.append(parent)
+        parts.append(head)
+        parts.append(_TIMES.pack(0x39, start, 0x41, end))
+        parts.append(attributes)
         if code:
             # Status: message = 2, code = 3.
             status = (_ld(2, msg.encode()) if msg else b"") + b"\x18" + bytes((code,))
-            parts.append(_ld(15, status))  # status = 15
-        body = b"".join(parts)
-        return b"\x12" + _varint(len(body)) + body  # ScopeSpans.spans = 2
+            parts.append(_ld(15, status))
+        out.append(b"\x12" + _varint(sum(map(len, parts))))
+        out.extend(parts)
 
     def request(self, spans: Iterable[SpanData]) -> bytes:
-        scope_spans = _ld(2, self._scope + b"".join(self.span(s) for s in spans))
-        return _ld(1, self._head + scope_spans)  # ExportTraceServiceRequest.resource_spans = 1
+        pieces: list[bytes] = []
+        for s in spans:
+            self.span(s, pieces)
+        inner = len(self._scope) + sum(map(len, pieces))
+        scope_spans = b"\x12" + _varint(inner)  # ResourceSpans.scope_spans = 2
+        size = len(self._head) + len(scope_spans) + inner
+        # ExportTraceServiceRequest.resource_spans = 1, joined once.
+        return b"".join([b"\x0a", _varint(size), self._head, scope_spans, self._scope, *pieces])
 
 
 def _env(name: str, fallback: str = "", default: str = "") -> str:

@@ -110,7 +110,11 @@ def sampler_from_env() -> tuple[bool, int]:
     return name.startswith("parentbased_"), round(rate * (1 << 64))
 
 
-def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
+def _low64(trace_id: bytes) -> int:
+    return int.from_bytes(trace_id[8:], "big")
+
+
+def parse_traceparent(value: str) -> tuple[bytes, bytes, bool] | None:
     """(trace id, parent span id, sampled) from a W3C ``traceparent``, None if invalid."""
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[0]) != 2 or parts[0] == "ff":
@@ -120,10 +124,9 @@ def parse_traceparent(value: str) -> tuple[int, int, bool] | None:
         return None
     if len(flags) != 2 or not _HEX.issuperset(version + tid + sid + flags):
         return None
-    trace_id, span_id = int(tid, 16), int(sid, 16)
-    if not trace_id or not span_id:
+    if tid == "0" * 32 or sid == "0" * 16:
         return None
-    return trace_id, span_id, bool(int(flags, 16) & 1)
+    return bytes.fromhex(tid), bytes.fromhex(sid), bool(int(flags, 16) & 1)
 
 
 class Tracing:
@@ -144,19 +147,20 @@ class Tracing:
     ) -> Trace | None:
         """The SERVER span of one request (an incoming ``traceparent`` is its parent), or
         None when the sampler drops the request."""
-        parent = 0
+        parent = b""
         state = ""
         incoming = headers.get("traceparent")
         ctx = parse_traceparent(incoming) if incoming else None
         if ctx is not None:
             trace_id, parent, sampled = ctx
-            if not (sampled if self.parent_based else trace_id & 0xFFFFFFFFFFFFFFFF < self.bound):
+            if (not sampled) if self.parent_based else (_low64(trace_id) >= self.bound):
                 return None
             state = headers.get("tracestate", "")[:512]
         else:
-            trace_id = random.getrandbits(128) or 1
-            if trace_id & 0xFFFFFFFFFFFFFFFF >= self.bound:
+            bits = random.getrandbits(128) or 1
+            if bits & 0xFFFFFFFFFFFFFFFF >= self.bound:
                 return None
+            trace_id = bits.to_bytes(16, "big")
         head = self._heads.get((method, path, operation))
         if head is None:
             attrs: dict[str, Any] = {
@@ -199,8 +203,8 @@ class Trace:
     def __init__(
         self,
         tracing: Tracing,
-        trace_id: int,
-        parent: int,
+        trace_id: bytes,
+        parent: bytes,
         state: str,
         name: str,
         attrs: dict[str, Any],
@@ -210,12 +214,12 @@ class Trace:
         self.trace_id = trace_id
         self.parent = parent
         self.state = state
-        self.span_id = random.getrandbits(64) or 1
+        self.span_id = _span_id()
         self.start = time.time_ns()
         self.name = name
         self.attrs = attrs
         self.operation = operation
-        self.attempt_id = 0  # the current attempt's client span, 0 when none is open
+        self.attempt_id = b""  # the current attempt's client span, b"" when none is open
         self.attempt_name = ""
         self.attempt_start = 0
         self.attempt_attrs: dict[str, Any] = {}
@@ -233,7 +237,7 @@ class Trace:
         """Start the CLIENT span of an attempt; the headers that carry it upstream."""
         if self.attempt_id:
             self._end_attempt(0, "")  # an earlier attempt that ended without a report
-        self.attempt_id = span_id = random.getrandbits(64) or 1
+        self.attempt_id = span_id = _span_id()
         self.attempt_start = time.time_ns()
         self.attempt_name = f"{self.operation} {upstream_model}"
         self.attempt_attrs = {
@@ -242,7 +246,7 @@ class Trace:
             "gen_ai.request.model": upstream_model,
             "chromagent.backend.id": backend_id,
         }
-        headers = {"traceparent": f"00-{self.trace_id:032x}-{span_id:016x}-01"}
+        headers = {"traceparent": f"00-{self.trace_id.hex()}-{span_id.hex()}-01"}
         if self.state:
             headers["tracestate"] = self.state
         return headers
@@ -310,12 +314,16 @@ class Trace:
         )  # fmt: skip
 
     def _end_attempt(self, code: int, message: str) -> None:
-        span_id, self.attempt_id = self.attempt_id, 0
+        span_id, self.attempt_id = self.attempt_id, b""
         if span_id:
             self.tracing.exporter.add(
                 (self.trace_id, span_id, self.span_id, self.state, self.attempt_name, CLIENT,
                  self.attempt_start, time.time_ns(), self.attempt_attrs, code, message)
             )  # fmt: skip
+
+
+def _span_id() -> bytes:
+    return (random.getrandbits(64) or 1).to_bytes(8, "big")
 
 
 def _error_type(exc: BaseException) -> str:

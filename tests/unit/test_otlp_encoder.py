@@ -12,7 +12,9 @@ from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, Spa
 from chromagent_proxy.ops.tracing import parse_traceparent
 from tests.support.otlp import _value
 
-TRACE = 0x0AF7651916CD43DD8448EB211C80319C
+TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
+PARENT = bytes.fromhex("b7ad6b7169203331")
+S1, S2 = bytes.fromhex("0000000000001111"), bytes.fromhex("0000000000002222")
 ATTRS: dict[str, Any] = {
     "http.request.method": "POST",
     "gen_ai.usage.input_tokens": 300,
@@ -34,9 +36,9 @@ def _decode(body: bytes) -> ExportTraceServiceRequest:
 
 def test_spans_decode_with_opentelemetry_proto() -> None:
     enc = Encoder({"service.name": "gw", "replica": 3}, "chromagent_proxy")
-    server: SpanData = (TRACE, 0x1111, 0xB7AD6B7169203331, "vendor=a", "POST /v1/chat/completions",
+    server: SpanData = (TRACE, S1, PARENT, "vendor=a", "POST /v1/chat/completions",
                         SERVER, 1_700_000_000_000_000_000, 1_700_000_000_250_000_000, ATTRS, 0, "")  # fmt: skip
-    client: SpanData = (TRACE, 0x2222, 0x1111, "", "chat gpt", CLIENT, 5, 2**63 + 7,
+    client: SpanData = (TRACE, S2, S1, "", "chat gpt", CLIENT, 5, 2**63 + 7,
                         {"error.type": "timeout"}, STATUS_ERROR, "upstream took too long")  # fmt: skip
     for _ in range(2):  # the second round uses the cached attribute bytes
         req = _decode(enc.request([server, client]))
@@ -48,7 +50,7 @@ def test_spans_decode_with_opentelemetry_proto() -> None:
         (ss,) = rs.scope_spans
         assert ss.scope.name == "chromagent_proxy"
         s, c = ss.spans
-        assert s.trace_id.hex() == f"{TRACE:032x}" and s.span_id.hex() == "0000000000001111"
+        assert s.trace_id == TRACE and s.span_id.hex() == "0000000000001111"
         assert s.parent_span_id.hex() == "b7ad6b7169203331" and s.trace_state == "vendor=a"
         assert s.name == "POST /v1/chat/completions" and s.kind == SERVER
         assert s.start_time_unix_nano == 1_700_000_000_000_000_000
@@ -63,17 +65,17 @@ def test_spans_decode_with_opentelemetry_proto() -> None:
 
 def test_no_parent_means_a_root_span() -> None:
     enc = Encoder({}, "x")
-    span: SpanData = (1, 2, 0, "", "n", SERVER, 1, 2, {}, 0, "")
+    span: SpanData = (b"\0" * 15 + b"\1", S1, b"", "", "n", SERVER, 1, 2, {}, 0, "")
     (s,) = _decode(enc.request([span])).resource_spans[0].scope_spans[0].spans
     assert s.parent_span_id == b"" and s.trace_id.hex() == "0" * 31 + "1"
 
 
 def test_parse_traceparent() -> None:
     good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    assert parse_traceparent(good) == (TRACE, 0xB7AD6B7169203331, True)
-    assert parse_traceparent(good[:-2] + "00") == (TRACE, 0xB7AD6B7169203331, False)
+    assert parse_traceparent(good) == (TRACE, PARENT, True)
+    assert parse_traceparent(good[:-2] + "00") == (TRACE, PARENT, False)
     # A future version may add fields; version 00 may not.
-    assert parse_traceparent("01" + good[2:] + "-extra") == (TRACE, 0xB7AD6B7169203331, True)
+    assert parse_traceparent("01" + good[2:] + "-extra") == (TRACE, PARENT, True)
     for bad in (
         good + "-extra",
         "ff" + good[2:],
