@@ -31,9 +31,10 @@ from typing import Any
 log = logging.getLogger("chromagent_proxy")
 
 # One finished span: (trace_id (16 bytes), span_id (8 bytes), parent_span_id (8 bytes, or
-# b"" for a root), trace_state, name, kind, start_ns, end_ns, attributes, status_code,
-# status_message). Ids as bytes: the order they go on the wire and in a traceparent.
-SpanData = tuple[bytes, bytes, bytes, str, str, int, int, int, dict[str, Any], int, str]
+# b"" for a root), trace_state, name, kind, start_ns, end_ns, encoded attributes (``encode``:
+# those fixed per route / backend, encoded once), attributes, status_code, status_message).
+# Ids as bytes: the order they go on the wire and in a traceparent.
+SpanData = tuple[bytes, bytes, bytes, str, str, int, int, int, bytes, dict[str, Any], int, str]
 SERVER, CLIENT = 2, 3  # Span.SpanKind
 STATUS_UNSET, STATUS_ERROR = 0, 2  # Status.StatusCode
 _RETRY_STATUS = (429, 502, 503, 504)
@@ -83,6 +84,11 @@ def key_value(key: str, v: Any) -> bytes:
     return _ld(1, key.encode()) + _ld(2, _any_value(v))
 
 
+def encode(attrs: Mapping[str, Any]) -> bytes:
+    """Span attributes (field 9), encoded: for the ones that repeat as a group."""
+    return b"".join(_ld(9, key_value(k, v)) for k, v in attrs.items())
+
+
 class Encoder:
     """Spans → ``ExportTraceServiceRequest`` bytes, one resource and one scope per batch."""
 
@@ -115,7 +121,7 @@ class Encoder:
 
     def span(self, s: SpanData, out: list[bytes]) -> None:
         """Append one ``ScopeSpans.spans`` (field 2) entry to ``out``, in pieces (no copy)."""
-        trace_id, span_id, parent, state, name, kind, start, end, attrs, code, msg = s
+        trace_id, span_id, parent, state, name, kind, start, end, fixed, attrs, code, msg = s
         head = self._names.get((name, kind))
         if head is None:
             if len(self._names) >= _CACHE_MAX:
@@ -136,6 +142,7 @@ class Encoder:
             parts.append(parent)
         parts.append(head)
         parts.append(_TIMES.pack(0x39, start, 0x41, end))
+        parts.append(fixed)
         parts.append(attributes)
         if code:
             # Status: message = 2, code = 3.

@@ -30,7 +30,7 @@ import msgspec
 
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import ConfigError
-from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, Exporter
+from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, Exporter, encode
 
 if TYPE_CHECKING:
     from chromagent_proxy.core.config import TracingConfig
@@ -140,7 +140,10 @@ class Tracing:
         self.parent_based = parent_based
         self.bound = bound  # keep root traces whose low 64 id bits are below this
         # (method, path, operation) → the server span's name and first attributes.
-        self._heads: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+        # Names and pre-encoded attributes that only depend on these keys (encoded once).
+        self._heads: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        # (operation, provider, upstream model, backend) → a client span's name and attributes.
+        self.attempt_heads: dict[tuple[str, str, str, str], tuple[str, bytes]] = {}
 
     def begin(
         self, headers: Mapping[str, str], method: str, path: str, operation: str
@@ -172,9 +175,9 @@ class Tracing:
                 attrs["gen_ai.operation.name"] = operation
             if len(self._heads) >= 256:  # paths with an id in them: stay bounded
                 self._heads.clear()
-            head = self._heads[(method, path, operation)] = (f"{method} {path}", attrs)
-        name, template = head
-        return Trace(self, trace_id, parent, state, name, template.copy(), operation or "chat")
+            head = self._heads[(method, path, operation)] = (f"{method} {path}", encode(attrs))
+        name, fixed = head
+        return Trace(self, trace_id, parent, state, name, fixed, operation or "chat")
 
     async def close(self) -> None:
         # Sends the queued spans: blocking (network), so off the event loop.
@@ -186,10 +189,12 @@ class Trace:
 
     __slots__ = (
         "attempt_attrs",
+        "attempt_fixed",
         "attempt_id",
         "attempt_name",
         "attempt_start",
         "attrs",
+        "fixed",
         "name",
         "operation",
         "parent",
@@ -207,7 +212,7 @@ class Trace:
         parent: bytes,
         state: str,
         name: str,
-        attrs: dict[str, Any],
+        fixed: bytes,
         operation: str,
     ) -> None:
         self.tracing = tracing
@@ -217,12 +222,14 @@ class Trace:
         self.span_id = _span_id()
         self.start = time.time_ns()
         self.name = name
-        self.attrs = attrs
+        self.fixed = fixed  # the server span's request-independent attributes, encoded
+        self.attrs: dict[str, Any] = {}  # and the rest
         self.operation = operation
         self.attempt_id = b""  # the current attempt's client span, b"" when none is open
         self.attempt_name = ""
         self.attempt_start = 0
         self.attempt_attrs: dict[str, Any] = {}
+        self.attempt_fixed = b""
 
     def request(self, model: str, body: bytes) -> None:
         self.attrs["gen_ai.request.model"] = model
@@ -239,13 +246,21 @@ class Trace:
             self._end_attempt(0, "")  # an earlier attempt that ended without a report
         self.attempt_id = span_id = _span_id()
         self.attempt_start = time.time_ns()
-        self.attempt_name = f"{self.operation} {upstream_model}"
-        self.attempt_attrs = {
-            "gen_ai.operation.name": self.operation,
-            "gen_ai.provider.name": provider_name,
-            "gen_ai.request.model": upstream_model,
-            "chromagent.backend.id": backend_id,
-        }
+        key = (self.operation, provider_name, upstream_model, backend_id)
+        heads = self.tracing.attempt_heads
+        head = heads.get(key)
+        if head is None:
+            attrs = {
+                "gen_ai.operation.name": self.operation,
+                "gen_ai.provider.name": provider_name,
+                "gen_ai.request.model": upstream_model,
+                "chromagent.backend.id": backend_id,
+            }
+            if len(heads) >= 256:  # models a client may name freely: stay bounded
+                heads.clear()
+            head = heads[key] = (f"{self.operation} {upstream_model}", encode(attrs))
+        self.attempt_name, self.attempt_fixed = head
+        self.attempt_attrs = {}
         headers = {"traceparent": f"00-{self.trace_id.hex()}-{span_id.hex()}-01"}
         if self.state:
             headers["tracestate"] = self.state
@@ -310,7 +325,7 @@ class Trace:
         attrs["http.response.status_code"] = status
         self.tracing.exporter.add(
             (self.trace_id, self.span_id, self.parent, self.state, self.name, SERVER,
-             self.start, time.time_ns(), attrs, code, "")
+             self.start, time.time_ns(), self.fixed, attrs, code, "")
         )  # fmt: skip
 
     def _end_attempt(self, code: int, message: str) -> None:
@@ -318,7 +333,8 @@ class Trace:
         if span_id:
             self.tracing.exporter.add(
                 (self.trace_id, span_id, self.span_id, self.state, self.attempt_name, CLIENT,
-                 self.attempt_start, time.time_ns(), self.attempt_attrs, code, message)
+                 self.attempt_start, time.time_ns(), self.attempt_fixed, self.attempt_attrs,
+                 code, message)
             )  # fmt: skip
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, SpanData
+from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, SpanData, encode
 from chromagent_proxy.ops.tracing import parse_traceparent
 from tests.support.otlp import _value
 
@@ -37,9 +37,9 @@ def _decode(body: bytes) -> ExportTraceServiceRequest:
 def test_spans_decode_with_opentelemetry_proto() -> None:
     enc = Encoder({"service.name": "gw", "replica": 3}, "chromagent_proxy")
     server: SpanData = (TRACE, S1, PARENT, "vendor=a", "POST /v1/chat/completions",
-                        SERVER, 1_700_000_000_000_000_000, 1_700_000_000_250_000_000, ATTRS, 0, "")  # fmt: skip
+                        SERVER, 1_700_000_000_000_000_000, 1_700_000_000_250_000_000, b"", ATTRS, 0, "")  # fmt: skip
     client: SpanData = (TRACE, S2, S1, "", "chat gpt", CLIENT, 5, 2**63 + 7,
-                        {"error.type": "timeout"}, STATUS_ERROR, "upstream took too long")  # fmt: skip
+                        encode({"gen_ai.provider.name": "openai"}), {"error.type": "timeout"}, STATUS_ERROR, "upstream took too long")  # fmt: skip
     for _ in range(2):  # the second round uses the cached attribute bytes
         req = _decode(enc.request([server, client]))
         (rs,) = req.resource_spans
@@ -60,12 +60,15 @@ def test_spans_decode_with_opentelemetry_proto() -> None:
         assert c.parent_span_id == s.span_id and c.kind == CLIENT and c.trace_state == ""
         assert c.end_time_unix_nano == 2**63 + 7
         assert c.status.code == STATUS_ERROR and c.status.message == "upstream took too long"
-        assert {a.key: _value(a.value) for a in c.attributes} == {"error.type": "timeout"}
+        assert {a.key: _value(a.value) for a in c.attributes} == {
+            "gen_ai.provider.name": "openai",
+            "error.type": "timeout",
+        }
 
 
 def test_no_parent_means_a_root_span() -> None:
     enc = Encoder({}, "x")
-    span: SpanData = (b"\0" * 15 + b"\1", S1, b"", "", "n", SERVER, 1, 2, {}, 0, "")
+    span: SpanData = (b"\0" * 15 + b"\1", S1, b"", "", "n", SERVER, 1, 2, b"", {}, 0, "")
     (s,) = _decode(enc.request([span])).resource_spans[0].scope_spans[0].spans
     assert s.parent_span_id == b"" and s.trace_id.hex() == "0" * 31 + "1"
 
