@@ -12,7 +12,6 @@ import argparse
 
 from aiohttp import web
 
-
 RECEIVED = [0]  # bytes received (a module counter: the app is frozen once it runs)
 
 
