@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from bench import scenarios as sc
 from bench import targets as tg
@@ -30,20 +31,24 @@ NGINX = Path("nginx")
 
 WARMUP = [0.5]  # seconds of load before the window (--warmup; 1,024 clients need more)
 CONFIG = {"A": tg.ROOT / "config" / "bench.json", "B": tg.ROOT / "config" / "bench.json"}
+OVERLAY: dict[str, dict[str, Any]] = {"A": {}, "B": {}}  # --tracing-b: B traces
+# With --instr and --tracing-b, spans leave in full batches only (OTEL_BSP_MAX_EXPORT_BATCH_SIZE,
+# 512 by default, as a busy gateway sends them): with 2 spans per request and --instr a
+# multiple of 256, the counted window encodes and sends as many spans as it makes.
 
 
-def target(src: Path, raw: Path, config: Path) -> tg.Target:
+def target(src: Path, raw: Path, label: str) -> tg.Target:
     if src == NGINX:
         return tg.Nginx(raw)
-    return tg.Gateway(raw, config, src)
+    return tg.Gateway(raw, CONFIG[label], src, OVERLAY[label])
 
 
 async def one(
-    src: Path, scen: sc.Scenario, conc: int, duration: float, config: Path
+    src: Path, scen: sc.Scenario, conc: int, duration: float, label: str
 ) -> tuple[float, float, float, float]:
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
-    gw = target(src, raw, config)
+    gw = target(src, raw, label)
     gw.start()
     try:
         job = gw.job(scen)
@@ -66,12 +71,12 @@ async def one(
         gw.stop()
 
 
-async def slow_kb(src: Path, scen: sc.Scenario, n: int, config: Path) -> float:
+async def slow_kb(src: Path, scen: sc.Scenario, n: int, label: str) -> float:
     """KB of RSS per open slow stream, measured like ``make bench`` (run.py run_slow): a
     fresh target, a 4-connection warm-up, then ``n`` streams open at once."""
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
-    gw = target(src, raw, config)
+    gw = target(src, raw, label)
     gw.start()
     try:
         warm = next(s for s in sc.all_scenarios() if s.name == "openai-json")
@@ -96,12 +101,14 @@ async def slow_kb(src: Path, scen: sc.Scenario, n: int, config: Path) -> float:
         gw.stop()
 
 
-async def instructions(src: Path, scen: sc.Scenario, conc: int, total: int) -> float:
+async def instructions(
+    src: Path, scen: sc.Scenario, conc: int, total: int, label: str = "A"
+) -> float:
     """Instructions per request under callgrind: deterministic where wall time is not."""
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
-    out = raw / f"callgrind.{src.name}.{tg.UPSTREAM_PORT}.out"
-    gw = tg.Gateway(raw, tg.ROOT / "config" / "bench.json", src)
+    out = raw / f"callgrind.{src.name}.{label}.{tg.UPSTREAM_PORT}.out"
+    gw = tg.Gateway(raw, CONFIG[label], src, OVERLAY[label])
     gw.prepare()
     cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
     cmd += [sys.executable, "-m", "chromagent_proxy", "--config", "gateway.json"]
@@ -116,6 +123,8 @@ async def instructions(src: Path, scen: sc.Scenario, conc: int, total: int) -> f
             f.unlink()
         subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
         res = await run_count(job, conc, total)
+        if OVERLAY[label].get("tracing"):
+            await asyncio.sleep(3)  # the export thread sends the window's last batch
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
         if res.errors:
             print(f"  errors: {dict(res.errors)}", flush=True)
@@ -136,8 +145,8 @@ async def main_async(args: argparse.Namespace) -> None:
         name, _, c = spec.partition(":")
         scen, conc = scens[name], int(c or 64)
         if args.instr:
-            ia = await instructions(args.a, scen, conc, args.instr)
-            ib = await instructions(args.b, scen, conc, args.instr)
+            ia = await instructions(args.a, scen, conc, args.instr, "A")
+            ib = await instructions(args.b, scen, conc, args.instr, "B")
             print(
                 f"{name} c={conc}: A {ia:,.0f} instructions/req | B {ib:,.0f} instructions/req"
                 f" | {ib / ia - 1:+.1%}",
@@ -151,7 +160,7 @@ async def main_async(args: argparse.Namespace) -> None:
                 if r % 2:
                     order.reverse()
                 for label, src in order:
-                    kb[label].append(await slow_kb(src, scen, conc, CONFIG[label]))
+                    kb[label].append(await slow_kb(src, scen, conc, label))
                     print(f"  {name} n={conc} round {r + 1} {label}: {kb[label][-1]:.1f} KB/stream")
             ka, kb_ = statistics.median(kb["A"]), statistics.median(kb["B"])
             print(
@@ -164,7 +173,7 @@ async def main_async(args: argparse.Namespace) -> None:
             if r % 2:
                 order.reverse()
             for label, src in order:
-                got[label].append(await one(src, scen, conc, args.duration, CONFIG[label]))
+                got[label].append(await one(src, scen, conc, args.duration, label))
                 rps, cpu, p50, p99 = got[label][-1]
                 print(f"  {name} c={conc} round {r + 1} {label}: {rps:,.0f} req/s, "
                       f"{cpu:.1f} µs CPU/req, p50 {p50:.3f} ms, p99 {p99:.3f} ms", flush=True)  # fmt: skip
@@ -199,6 +208,11 @@ def main() -> None:
     p.add_argument("--config-a", type=Path, help="gateway config for A (default bench.json)")
     p.add_argument("--config-b", type=Path, help="gateway config for B (e.g. workers: 2)")
     p.add_argument(
+        "--tracing-b",
+        action="store_true",
+        help="B with tracing.enabled, spans exported to bench.otlp_sink (its own process)",
+    )
+    p.add_argument(
         "--no-pin", action="store_true", help="no taskset: targets may use every core (--workers)"
     )
     p.add_argument("--warmup", type=float, default=0.5, help="seconds of load before the window")
@@ -213,6 +227,21 @@ def main() -> None:
     tg.PORTS["nginx"] += args.port_offset
     if tg.TASKSET:
         os.sched_setaffinity(0, {tg.LOAD_CORE})
+    sink: subprocess.Popen[bytes] | None = None
+    if args.tracing_b:
+        OVERLAY["B"] = {"tracing": {"enabled": True}}
+        sink_port = 18109 + args.port_offset
+        os.environ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = f"http://127.0.0.1:{sink_port}/v1/traces"
+        if args.instr:
+            os.environ["OTEL_BSP_SCHEDULE_DELAY"] = "3600000"
+        sink = subprocess.Popen(
+            tg.pinned(
+                [sys.executable, "-m", "bench.otlp_sink", "--port", str(sink_port)], tg.LOAD_CORE
+            ),
+            env=dict(os.environ, PYTHONPATH=str(tg.ROOT)),
+            stdout=subprocess.DEVNULL,
+        )
+        tg.wait_port(sink_port, sink, 15)
     up = subprocess.Popen(
         tg.pinned(
             [sys.executable, "-m", "bench.upstreams", "--port", str(tg.UPSTREAM_PORT)], tg.LOAD_CORE
@@ -232,6 +261,9 @@ def main() -> None:
     finally:
         up.terminate()
         up.wait(5)
+        if sink is not None:
+            sink.terminate()
+            sink.wait(5)
 
 
 if __name__ == "__main__":

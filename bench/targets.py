@@ -165,9 +165,16 @@ class Target:
 
 
 class Gateway(Target):
-    def __init__(self, workdir: Path, config: Path, src: Path | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        config: Path,
+        src: Path | None = None,
+        overlay: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__("gateway", PORTS["gateway"], workdir)
         self.config_path = config
+        self.overlay = overlay or {}  # top-level keys set on the config (bench.ab --tracing-b)
         self.src = src or ROOT  # a directory holding chromagent_proxy/ (bench.ab compares two)
         from chromagent_proxy import __version__
         from chromagent_proxy.backends.registry import DefaultBackendRegistry
@@ -177,6 +184,7 @@ class Gateway(Target):
 
     def prepare(self) -> None:
         cfg: dict[str, Any] = orjson.loads(self.config_path.read_bytes())
+        cfg.update(self.overlay)
         cfg["port"] = self.port
         missing = {b["type"] for b in cfg["backends"]} - set(self.types)
         cfg["backends"] = [b for b in cfg["backends"] if b["type"] in self.types]

@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from chromagent_proxy.backends.registry import genai_provider_name
 from chromagent_proxy.core import codec
 from chromagent_proxy.service.state import STATE
 
@@ -44,6 +45,8 @@ async def backends_health(request: web.Request) -> web.Response:
             {
                 "id": b.id,
                 "type": b.config.type,
+                # The gen_ai.provider.name of its metrics and spans (a custom type: itself).
+                "provider": genai_provider_name(b.config.type),
                 "enabled": b.config.enabled,
                 "state": status,
                 "coolingUntil": _iso(h.deadline) if status == "cooling" and h.deadline else None,

@@ -117,11 +117,9 @@ async def apply(server: GatewayServer, new: GatewayConfig) -> str:
     state.version = server.edge.metrics.config_version = version
     server.edge.metrics.label_models(*labelled_models(new, rules))
     state._models_cache = (0.0, {})
-    server.edge.watch(router)  # the cooling gauge and provider labels follow the new router
-    server.edge.metrics.label_models(
-        (m for b in new.backends for m in b.model_mapping),
-        (cond.model for cond, _ in rules if cond.model is not None),
-    )
+    # Provider labels (metrics, spans) and the cooling gauge follow the new router: without
+    # this, backends added by the reload are counted under gen_ai_provider_name="none".
+    server.edge.watch(router)
     server.config, server.backends = new, backends
     changed = [k for k in _RESTART_KEYS if before.get(k) != after.get(k)]
     if changed:

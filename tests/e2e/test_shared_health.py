@@ -274,6 +274,7 @@ async def test_health_backends_view_needs_the_api_key(upstream: FakeUpstream) ->
         assert row(data, "a") == {
             "id": "a",
             "type": "openai",
+            "provider": "openai",
             "enabled": True,
             "state": "healthy",
             "coolingUntil": None,

@@ -41,6 +41,8 @@ def _value(v: AnyValue) -> Any:
 class OTLPReceiver:
     spans: list[SpanRecord] = field(default_factory=list)
     content_types: list[str] = field(default_factory=list)
+    encodings: list[str] = field(default_factory=list)  # Content-Encoding of each export
+    headers: list[dict[str, str]] = field(default_factory=list)  # each export's headers
     runner: web.AppRunner | None = None
     port: int = 0
 
@@ -50,7 +52,10 @@ class OTLPReceiver:
 
     async def _traces(self, request: web.Request) -> web.Response:
         body = await request.read()
-        if request.headers.get("Content-Encoding") == "gzip":
+        self.encodings.append(request.headers.get("Content-Encoding", ""))
+        self.headers.append({k.lower(): v for k, v in request.headers.items()})
+        # aiohttp already inflates a gzip body (auto_decompress); the header stays.
+        if request.headers.get("Content-Encoding") == "gzip" and body[:2] == b"\x1f\x8b":
             body = gzip.decompress(body)
         self.content_types.append(request.content_type)
         req = ExportTraceServiceRequest()
