@@ -52,7 +52,7 @@ async def wall(src: Path, family: str, conc: int, rounds: int, duration: float) 
         if r % 2:
             order.reverse()
         for n, scen in order:
-            _, c, _, _ = await ab.one(src, scen, conc, duration, ab.CONFIG["A"])
+            _, c, _, _ = await ab.one(src, scen, conc, duration, "A")
             cpu[n].append(c)
             print(f"  {family} {n} chunks round {r + 1}: {c:.1f} µs CPU/req", flush=True)
         per_chunk.append((cpu[LARGE][-1] - cpu[SMALL][-1]) / (LARGE - SMALL))
