@@ -1,9 +1,11 @@
-"""What every client dialect (chat, messages, responses) gives the request path.
+"""What every client dialect (chat, messages, responses, embeddings) gives the request path.
 
 The request path (serving.py) is one loop for every dialect: parse → route → for each
 attempt, relay natively (same-dialect backend), or go through the IR (translating
 backend) → answer or stream. A dialect supplies only what differs: how its body is
 decoded, how IR events are encoded back, how errors look, and how it relays.
+Conversation dialects stream and translate through the IR; a direct dialect (embeddings)
+answers in one piece, so it has none of the conversation methods.
 """
 
 from __future__ import annotations
@@ -81,15 +83,40 @@ RelayPart = bytes | ir.Usage
 
 
 class Dialect(ABC):
+    """What every client dialect provides: its body, its errors, and the same-dialect relay."""
+
     name: ClassVar[str]
-    #: written after the last event of a successful stream (chat: ``data: [DONE]``)
-    stream_end: ClassVar[bytes] = b""
-    #: True: answered by ``answer`` (embeddings), not by the IR conversation path
-    direct: ClassVar[bool] = False
 
     @abstractmethod
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
         """Decode and validate; raise InvalidRequest (400) naming the field."""
+
+    @abstractmethod
+    def error_body(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
+        """(status, JSON body, extra headers) of an error answered before any byte."""
+
+    async def resolve(self, inbound: Inbound) -> None:
+        """After parse, before routing: load what the request refers to (stored state)."""
+
+    async def completed(self, inbound: Inbound) -> None:
+        """After a successful answer was sent (e.g. store it)."""
+
+    def relays(self, provider: BackendProvider) -> bool:
+        return self.name in provider.native_dialects
+
+    @abstractmethod
+    async def relay(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> tuple[bytes, ir.Usage | None]:
+        """Same-dialect backend (``relays``), non-stream: the upstream's answer bytes and
+        its usage."""
+
+
+class ConversationDialect(Dialect):
+    """Chat, Messages, Responses: streams, and the IR path for translating backends."""
+
+    #: written after the last event of a successful stream (chat: ``data: [DONE]``)
+    stream_end: ClassVar[bytes] = b""
 
     @abstractmethod
     def to_ir(self, inbound: Inbound, backend_dialect: str) -> ir.Request:
@@ -103,19 +130,21 @@ class Dialect(ABC):
         """A whole (non-stream) answer's JSON body."""
 
     @abstractmethod
-    def error_body(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
-        """(status, JSON body, extra headers) of an error answered before any byte."""
-
-    @abstractmethod
     def stream_error(self, err: GatewayError, encoder: EventEncoder | None) -> bytes:
         """The framed event(s) that end a stream that failed after its first byte
         (``encoder``: the stream's encoder on the IR path, None on a relay)."""
 
-    async def resolve(self, inbound: Inbound) -> None:
-        """After parse, before routing: load what the request refers to (stored state)."""
+    @abstractmethod
+    def relay_stream(
+        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
+    ) -> AsyncIterator[RelayPart]:
+        """Same-dialect backend, stream: framed bytes as they arrive (and usage)."""
 
-    async def completed(self, inbound: Inbound) -> None:
-        """After a successful answer was sent (e.g. store it)."""
+    def relayed(self, part: Any, want_usage: bool) -> tuple[bytes, ir.Usage | None]:
+        """What to write for one relayed stream part, and the usage it carries."""
+        if type(part) is ir.Usage:
+            return b"", part
+        return part, None
 
     def release(self, inbound: Inbound) -> None:
         """A stream's first part has reached the client, so no other attempt will run: drop
@@ -125,29 +154,17 @@ class Dialect(ABC):
         inbound.body = b""
         inbound.native = None
 
-    def relays(self, provider: BackendProvider) -> bool:
-        return self.name in provider.native_dialects
 
-    async def relay(
-        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
-    ) -> tuple[bytes, ir.Usage | None]:
-        """Same-dialect backend, non-stream: the upstream's answer bytes and its usage."""
-        raise NotImplementedError
+class DirectDialect(Dialect):
+    """A one-shot dialect that is no conversation (embeddings): never streams, and a
+    backend that does not relay it answers through ``answer``."""
 
-    def relayed(self, part: Any, want_usage: bool) -> tuple[bytes, ir.Usage | None]:
-        """What to write for one relayed stream part, and the usage it carries."""
-        if type(part) is ir.Usage:
-            return b"", part
-        return part, None
-
+    @abstractmethod
     async def answer(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
     ) -> tuple[bytes, ir.Usage | None]:
-        """A ``direct`` dialect's whole answer from a backend that does not relay it."""
-        raise NotImplementedError
+        """The whole answer from a backend that does not relay this dialect."""
 
-    def relay_stream(
-        self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
-    ) -> AsyncIterator[RelayPart]:
-        """Same-dialect backend, stream: framed bytes as they arrive (and usage)."""
-        raise NotImplementedError
+
+# What the request path serves: every dialect is one of the two.
+AnyDialect = ConversationDialect | DirectDialect

@@ -43,7 +43,14 @@ from chromagent_proxy.core.errors import (
     UpstreamTimeout,
 )
 from chromagent_proxy.core.jsonlimits import duplicate_routed_key, unencodable
-from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound
+from chromagent_proxy.dialects.base import (
+    AnyDialect,
+    ConversationDialect,
+    Dialect,
+    DirectDialect,
+    EventEncoder,
+    Inbound,
+)
 from chromagent_proxy.ops.instrument import RECORD, Record
 from chromagent_proxy.routing.router import Attempt
 from chromagent_proxy.routing.rules import Needs
@@ -77,7 +84,7 @@ def error_response(
     return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
 
 
-async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamResponse:
+async def serve(request: web.Request, dialect: AnyDialect, rid: str) -> web.StreamResponse:
     """Answer one API request in ``dialect``; never raises a GatewayError."""
     state = request.app[STATE]
     rec: Record = request.get(RECORD) or Record(perf())
@@ -125,7 +132,7 @@ async def serve(request: web.Request, dialect: Dialect, rid: str) -> web.StreamR
             set_context(ctx)  # the documented custom-backend contract (current_context())
             router.begin(backend)
             try:
-                if inbound.stream:
+                if inbound.stream and isinstance(dialect, ConversationDialect):
                     # stream() reports success to the router once the first part arrived.
                     return await _stream(
                         request, state, dialect, inbound, attempt, ctx, irs, rec, attempts
@@ -212,7 +219,7 @@ def _backend_bug(rid: str, backend_id: str, exc: BaseException) -> GatewayError:
 
 
 def _ir_request(
-    dialect: Dialect,
+    dialect: ConversationDialect,
     inbound: Inbound,
     provider: BackendProvider,
     model: str,
@@ -234,7 +241,7 @@ def _with_model(req: ir.Request, model: str) -> ir.Request:
 
 
 async def _complete(
-    dialect: Dialect,
+    dialect: AnyDialect,
     inbound: Inbound,
     attempt: Attempt,
     ctx: RequestContext,
@@ -248,7 +255,7 @@ async def _complete(
     try:
         if dialect.relays(provider):
             payload, usage = await dialect.relay(provider, inbound, ctx)
-        elif dialect.direct:
+        elif isinstance(dialect, DirectDialect):
             payload, usage = await dialect.answer(provider, inbound, ctx)
         else:
             req = _ir_request(dialect, inbound, provider, attempt.upstream_model, irs)
@@ -278,7 +285,7 @@ async def _complete(
 
 
 def _open_parts(
-    dialect: Dialect,
+    dialect: ConversationDialect,
     inbound: Inbound,
     attempt: Attempt,
     ctx: RequestContext,
@@ -298,7 +305,7 @@ def _open_parts(
 async def _stream(
     request: web.Request,
     state: GatewayState,
-    dialect: Dialect,
+    dialect: ConversationDialect,
     inbound: Inbound,
     attempt: Attempt,
     ctx: RequestContext,
@@ -437,7 +444,7 @@ def _encoded(encoder: EventEncoder, events: list[ir.Event]) -> bytes:
     return encoder.encode(events)
 
 
-def _relayed(dialect: Dialect, part: Any, rec: Record, want_usage: bool) -> bytes:
+def _relayed(dialect: ConversationDialect, part: Any, rec: Record, want_usage: bool) -> bytes:
     data, usage = dialect.relayed(part, want_usage)
     if usage is not None:
         rec.usage(usage)
@@ -455,7 +462,7 @@ async def _aclose(parts: AsyncIterator[Any]) -> None:
 
 async def _write_error(
     resp: web.StreamResponse,
-    dialect: Dialect,
+    dialect: ConversationDialect,
     err: GatewayError,
     encoder: EventEncoder | None,
 ) -> None:

@@ -14,7 +14,7 @@ from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UpstreamError
 from chromagent_proxy.core.sse import DONE, Framed, frame
-from chromagent_proxy.dialects.base import Dialect, Inbound, decode_body
+from chromagent_proxy.dialects.base import ConversationDialect, Inbound, decode_body
 from chromagent_proxy.dialects.chat import decode, encode
 from chromagent_proxy.schema.openai import (
     ChatCompletion,
@@ -50,7 +50,7 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
     return req
 
 
-class ChatDialect(Dialect):
+class ChatDialect(ConversationDialect):
     name: ClassVar[str] = "chat"
     stream_end: ClassVar[bytes] = DONE
 

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from chromagent_proxy.core import codec, ir
-from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UnsupportedFeature
-from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound, decode_body
+from chromagent_proxy.dialects.base import DirectDialect, Inbound, decode_body
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
@@ -44,9 +43,8 @@ def _floats_b64(vector: list[float]) -> str:
     return base64.b64encode(packed.tobytes()).decode()
 
 
-class EmbeddingsDialect(Dialect):
+class EmbeddingsDialect(DirectDialect):
     name: ClassVar[str] = "embeddings"
-    direct: ClassVar[bool] = True
 
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
         req = decode_body(_decode, body)
@@ -131,22 +129,8 @@ class EmbeddingsDialect(Dialect):
         )
         return body, ir.Usage(input=tokens) if result.prompt_tokens is not None else None
 
-    # -- the IR chat path does not apply
-
-    def to_ir(self, inbound: Inbound, backend_dialect: str) -> ir.Request:
-        raise NotImplementedError
-
-    def stream_encoder(self, inbound: Inbound, rid: str, model: str) -> EventEncoder:
-        raise NotImplementedError
-
-    def complete(self, inbound: Inbound, answer: Answer, rid: str, model: str) -> bytes:
-        raise NotImplementedError
-
     def error_body(self, err: GatewayError) -> tuple[int, bytes, dict[str, str]]:
         return err.status, err.body(), {}
-
-    def stream_error(self, err: GatewayError, encoder: Any = None) -> bytes:
-        return err.body()
 
 
 EMBEDDINGS = EmbeddingsDialect()

@@ -12,7 +12,7 @@ from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, UpstreamError, UpstreamProtocolError
 from chromagent_proxy.core.seal import Sealer
-from chromagent_proxy.dialects.base import Dialect, EventEncoder, Inbound, RelayPart
+from chromagent_proxy.dialects.base import ConversationDialect, EventEncoder, Inbound, RelayPart
 from chromagent_proxy.dialects.messages import decode, encode, errors, relay
 from chromagent_proxy.dialects.messages.schema import MessagesRequest
 from chromagent_proxy.dialects.messages.signing import Signer
@@ -36,7 +36,7 @@ def message_id(rid: str) -> str:
     return "msg_" + rid
 
 
-class MessagesDialect(Dialect):
+class MessagesDialect(ConversationDialect):
     name: ClassVar[str] = "messages"
 
     def __init__(self, sealer: Sealer | None = None) -> None:

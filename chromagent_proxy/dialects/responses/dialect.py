@@ -18,7 +18,7 @@ from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, NotFound
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.core.sse import Framed, SSEDecoder
-from chromagent_proxy.dialects.base import Dialect, Inbound, decode_body
+from chromagent_proxy.dialects.base import ConversationDialect, Inbound, decode_body
 from chromagent_proxy.dialects.responses import decode, request
 from chromagent_proxy.dialects.responses.encode import ResponseEncoder, new_id
 from chromagent_proxy.dialects.responses.store import ResponseStore
@@ -43,7 +43,7 @@ class Parsed:
     new_items: list[dict[str, Any]] = field(default_factory=list)
 
 
-class ResponsesDialect(Dialect):
+class ResponsesDialect(ConversationDialect):
     name: ClassVar[str] = "responses"
 
     def __init__(
