@@ -35,6 +35,8 @@ log = logging.getLogger("chromagent_proxy")
 # those fixed per route / backend, encoded once), attributes, status_code, status_message).
 # Ids as bytes: the order they go on the wire and in a traceparent.
 SpanData = tuple[bytes, bytes, bytes, str, str, int, int, int, bytes, dict[str, Any], int, str]
+# A span's name, its encoded name and kind, its encoded fixed attributes.
+Route = tuple[str, bytes, bytes]
 SERVER, CLIENT = 2, 3  # Span.SpanKind
 STATUS_UNSET, STATUS_ERROR = 0, 2  # Status.StatusCode
 _RETRY_STATUS = (429, 502, 503, 504)
@@ -89,6 +91,83 @@ def encode(attrs: Mapping[str, Any]) -> bytes:
     return b"".join(_ld(9, key_value(k, v)) for k, v in attrs.items())
 
 
+class RequestSpans:
+    """One request's spans as the event loop leaves them (``tracing.Trace`` fills these
+    slots): the SERVER span and the CLIENT span of the attempt that served it, if one was
+    open at the end. Plain fields, no attribute dicts: the encoder builds the attributes
+    both spans share (usage, error type, response model, finish reasons) once, off the loop.
+    """
+
+    __slots__ = (
+        "answer",
+        "attempt_route",
+        "attempt_start",
+        "code",
+        "end_ns",
+        "error_type",
+        "extra",
+        "ids",
+        "model",
+        "parent",
+        "route",
+        "start",
+        "state",
+        "status",
+        "usage",
+    )
+    # ids: server span id (8 bytes) + trace id (16) + the current attempt's span id (8), as
+    # one string: one random draw, and ids[8:] is what a traceparent carries.
+    ids: bytes
+    parent: bytes  # the remote parent span id, b"" for a root
+    state: str  # the incoming tracestate
+    route: Route  # the server span's name, and what only depends on the route (``route``)
+    start: int
+    model: str  # gen_ai.request.model of the server span ("" when not known)
+    attempt_start: int  # 0: no attempt open
+    attempt_route: Route
+    answer: tuple[str | None, tuple[str, ...]] | None  # (response model, finish reasons)
+    extra: dict[str, Any] | None  # rare server span attributes (captured content)
+    end_ns: int
+    status: int  # http.response.status_code
+    error_type: str
+    code: int  # Status.StatusCode of both spans
+    usage: tuple[int, int, int, int, int]  # in, out, cache read, cache write, reasoning
+
+
+class ClientOnly:
+    """A request's client span without its server span (dropped: the queue was full)."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self, spans: RequestSpans) -> None:
+        self.spans = spans
+
+
+Item = SpanData | RequestSpans | ClientOnly  # what the exporter queues
+
+
+def route(name: str, kind: int, attrs: Mapping[str, Any]) -> Route:
+    """A span's name; its name and kind (fields 5, 6) and fixed attributes, encoded (once
+    per route or backend and model)."""
+    return name, _ld(5, name.encode()) + b"\x30" + bytes((kind,)), encode(attrs)
+
+
+_USAGE_KEYS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+)
+
+
+def _length(n: int) -> bytes:
+    """``ScopeSpans.spans`` tag (field 2) and a span's length."""
+    if n < 0x4000:
+        return bytes((0x12, n & 0x7F | 0x80, n >> 7)) if n >= 0x80 else bytes((0x12, n))
+    return b"\x12" + _varint(n)
+
+
 class Encoder:
     """Spans → ``ExportTraceServiceRequest`` bytes, one resource and one scope per batch."""
 
@@ -100,6 +179,8 @@ class Encoder:
         self._scope = _ld(1, _ld(1, scope.encode()))  # ScopeSpans.scope = 1
         self._cache: dict[tuple[str, Any], bytes] = {}  # (key, value) → encoded attribute
         self._names: dict[tuple[str, int], bytes] = {}  # (name, kind) → encoded fields 5, 6
+        # What both spans of a request share, by (usage, error type, answer): repeats often.
+        self._shared: dict[tuple[Any, ...], bytes] = {}
 
     def _attr(self, item: tuple[str, Any]) -> bytes:
         """Span.attributes (field 9) entry, cached by (key, value) for the short strings, ints
@@ -145,21 +226,94 @@ class Encoder:
         parts.append(fixed)
         parts.append(attributes)
         if code:
-            # Status: message = 2, code = 3.
-            status = (_ld(2, msg.encode()) if msg else b"") + b"\x18" + bytes((code,))
-            parts.append(_ld(15, status))
+            parts.append(_status(code, msg))
         out.append(b"\x12" + _varint(sum(map(len, parts))))
         out.extend(parts)
 
-    def request(self, spans: Iterable[SpanData]) -> bytes:
+    def _shared_attrs(self, r: RequestSpans) -> bytes:
+        """The attributes a request's server span and serving client span both carry."""
+        key = (r.usage, r.error_type, r.answer)
+        try:
+            return self._shared[key]
+        except KeyError:
+            pass
+        attr = self._attr
+        usage = r.usage
+        parts = []
+        if usage[0] or usage[1]:
+            parts.append(attr((_USAGE_KEYS[0], usage[0])))
+            parts.append(attr((_USAGE_KEYS[1], usage[1])))
+        for i in (2, 3, 4):
+            if usage[i]:
+                parts.append(attr((_USAGE_KEYS[i], usage[i])))
+        if r.answer is not None:
+            model, reasons = r.answer
+            if model:
+                parts.append(attr(("gen_ai.response.model", model)))
+            if reasons:
+                parts.append(attr(("gen_ai.response.finish_reasons", reasons)))
+        if r.error_type:
+            parts.append(attr(("error.type", r.error_type)))
+        encoded = b"".join(parts)
+        if len(self._shared) >= _CACHE_MAX:
+            self._shared.clear()
+        self._shared[key] = encoded
+        return encoded
+
+    def request_spans(self, r: RequestSpans, out: list[bytes], server: bool = True) -> None:
+        """Append a request's client span (if any) and server span to ``out``."""
+        ids = r.ids
+        trace = ids[8:24]
+        shared = self._shared_attrs(r)
+        status = _status(r.code, "") if r.code else b""
+        state = _ld(3, r.state.encode()) if r.state else b""
+        end = r.end_ns
+        cache = self._cache
+        if r.attempt_start:
+            _, name, fixed = r.attempt_route
+            body = b"".join((
+                b"\x0a\x10", trace, b"\x12\x08", ids[24:], state, b"\x22\x08", ids[:8],
+                name, _TIMES.pack(0x39, r.attempt_start, 0x41, end), fixed, shared, status,
+            ))  # fmt: skip
+            out.append(_length(len(body)))
+            out.append(body)
+        if not server:
+            return
+        item: tuple[str, Any] = ("http.response.status_code", r.status)
+        own = cache.get(item) or self._attr(item)  # the server span's own attributes
+        if r.model:
+            item = ("gen_ai.request.model", r.model)
+            own += cache.get(item) or self._attr(item)
+        if r.extra:
+            own += b"".join(map(self._attr, r.extra.items()))
+        _, name, fixed = r.route
+        body = b"".join((
+            b"\x0a\x10", trace, b"\x12\x08", ids[:8], state,
+            b"\x22\x08" + r.parent if r.parent else b"",
+            name, _TIMES.pack(0x39, r.start, 0x41, end), fixed, own, shared, status,
+        ))  # fmt: skip
+        out.append(_length(len(body)))
+        out.append(body)
+
+    def request(self, spans: Iterable[Item]) -> bytes:
         pieces: list[bytes] = []
         for s in spans:
-            self.span(s, pieces)
+            if isinstance(s, RequestSpans):
+                self.request_spans(s, pieces)
+            elif isinstance(s, tuple):
+                self.span(s, pieces)
+            else:
+                self.request_spans(s.spans, pieces, server=False)
         inner = len(self._scope) + sum(map(len, pieces))
         scope_spans = b"\x12" + _varint(inner)  # ResourceSpans.scope_spans = 2
         size = len(self._head) + len(scope_spans) + inner
         # ExportTraceServiceRequest.resource_spans = 1, joined once.
         return b"".join([b"\x0a", _varint(size), self._head, scope_spans, self._scope, *pieces])
+
+
+def _status(code: int, msg: str) -> bytes:
+    # Span.status = 15; Status: message = 2, code = 3.
+    return _ld(15, (_ld(2, msg.encode()) if msg else b"") + b"\x18" + bytes((code,)))
 
 
 def _env(name: str, fallback: str = "", default: str = "") -> str:
@@ -219,7 +373,12 @@ class Exporter:
         self.max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self.batch = max(1, min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self.max_queue))
         self.delay_s = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.queue: deque[SpanData] = deque()
+        # Items: a failed attempt's span (SpanData) or a request's spans (RequestSpans, two
+        # spans when an attempt served it). Queued spans = added - taken, each counter
+        # written by one thread only (the loop adds, the export thread takes).
+        self.queue: deque[tuple[Item, int]] = deque()
+        self.added = 0
+        self.taken = 0
         self.dropped = 0
         self.sent = 0
         self._wake = threading.Event()
@@ -242,14 +401,22 @@ class Exporter:
             ctx.load_cert_chain(cert, key or None)
         return ctx
 
-    def add(self, span: SpanData) -> None:
-        """From the event loop: never blocks, never does I/O."""
-        q = self.queue
-        if len(q) >= self.max_queue:
-            self.dropped += 1
+    def add(self, item: Item, spans: int) -> None:
+        """From the event loop: never blocks, never does I/O. ``spans``: how many ``item``
+        holds. A request's two spans past OTEL_BSP_MAX_QUEUE_SIZE: the client span is kept
+        if one more fits (as when spans were queued one by one), the server span dropped."""
+        queued = self.added - self.taken
+        if queued + spans > self.max_queue:
+            if spans == 2 and queued < self.max_queue and isinstance(item, RequestSpans):
+                self.dropped += 1
+                self.queue.append((ClientOnly(item), 1))
+                self.added += 1
+                return
+            self.dropped += spans
             return
-        q.append(span)
-        if len(q) == self.batch:
+        self.queue.append((item, spans))
+        self.added = added = self.added + spans
+        if queued < self.batch <= added - self.taken:
             self._wake.set()
 
     def _run(self) -> None:
@@ -262,9 +429,16 @@ class Exporter:
 
     def _drain(self, full_only: bool) -> None:
         q, size = self.queue, self.batch
-        while q and (len(q) >= size or not full_only):
-            batch = [q.popleft() for _ in range(min(size, len(q)))]
-            self._send(self.encoder.request(batch), len(batch))
+        while q and (self.added - self.taken >= size or not full_only):
+            # Whole requests, up to ``size`` spans (at least one item).
+            batch: list[Item] = []
+            count = 0
+            while q and (count + q[0][1] <= size or not batch):
+                item, n = q.popleft()
+                batch.append(item)
+                count += n
+            self.taken += count
+            self._send(self.encoder.request(batch), count)
 
     def _send(self, body: bytes, count: int) -> None:
         if self.gzip:
