@@ -163,9 +163,12 @@ _USAGE_KEYS = (
 
 def _length(n: int) -> bytes:
     """``ScopeSpans.spans`` tag (field 2) and a span's length."""
-    if n < 0x4000:
-        return bytes((0x12, n & 0x7F | 0x80, n >> 7)) if n >= 0x80 else bytes((0x12, n))
-    return b"\x12" + _varint(n)
+    return _LENGTHS[n] if n < 2048 else b"\x12" + _varint(n)
+
+
+_LENGTHS = [b"\x12" + _varint(n) for n in range(2048)]  # spans are a few hundred bytes
+# Span.status (field 15) of the gateway's spans without a message, by code.
+_STATUS = {STATUS_ERROR: b"\x7a\x02\x18\x02"}
 
 
 class Encoder:
@@ -265,7 +268,7 @@ class Encoder:
         ids = r.ids
         trace = ids[8:24]
         shared = self._shared_attrs(r)
-        status = _status(r.code, "") if r.code else b""
+        status = _STATUS[r.code] if r.code else b""
         state = _ld(3, r.state.encode()) if r.state else b""
         end = r.end_ns
         cache = self._cache
@@ -275,7 +278,8 @@ class Encoder:
                 b"\x0a\x10", trace, b"\x12\x08", ids[24:], state, b"\x22\x08", ids[:8],
                 name, _TIMES.pack(0x39, r.attempt_start, 0x41, end), fixed, shared, status,
             ))  # fmt: skip
-            out.append(_length(len(body)))
+            n = len(body)
+            out.append(_LENGTHS[n] if n < 2048 else _length(n))
             out.append(body)
         if not server:
             return
@@ -292,7 +296,8 @@ class Encoder:
             b"\x22\x08" + r.parent if r.parent else b"",
             name, _TIMES.pack(0x39, r.start, 0x41, end), fixed, own, shared, status,
         ))  # fmt: skip
-        out.append(_length(len(body)))
+        n = len(body)
+        out.append(_LENGTHS[n] if n < 2048 else _length(n))
         out.append(body)
 
     def request(self, spans: Iterable[Item]) -> bytes:

@@ -141,6 +141,7 @@ class Tracing:
         self.capture_content = capture_content
         self.parent_based = parent_based
         self.bound = bound  # keep root traces whose low 64 id bits are below this
+        self.ratio = bound <= _LOW64  # False: every root trace is kept
         # (method, path, operation) → the server span's name and first attributes, encoded
         # once (otlp.route).
         self._heads: dict[tuple[str, str, str], Route] = {}
@@ -157,11 +158,12 @@ class Tracing:
         if ctx is None:
             # One draw for the ids: server span (64 bits), trace (128), first attempt (64).
             bits = getrandbits(256)
-            if (bits >> 64) & _LOW64 >= self.bound:  # the trace id's low 64 bits
-                return None
-            if not (bits >> 192 and (bits >> 64) & _LOW128 and bits & _LOW64):
-                bits |= 1 << 192 | 1 << 64 | 1  # an all-zero id is invalid (p ≈ 2^-63)
+            while not (bits >> 192 and bits & _LOW64 and bits >> 64 & _LOW128):
+                bits = getrandbits(256)  # an all-zero id is invalid (p ≈ 2^-63)
             ids = bits.to_bytes(32, "big")
+            # Ratio sampling: keep the trace when its id's low 64 bits are under the bound.
+            if self.ratio and (bits >> 64) & _LOW64 >= self.bound:
+                return None
             parent = b""
             state = ""
         else:
