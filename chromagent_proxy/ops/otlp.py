@@ -35,12 +35,13 @@ log = logging.getLogger("chromagent_proxy")
 # those fixed per route / backend, encoded once), attributes, status_code, status_message).
 # Ids as bytes: the order they go on the wire and in a traceparent.
 SpanData = tuple[bytes, bytes, bytes, str, str, int, int, int, bytes, dict[str, Any], int, str]
-# A span's name, its encoded name and kind, its encoded fixed attributes.
-Route = tuple[str, bytes, bytes]
+# A span's name; its encoded name and kind; its encoded fixed attributes; both, joined.
+Route = tuple[str, bytes, bytes, bytes]
 SERVER, CLIENT = 2, 3  # Span.SpanKind
 STATUS_UNSET, STATUS_ERROR = 0, 2  # Status.StatusCode
 _RETRY_STATUS = (429, 502, 503, 504)
 _TIMES = struct.Struct("<BQBQ")  # tag 7, start (fixed64), tag 8, end
+_IDS = struct.Struct("8s16s8s")  # RequestSpans.ids: server span, trace, attempt span
 _CACHE_MAX = 4096  # cached encoded attributes (low-cardinality values; cleared when full)
 
 
@@ -149,7 +150,8 @@ Item = SpanData | RequestSpans | ClientOnly  # what the exporter queues
 def route(name: str, kind: int, attrs: Mapping[str, Any]) -> Route:
     """A span's name; its name and kind (fields 5, 6) and fixed attributes, encoded (once
     per route or backend and model)."""
-    return name, _ld(5, name.encode()) + b"\x30" + bytes((kind,)), encode(attrs)
+    head, fixed = _ld(5, name.encode()) + b"\x30" + bytes((kind,)), encode(attrs)
+    return name, head, fixed, head + fixed
 
 
 _USAGE_KEYS = (
@@ -184,6 +186,7 @@ class Encoder:
         self._names: dict[tuple[str, int], bytes] = {}  # (name, kind) → encoded fields 5, 6
         # What both spans of a request share, by (usage, error type, answer): repeats often.
         self._shared: dict[tuple[Any, ...], bytes] = {}
+        self._routes: dict[tuple[Route, str, int], bytes] = {}  # see _route_head
 
     def _attr(self, item: tuple[str, Any]) -> bytes:
         """Span.attributes (field 9) entry, cached by (key, value) for the short strings, ints
@@ -264,41 +267,49 @@ class Encoder:
         return encoded
 
     def request_spans(self, r: RequestSpans, out: list[bytes], server: bool = True) -> None:
-        """Append a request's client span (if any) and server span to ``out``."""
-        ids = r.ids
-        trace = ids[8:24]
+        """Append a request's client span (if any) and server span to ``out``. The times
+        come before the name here (protobuf fields may come in any order): what follows
+        them is then cached whole, by route."""
+        sid, trace, aid = _IDS.unpack(r.ids)
         shared = self._shared_attrs(r)
         status = _STATUS[r.code] if r.code else b""
         state = _ld(3, r.state.encode()) if r.state else b""
         end = r.end_ns
-        cache = self._cache
         if r.attempt_start:
-            _, name, fixed = r.attempt_route
             body = b"".join((
-                b"\x0a\x10", trace, b"\x12\x08", ids[24:], state, b"\x22\x08", ids[:8],
-                name, _TIMES.pack(0x39, r.attempt_start, 0x41, end), fixed, shared, status,
+                b"\x0a\x10", trace, b"\x12\x08", aid, state, b"\x22\x08", sid,
+                _TIMES.pack(0x39, r.attempt_start, 0x41, end), r.attempt_route[3], shared, status,
             ))  # fmt: skip
             n = len(body)
             out.append(_LENGTHS[n] if n < 2048 else _length(n))
             out.append(body)
         if not server:
             return
-        item: tuple[str, Any] = ("http.response.status_code", r.status)
-        own = cache.get(item) or self._attr(item)  # the server span's own attributes
-        if r.model:
-            item = ("gen_ai.request.model", r.model)
-            own += cache.get(item) or self._attr(item)
+        key = (r.route, r.model, r.status)
+        head = self._routes.get(key)
+        if head is None:
+            head = self._route_head(key)
         if r.extra:
-            own += b"".join(map(self._attr, r.extra.items()))
-        _, name, fixed = r.route
+            head += b"".join(map(self._attr, r.extra.items()))
         body = b"".join((
-            b"\x0a\x10", trace, b"\x12\x08", ids[:8], state,
+            b"\x0a\x10", trace, b"\x12\x08", sid, state,
             b"\x22\x08" + r.parent if r.parent else b"",
-            name, _TIMES.pack(0x39, r.start, 0x41, end), fixed, own, shared, status,
+            _TIMES.pack(0x39, r.start, 0x41, end), head, shared, status,
         ))  # fmt: skip
         n = len(body)
         out.append(_LENGTHS[n] if n < 2048 else _length(n))
         out.append(body)
+
+    def _route_head(self, key: tuple[Route, str, int]) -> bytes:
+        """A server span's name, kind, fixed attributes, request model and HTTP status."""
+        route, model, status = key
+        head = route[3] + self._attr(("http.response.status_code", status))
+        if model:
+            head += self._attr(("gen_ai.request.model", model))
+        if len(self._routes) >= _CACHE_MAX:
+            self._routes.clear()
+        self._routes[key] = head
+        return head
 
     def request(self, spans: Iterable[Item]) -> bytes:
         pieces: list[bytes] = []

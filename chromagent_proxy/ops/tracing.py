@@ -312,7 +312,7 @@ class Trace(RequestSpans):
 
     def _end_attempt(self, attrs: dict[str, Any], code: int, message: str) -> None:
         """An attempt that did not serve the request: its own span, now."""
-        ids, (name, _, fixed) = self.ids, self.attempt_route
+        ids, (name, _, fixed, _) = self.ids, self.attempt_route
         self.attempt_start, start = 0, self.attempt_start
         self.tracing.exporter.add(
             (ids[8:24], ids[24:], ids[:8], self.state, name, CLIENT, start, time_ns(),
