@@ -2,14 +2,15 @@
 
 Why not the OpenTelemetry SDK's span objects and exporter: per request they cost more than
 10 % of the gateway's CPU (two SDK spans ≈ 40 µs, ``encode_spans`` ≈ 80 µs per span pair on
-the build machine; bench/README.md). Spans here are tuples; the attributes that repeat from
-request to request (method, route, provider, model, backend) are encoded once and cached as
-bytes, so a span encodes in a few joins. The wire format is the standard
+the build machine; bench/README.md). A request's spans arrive as one record of plain fields
+(``RequestSpans``), a lone span as a tuple (``SpanData``); the attributes that repeat from
+request to request (method, route, provider, model, backend, status) are encoded once and
+cached as bytes, so a span encodes in a few joins. The wire format is the standard
 ``ExportTraceServiceRequest`` (opentelemetry-proto's trace.proto field numbers below), POSTed
 as ``application/x-protobuf`` to the OTLP/HTTP endpoint from the standard ``OTEL_*`` variables.
 
 The loop only appends to a deque (never blocks; past ``OTEL_BSP_MAX_QUEUE_SIZE`` spans are
-dropped and counted); a daemon thread encodes and sends a batch when ``OTEL_BSP_MAX_EXPORT_
+dropped and counted; a batch holds whole requests); a daemon thread encodes and sends a batch when ``OTEL_BSP_MAX_EXPORT_
 BATCH_SIZE`` spans wait or every ``OTEL_BSP_SCHEDULE_DELAY`` ms.
 """
 

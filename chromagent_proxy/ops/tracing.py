@@ -8,9 +8,10 @@ failures and answers to the Record, which forwards them here when ``rec.trace`` 
 With tracing off nothing here runs: no span objects. A request the sampler drops gets no
 ``Trace`` either (``begin`` returns None): it costs one header lookup and one comparison.
 
-Spans are plain records (a dict of attributes each), not OpenTelemetry SDK objects: the
-SDK's per-span work alone cost more than the 10 % of a request's CPU allowed for tracing
-(bench/README.md). ``otlp.py`` encodes them as standard OTLP protobuf and sends batches
+A request's spans are one plain record (``Trace``, an ``otlp.RequestSpans``: slots, no
+attribute dicts), not OpenTelemetry SDK objects: the SDK's per-span work alone cost more
+than the 10 % of a request's CPU allowed for tracing (bench/README.md). The record goes to
+the exporter whole at the end; an attempt that failed over is its own span, sent then. ``otlp.py`` encodes them as standard OTLP protobuf and sends batches
 from its own thread, so no request ever waits on the collector. Exporter, sampler, batch
 sizes and resource come from the standard ``OTEL_*`` environment variables.
 """
