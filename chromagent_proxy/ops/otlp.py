@@ -17,6 +17,7 @@ BATCH_SIZE`` spans wait or every ``OTEL_BSP_SCHEDULE_DELAY`` ms.
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import os
 import ssl
@@ -368,6 +369,16 @@ def headers() -> dict[str, str]:
     return out
 
 
+def _plain(url: str) -> tuple[str, int, str] | None:
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname
+    if u.scheme != "http" or not host:
+        return None
+    if urllib.request.getproxies().get("http") and not urllib.request.proxy_bypass(host):
+        return None
+    return host, u.port or 80, (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
 class Exporter:
     """Queues finished spans (from the loop) and sends batches from a daemon thread."""
 
@@ -387,6 +398,10 @@ class Exporter:
         if self.gzip:
             self.headers["Content-Encoding"] = "gzip"
         self.ssl = self._ssl_context()
+        # A plain-HTTP collector without a proxy: (host, port, path) of one kept-alive
+        # connection. https and proxied collectors go through urllib.
+        self._plain = _plain(self.url)
+        self._conn: http.client.HTTPConnection | None = None
         self.max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self.batch = max(1, min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self.max_queue))
         self.delay_s = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
@@ -461,24 +476,58 @@ class Exporter:
         if self.gzip:
             body = gzip.compress(body)
         for attempt in range(3):
-            req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as r:
-                    r.read()
-                self.sent += count
-                return
-            except urllib.error.HTTPError as exc:
-                if exc.code not in _RETRY_STATUS:
-                    log.warning("trace export: the collector answered %d: %d spans dropped",
-                                exc.code, count)  # fmt: skip
+                status = self._post(body)
+                if 200 <= status < 300:
+                    self.sent += count
                     return
-                why = str(exc.code)
-            except (OSError, ValueError) as exc:
+                if status not in _RETRY_STATUS:
+                    log.warning("trace export: the collector answered %d: %d spans dropped",
+                                status, count)  # fmt: skip
+                    return
+                why = str(status)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 why = type(exc).__name__
             # Back off before a retry; shutdown cuts the wait short (and drops the batch).
             if attempt == 2 or self._halt.wait(0.5 * 2**attempt):
                 break
         log.warning("trace export to the collector failed (%s): %d spans dropped", why, count)
+
+    def _post(self, body: bytes) -> int:
+        """One POST: the collector's HTTP status."""
+        if self._plain is not None:
+            return self._post_kept(body, *self._plain)
+        req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as r:
+                r.read()
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def _post_kept(self, body: bytes, host: str, port: int, path: str) -> int:
+        """On the kept-alive connection (urllib opens one per POST, which cost about as much
+        CPU as encoding the batch); one the collector closed meanwhile is reopened once."""
+        for reuse in (True, False):
+            conn = self._conn if reuse else None
+            if conn is None:
+                conn = self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+                reuse = False
+            try:
+                conn.request("POST", path, body, self.headers)
+                r = conn.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._conn = None
+                if reuse:
+                    continue
+                raise
+            if r.will_close:
+                conn.close()
+                self._conn = None
+            return r.status
+        raise AssertionError("unreachable")
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Blocking (sends what is queued): call it off the event loop."""
@@ -486,3 +535,5 @@ class Exporter:
         self._halt.set()
         self._wake.set()
         self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.close()
