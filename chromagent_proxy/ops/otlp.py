@@ -2,20 +2,22 @@
 
 Why not the OpenTelemetry SDK's span objects and exporter: per request they cost more than
 10 % of the gateway's CPU (two SDK spans ≈ 40 µs, ``encode_spans`` ≈ 80 µs per span pair on
-the build machine; bench/README.md). Spans here are tuples; the attributes that repeat from
-request to request (method, route, provider, model, backend) are encoded once and cached as
-bytes, so a span encodes in a few joins. The wire format is the standard
+the build machine; bench/README.md). A request's spans arrive as one record of plain fields
+(``RequestSpans``), a lone span as a tuple (``SpanData``); the attributes that repeat from
+request to request (method, route, provider, model, backend, status) are encoded once and
+cached as bytes, so a span encodes in a few joins. The wire format is the standard
 ``ExportTraceServiceRequest`` (opentelemetry-proto's trace.proto field numbers below), POSTed
 as ``application/x-protobuf`` to the OTLP/HTTP endpoint from the standard ``OTEL_*`` variables.
 
 The loop only appends to a deque (never blocks; past ``OTEL_BSP_MAX_QUEUE_SIZE`` spans are
-dropped and counted); a daemon thread encodes and sends a batch when ``OTEL_BSP_MAX_EXPORT_
+dropped and counted; a batch holds whole requests); a daemon thread encodes and sends a batch when ``OTEL_BSP_MAX_EXPORT_
 BATCH_SIZE`` spans wait or every ``OTEL_BSP_SCHEDULE_DELAY`` ms.
 """
 
 from __future__ import annotations
 
 import gzip
+import http.client
 import logging
 import os
 import ssl
@@ -35,10 +37,13 @@ log = logging.getLogger("chromagent_proxy")
 # those fixed per route / backend, encoded once), attributes, status_code, status_message).
 # Ids as bytes: the order they go on the wire and in a traceparent.
 SpanData = tuple[bytes, bytes, bytes, str, str, int, int, int, bytes, dict[str, Any], int, str]
+# A span's name; its encoded name and kind; its encoded fixed attributes; both, joined.
+Route = tuple[str, bytes, bytes, bytes]
 SERVER, CLIENT = 2, 3  # Span.SpanKind
 STATUS_UNSET, STATUS_ERROR = 0, 2  # Status.StatusCode
 _RETRY_STATUS = (429, 502, 503, 504)
 _TIMES = struct.Struct("<BQBQ")  # tag 7, start (fixed64), tag 8, end
+_IDS = struct.Struct("8s16s8s")  # RequestSpans.ids: server span, trace, attempt span
 _CACHE_MAX = 4096  # cached encoded attributes (low-cardinality values; cleared when full)
 
 
@@ -89,6 +94,87 @@ def encode(attrs: Mapping[str, Any]) -> bytes:
     return b"".join(_ld(9, key_value(k, v)) for k, v in attrs.items())
 
 
+class RequestSpans:
+    """One request's spans as the event loop leaves them (``tracing.Trace`` fills these
+    slots): the SERVER span and the CLIENT span of the attempt that served it, if one was
+    open at the end. Plain fields, no attribute dicts: the encoder builds the attributes
+    both spans share (usage, error type, response model, finish reasons) once, off the loop.
+    """
+
+    __slots__ = (
+        "answer",
+        "attempt_route",
+        "attempt_start",
+        "code",
+        "end_ns",
+        "error_type",
+        "extra",
+        "ids",
+        "model",
+        "parent",
+        "route",
+        "start",
+        "state",
+        "status",
+        "usage",
+    )
+    # ids: server span id (8 bytes) + trace id (16) + the current attempt's span id (8), as
+    # one string: one random draw, and ids[8:] is what a traceparent carries.
+    ids: bytes
+    parent: bytes  # the remote parent span id, b"" for a root
+    state: str  # the incoming tracestate
+    route: Route  # the server span's name, and what only depends on the route (``route``)
+    start: int
+    model: str  # gen_ai.request.model of the server span ("" when not known)
+    attempt_start: int  # 0: no attempt open
+    attempt_route: Route
+    answer: tuple[str | None, tuple[str, ...]] | None  # (response model, finish reasons)
+    extra: dict[str, Any] | None  # rare server span attributes (captured content)
+    end_ns: int
+    status: int  # http.response.status_code
+    error_type: str
+    code: int  # Status.StatusCode of both spans
+    usage: tuple[int, int, int, int, int]  # in, out, cache read, cache write, reasoning
+
+
+class ClientOnly:
+    """A request's client span without its server span (dropped: the queue was full)."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self, spans: RequestSpans) -> None:
+        self.spans = spans
+
+
+Item = SpanData | RequestSpans | ClientOnly  # what the exporter queues
+
+
+def route(name: str, kind: int, attrs: Mapping[str, Any]) -> Route:
+    """A span's name; its name and kind (fields 5, 6) and fixed attributes, encoded (once
+    per route or backend and model)."""
+    head, fixed = _ld(5, name.encode()) + b"\x30" + bytes((kind,)), encode(attrs)
+    return name, head, fixed, head + fixed
+
+
+_USAGE_KEYS = (
+    "gen_ai.usage.input_tokens",
+    "gen_ai.usage.output_tokens",
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.reasoning.output_tokens",
+)
+
+
+def _length(n: int) -> bytes:
+    """``ScopeSpans.spans`` tag (field 2) and a span's length."""
+    return _LENGTHS[n] if n < 2048 else b"\x12" + _varint(n)
+
+
+_LENGTHS = [b"\x12" + _varint(n) for n in range(2048)]  # spans are a few hundred bytes
+# Span.status (field 15) of the gateway's spans without a message, by code.
+_STATUS = {STATUS_ERROR: b"\x7a\x02\x18\x02"}
+
+
 class Encoder:
     """Spans → ``ExportTraceServiceRequest`` bytes, one resource and one scope per batch."""
 
@@ -100,6 +186,9 @@ class Encoder:
         self._scope = _ld(1, _ld(1, scope.encode()))  # ScopeSpans.scope = 1
         self._cache: dict[tuple[str, Any], bytes] = {}  # (key, value) → encoded attribute
         self._names: dict[tuple[str, int], bytes] = {}  # (name, kind) → encoded fields 5, 6
+        # What both spans of a request share, by (usage, error type, answer): repeats often.
+        self._shared: dict[tuple[Any, ...], bytes] = {}
+        self._routes: dict[tuple[Route, str, int], bytes] = {}  # see _route_head
 
     def _attr(self, item: tuple[str, Any]) -> bytes:
         """Span.attributes (field 9) entry, cached by (key, value) for the short strings, ints
@@ -145,21 +234,104 @@ class Encoder:
         parts.append(fixed)
         parts.append(attributes)
         if code:
-            # Status: message = 2, code = 3.
-            status = (_ld(2, msg.encode()) if msg else b"") + b"\x18" + bytes((code,))
-            parts.append(_ld(15, status))
+            parts.append(_status(code, msg))
         out.append(b"\x12" + _varint(sum(map(len, parts))))
         out.extend(parts)
 
-    def request(self, spans: Iterable[SpanData]) -> bytes:
+    def _shared_attrs(self, r: RequestSpans) -> bytes:
+        """The attributes a request's server span and serving client span both carry."""
+        key = (r.usage, r.error_type, r.answer)
+        try:
+            return self._shared[key]
+        except KeyError:
+            pass
+        attr = self._attr
+        usage = r.usage
+        parts = []
+        if usage[0] or usage[1]:
+            parts.append(attr((_USAGE_KEYS[0], usage[0])))
+            parts.append(attr((_USAGE_KEYS[1], usage[1])))
+        for i in (2, 3, 4):
+            if usage[i]:
+                parts.append(attr((_USAGE_KEYS[i], usage[i])))
+        if r.answer is not None:
+            model, reasons = r.answer
+            if model:
+                parts.append(attr(("gen_ai.response.model", model)))
+            if reasons:
+                parts.append(attr(("gen_ai.response.finish_reasons", reasons)))
+        if r.error_type:
+            parts.append(attr(("error.type", r.error_type)))
+        encoded = b"".join(parts)
+        if len(self._shared) >= _CACHE_MAX:
+            self._shared.clear()
+        self._shared[key] = encoded
+        return encoded
+
+    def request_spans(self, r: RequestSpans, out: list[bytes], server: bool = True) -> None:
+        """Append a request's client span (if any) and server span to ``out``. The times
+        come before the name here (protobuf fields may come in any order): what follows
+        them is then cached whole, by route."""
+        sid, trace, aid = _IDS.unpack(r.ids)
+        shared = self._shared_attrs(r)
+        status = _STATUS[r.code] if r.code else b""
+        state = _ld(3, r.state.encode()) if r.state else b""
+        end = r.end_ns
+        if r.attempt_start:
+            body = b"".join((
+                b"\x0a\x10", trace, b"\x12\x08", aid, state, b"\x22\x08", sid,
+                _TIMES.pack(0x39, r.attempt_start, 0x41, end), r.attempt_route[3], shared, status,
+            ))  # fmt: skip
+            n = len(body)
+            out.append(_LENGTHS[n] if n < 2048 else _length(n))
+            out.append(body)
+        if not server:
+            return
+        key = (r.route, r.model, r.status)
+        head = self._routes.get(key)
+        if head is None:
+            head = self._route_head(key)
+        if r.extra:
+            head += b"".join(map(self._attr, r.extra.items()))
+        body = b"".join((
+            b"\x0a\x10", trace, b"\x12\x08", sid, state,
+            b"\x22\x08" + r.parent if r.parent else b"",
+            _TIMES.pack(0x39, r.start, 0x41, end), head, shared, status,
+        ))  # fmt: skip
+        n = len(body)
+        out.append(_LENGTHS[n] if n < 2048 else _length(n))
+        out.append(body)
+
+    def _route_head(self, key: tuple[Route, str, int]) -> bytes:
+        """A server span's name, kind, fixed attributes, request model and HTTP status."""
+        route, model, status = key
+        head = route[3] + self._attr(("http.response.status_code", status))
+        if model:
+            head += self._attr(("gen_ai.request.model", model))
+        if len(self._routes) >= _CACHE_MAX:
+            self._routes.clear()
+        self._routes[key] = head
+        return head
+
+    def request(self, spans: Iterable[Item]) -> bytes:
         pieces: list[bytes] = []
         for s in spans:
-            self.span(s, pieces)
+            if isinstance(s, RequestSpans):
+                self.request_spans(s, pieces)
+            elif isinstance(s, tuple):
+                self.span(s, pieces)
+            else:
+                self.request_spans(s.spans, pieces, server=False)
         inner = len(self._scope) + sum(map(len, pieces))
         scope_spans = b"\x12" + _varint(inner)  # ResourceSpans.scope_spans = 2
         size = len(self._head) + len(scope_spans) + inner
         # ExportTraceServiceRequest.resource_spans = 1, joined once.
         return b"".join([b"\x0a", _varint(size), self._head, scope_spans, self._scope, *pieces])
+
+
+def _status(code: int, msg: str) -> bytes:
+    # Span.status = 15; Status: message = 2, code = 3.
+    return _ld(15, (_ld(2, msg.encode()) if msg else b"") + b"\x18" + bytes((code,)))
 
 
 def _env(name: str, fallback: str = "", default: str = "") -> str:
@@ -197,6 +369,16 @@ def headers() -> dict[str, str]:
     return out
 
 
+def _plain(url: str) -> tuple[str, int, str] | None:
+    u = urllib.parse.urlsplit(url)
+    host = u.hostname
+    if u.scheme != "http" or not host:
+        return None
+    if urllib.request.getproxies().get("http") and not urllib.request.proxy_bypass(host):
+        return None
+    return host, u.port or 80, (u.path or "/") + (f"?{u.query}" if u.query else "")
+
+
 class Exporter:
     """Queues finished spans (from the loop) and sends batches from a daemon thread."""
 
@@ -216,10 +398,19 @@ class Exporter:
         if self.gzip:
             self.headers["Content-Encoding"] = "gzip"
         self.ssl = self._ssl_context()
+        # A plain-HTTP collector without a proxy: (host, port, path) of one kept-alive
+        # connection. https and proxied collectors go through urllib.
+        self._plain = _plain(self.url)
+        self._conn: http.client.HTTPConnection | None = None
         self.max_queue = _env_int("OTEL_BSP_MAX_QUEUE_SIZE", 2048)
         self.batch = max(1, min(_env_int("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512), self.max_queue))
         self.delay_s = _env_int("OTEL_BSP_SCHEDULE_DELAY", 5000) / 1000
-        self.queue: deque[SpanData] = deque()
+        # Items: a failed attempt's span (SpanData) or a request's spans (RequestSpans, two
+        # spans when an attempt served it). Queued spans = added - taken, each counter
+        # written by one thread only (the loop adds, the export thread takes).
+        self.queue: deque[tuple[Item, int]] = deque()
+        self.added = 0
+        self.taken = 0
         self.dropped = 0
         self.sent = 0
         self._wake = threading.Event()
@@ -242,14 +433,22 @@ class Exporter:
             ctx.load_cert_chain(cert, key or None)
         return ctx
 
-    def add(self, span: SpanData) -> None:
-        """From the event loop: never blocks, never does I/O."""
-        q = self.queue
-        if len(q) >= self.max_queue:
-            self.dropped += 1
+    def add(self, item: Item, spans: int) -> None:
+        """From the event loop: never blocks, never does I/O. ``spans``: how many ``item``
+        holds. A request's two spans past OTEL_BSP_MAX_QUEUE_SIZE: the client span is kept
+        if one more fits (as when spans were queued one by one), the server span dropped."""
+        queued = self.added - self.taken
+        if queued + spans > self.max_queue:
+            if spans == 2 and queued < self.max_queue and isinstance(item, RequestSpans):
+                self.dropped += 1
+                self.queue.append((ClientOnly(item), 1))
+                self.added += 1
+                return
+            self.dropped += spans
             return
-        q.append(span)
-        if len(q) == self.batch:
+        self.queue.append((item, spans))
+        self.added = added = self.added + spans
+        if queued < self.batch <= added - self.taken:
             self._wake.set()
 
     def _run(self) -> None:
@@ -262,32 +461,73 @@ class Exporter:
 
     def _drain(self, full_only: bool) -> None:
         q, size = self.queue, self.batch
-        while q and (len(q) >= size or not full_only):
-            batch = [q.popleft() for _ in range(min(size, len(q)))]
-            self._send(self.encoder.request(batch), len(batch))
+        while q and (self.added - self.taken >= size or not full_only):
+            # Whole requests, up to ``size`` spans (at least one item).
+            batch: list[Item] = []
+            count = 0
+            while q and (count + q[0][1] <= size or not batch):
+                item, n = q.popleft()
+                batch.append(item)
+                count += n
+            self.taken += count
+            self._send(self.encoder.request(batch), count)
 
     def _send(self, body: bytes, count: int) -> None:
         if self.gzip:
             body = gzip.compress(body)
         for attempt in range(3):
-            req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as r:
-                    r.read()
-                self.sent += count
-                return
-            except urllib.error.HTTPError as exc:
-                if exc.code not in _RETRY_STATUS:
-                    log.warning("trace export: the collector answered %d: %d spans dropped",
-                                exc.code, count)  # fmt: skip
+                status = self._post(body)
+                if 200 <= status < 300:
+                    self.sent += count
                     return
-                why = str(exc.code)
-            except (OSError, ValueError) as exc:
+                if status not in _RETRY_STATUS:
+                    log.warning("trace export: the collector answered %d: %d spans dropped",
+                                status, count)  # fmt: skip
+                    return
+                why = str(status)
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 why = type(exc).__name__
             # Back off before a retry; shutdown cuts the wait short (and drops the batch).
             if attempt == 2 or self._halt.wait(0.5 * 2**attempt):
                 break
         log.warning("trace export to the collector failed (%s): %d spans dropped", why, count)
+
+    def _post(self, body: bytes) -> int:
+        """One POST: the collector's HTTP status."""
+        if self._plain is not None:
+            return self._post_kept(body, *self._plain)
+        req = urllib.request.Request(self.url, data=body, headers=self.headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl) as r:
+                r.read()
+                return int(r.status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def _post_kept(self, body: bytes, host: str, port: int, path: str) -> int:
+        """On the kept-alive connection (urllib opens one per POST, which cost about as much
+        CPU as encoding the batch); one the collector closed meanwhile is reopened once."""
+        for reuse in (True, False):
+            conn = self._conn if reuse else None
+            if conn is None:
+                conn = self._conn = http.client.HTTPConnection(host, port, timeout=self.timeout)
+                reuse = False
+            try:
+                conn.request("POST", path, body, self.headers)
+                r = conn.getresponse()
+                r.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._conn = None
+                if reuse:
+                    continue
+                raise
+            if r.will_close:
+                conn.close()
+                self._conn = None
+            return r.status
+        raise AssertionError("unreachable")
 
     def shutdown(self, timeout: float = 30.0) -> None:
         """Blocking (sends what is queued): call it off the event loop."""
@@ -295,3 +535,5 @@ class Exporter:
         self._halt.set()
         self._wake.set()
         self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.close()

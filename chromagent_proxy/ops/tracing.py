@@ -8,9 +8,10 @@ failures and answers to the Record, which forwards them here when ``rec.trace`` 
 With tracing off nothing here runs: no span objects. A request the sampler drops gets no
 ``Trace`` either (``begin`` returns None): it costs one header lookup and one comparison.
 
-Spans are plain records (a dict of attributes each), not OpenTelemetry SDK objects: the
-SDK's per-span work alone cost more than the 10 % of a request's CPU allowed for tracing
-(bench/README.md). ``otlp.py`` encodes them as standard OTLP protobuf and sends batches
+A request's spans are one plain record (``Trace``, an ``otlp.RequestSpans``: slots, no
+attribute dicts), not OpenTelemetry SDK objects: the SDK's per-span work alone cost more
+than the 10 % of a request's CPU allowed for tracing (bench/README.md). The record goes to
+the exporter whole at the end; an attempt that failed over is its own span, sent then. ``otlp.py`` encodes them as standard OTLP protobuf and sends batches
 from its own thread, so no request ever waits on the collector. Exporter, sampler, batch
 sizes and resource come from the standard ``OTEL_*`` environment variables.
 """
@@ -20,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
-import time
 from collections.abc import Mapping
+from random import getrandbits
+from time import time_ns
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,16 @@ import msgspec
 
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import ConfigError
-from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, Exporter, encode
+from chromagent_proxy.ops import otlp
+from chromagent_proxy.ops.otlp import (
+    CLIENT,
+    SERVER,
+    STATUS_ERROR,
+    Encoder,
+    Exporter,
+    RequestSpans,
+    Route,
+)
 
 if TYPE_CHECKING:
     from chromagent_proxy.core.config import TracingConfig
@@ -43,15 +53,8 @@ DEFAULT_SERVICE_NAME = "chromagent-gateway"
 # How much captured content one attribute may hold (collectors drop huge spans).
 CONTENT_LIMIT = 64 * 1024
 _HEX = frozenset("0123456789abcdef")
-# What ``Trace.end`` puts on both spans.
-_END_KEYS = (
-    "gen_ai.usage.input_tokens",
-    "gen_ai.usage.output_tokens",
-    "gen_ai.usage.cache_read.input_tokens",
-    "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.reasoning.output_tokens",
-    "error.type",
-)
+_LOW64 = (1 << 64) - 1
+_LOW128 = (1 << 128) - 1
 _SAMPLERS = (
     "always_on",
     "always_off",
@@ -139,33 +142,40 @@ class Tracing:
         self.capture_content = capture_content
         self.parent_based = parent_based
         self.bound = bound  # keep root traces whose low 64 id bits are below this
-        # (method, path, operation) → the server span's name and first attributes.
-        # Names and pre-encoded attributes that only depend on these keys (encoded once).
-        self._heads: dict[tuple[str, str, str], tuple[str, bytes]] = {}
+        self.ratio = bound <= _LOW64  # False: every root trace is kept
+        # (method, path, operation) → the server span's name and first attributes, encoded
+        # once (otlp.route).
+        self._heads: dict[tuple[str, str, str], Route] = {}
         # (operation, provider, upstream model, backend) → a client span's name and attributes.
-        self.attempt_heads: dict[tuple[str, str, str, str], tuple[str, bytes]] = {}
+        self.attempt_heads: dict[tuple[str, str, str, str], Route] = {}
 
     def begin(
         self, headers: Mapping[str, str], method: str, path: str, operation: str
     ) -> Trace | None:
         """The SERVER span of one request (an incoming ``traceparent`` is its parent), or
         None when the sampler drops the request."""
-        parent = b""
-        state = ""
         incoming = headers.get("traceparent")
         ctx = parse_traceparent(incoming) if incoming else None
-        if ctx is not None:
+        if ctx is None:
+            # One draw for the ids: server span (64 bits), trace (128), first attempt (64).
+            bits = getrandbits(256)
+            while not (bits >> 192 and bits & _LOW64 and bits >> 64 & _LOW128):
+                bits = getrandbits(256)  # an all-zero id is invalid (p ≈ 2^-63)
+            ids = bits.to_bytes(32, "big")
+            # Ratio sampling: keep the trace when its id's low 64 bits are under the bound.
+            if self.ratio and (bits >> 64) & _LOW64 >= self.bound:
+                return None
+            parent = b""
+            state = ""
+        else:
             trace_id, parent, sampled = ctx
             if (not sampled) if self.parent_based else (_low64(trace_id) >= self.bound):
                 return None
             state = headers.get("tracestate", "")[:512]
-        else:
-            bits = random.getrandbits(128) or 1
-            if bits & 0xFFFFFFFFFFFFFFFF >= self.bound:
-                return None
-            trace_id = bits.to_bytes(16, "big")
-        head = self._heads.get((method, path, operation))
-        if head is None:
+            spans = _span_id() + _span_id()
+            ids = spans[:8] + trace_id + spans[8:]
+        route = self._heads.get((method, path, operation))
+        if route is None:
             attrs: dict[str, Any] = {
                 "http.request.method": method,
                 "url.path": path,
@@ -175,81 +185,62 @@ class Tracing:
                 attrs["gen_ai.operation.name"] = operation
             if len(self._heads) >= 256:  # paths with an id in them: stay bounded
                 self._heads.clear()
-            head = self._heads[(method, path, operation)] = (f"{method} {path}", encode(attrs))
-        name, fixed = head
-        return Trace(self, trace_id, parent, state, name, fixed, operation or "chat")
+            route = self._heads[(method, path, operation)] = otlp.route(
+                f"{method} {path}", SERVER, attrs
+            )
+        return Trace(self, ids, parent, state, route, operation or "chat")
 
     async def close(self) -> None:
         # Sends the queued spans: blocking (network), so off the event loop.
         await asyncio.to_thread(self.exporter.shutdown)
 
 
-class Trace:
-    """The spans of one request: the server span and the current attempt's client span."""
+class Trace(RequestSpans):
+    """The spans of one request: the server span and the current attempt's client span.
+    Handed to the exporter whole at ``end`` (otlp.RequestSpans: plain fields)."""
 
-    __slots__ = (
-        "attempt_attrs",
-        "attempt_fixed",
-        "attempt_id",
-        "attempt_name",
-        "attempt_start",
-        "attrs",
-        "fixed",
-        "name",
-        "operation",
-        "parent",
-        "span_id",
-        "start",
-        "state",
-        "trace_id",
-        "tracing",
-    )
+    __slots__ = ("operation", "tracing")
 
     def __init__(
         self,
         tracing: Tracing,
-        trace_id: bytes,
+        ids: bytes,
         parent: bytes,
         state: str,
-        name: str,
-        fixed: bytes,
+        route: Route,
         operation: str,
     ) -> None:
         self.tracing = tracing
-        self.trace_id = trace_id
+        self.ids = ids
         self.parent = parent
         self.state = state
-        self.span_id = _span_id()
-        self.start = time.time_ns()
-        self.name = name
-        self.fixed = fixed  # the server span's request-independent attributes, encoded
-        self.attrs: dict[str, Any] = {}  # and the rest
+        self.route = route
         self.operation = operation
-        self.attempt_id = b""  # the current attempt's client span, b"" when none is open
-        self.attempt_name = ""
+        self.model = ""
         self.attempt_start = 0
-        self.attempt_attrs: dict[str, Any] = {}
-        self.attempt_fixed = b""
+        self.answer = None
+        self.extra = None
+        self.start = time_ns()
 
     def request(self, model: str, body: bytes) -> None:
-        self.attrs["gen_ai.request.model"] = model
+        self.model = model
         if self.tracing.capture_content:
             content = _request_content(body)
             if content:
-                self.attrs["gen_ai.input.messages"] = content
+                self._extra()["gen_ai.input.messages"] = content
 
     def attempt(
         self, backend_id: str, provider_name: str, upstream_model: str
     ) -> Mapping[str, str]:
         """Start the CLIENT span of an attempt; the headers that carry it upstream."""
-        if self.attempt_id:
-            self._end_attempt(0, "")  # an earlier attempt that ended without a report
-        self.attempt_id = span_id = _span_id()
-        self.attempt_start = time.time_ns()
+        if self.attempt_start:
+            self._end_attempt({}, 0, "")  # an earlier attempt that ended without a report
+            self.ids = self.ids[:24] + _span_id()
+        self.attempt_start = time_ns()
         key = (self.operation, provider_name, upstream_model, backend_id)
         heads = self.tracing.attempt_heads
-        head = heads.get(key)
-        if head is None:
+        route = heads.get(key)
+        if route is None:
             attrs = {
                 "gen_ai.operation.name": self.operation,
                 "gen_ai.provider.name": provider_name,
@@ -258,23 +249,29 @@ class Trace:
             }
             if len(heads) >= 256:  # models a client may name freely: stay bounded
                 heads.clear()
-            head = heads[key] = (f"{self.operation} {upstream_model}", encode(attrs))
-        self.attempt_name, self.attempt_fixed = head
-        self.attempt_attrs = {}
-        headers = {"traceparent": f"00-{self.trace_id.hex()}-{span_id.hex()}-01"}
+            route = heads[key] = otlp.route(f"{self.operation} {upstream_model}", CLIENT, attrs)
+        self.attempt_route = route
+        # "00-" trace id "-" span id "-01": the ids after the server span's, in hex.
         if self.state:
-            headers["tracestate"] = self.state
-        return headers
+            return {
+                "traceparent": f"00-{self.ids[8:].hex('-', -16)}-01",
+                "tracestate": self.state,
+            }
+        return {"traceparent": f"00-{self.ids[8:].hex('-', -16)}-01"}
 
     def failed(self, exc: BaseException, error_type: str) -> None:
         """The current attempt failed (the request may fail over to another)."""
-        if not self.attempt_id:
+        if not self.attempt_start:
             return
         # No http.response.status_code: the error holds the status the gateway answers
         # with (an upstream 500 becomes a 502), not the upstream's.
-        self.attempt_attrs["error.type"] = error_type or _error_type(exc)
         message = getattr(exc, "message", None)
-        self._end_attempt(STATUS_ERROR, message if isinstance(message, str) else "")
+        self._end_attempt(
+            {"error.type": error_type or _error_type(exc)},
+            STATUS_ERROR,
+            message if isinstance(message, str) else "",
+        )
+        self.ids = self.ids[:24] + _span_id()  # the next attempt's span
 
     def answered(self, payload: bytes) -> None:
         """A whole answer in the client's dialect: response model and finish reasons."""
@@ -285,61 +282,48 @@ class Trace:
             return  # not an answer shape we know (e.g. a list): nothing to record
         except msgspec.DecodeError:
             return
-        reasons = _finish_reasons(summary)
-        spans = (self.attempt_attrs, self.attrs) if self.attempt_id else (self.attrs,)
-        for a in spans:
-            if summary.model:
-                a["gen_ai.response.model"] = summary.model
-            if reasons:
-                a["gen_ai.response.finish_reasons"] = reasons
+        choices = summary.choices
+        if choices is not None and len(choices) == 1:  # the usual answer: one choice
+            reason = choices[0].finish_reason
+            reasons: tuple[str, ...] = (reason,) if reason else ()
+        else:
+            reasons = _finish_reasons(summary)
+        if summary.model or reasons:
+            self.answer = (summary.model, reasons)
         if self.tracing.capture_content:
             content = _response_content(payload)
             if content:
-                self.attrs["gen_ai.output.messages"] = content
+                self._extra()["gen_ai.output.messages"] = content
 
     def end(self, status: int, error_type: str, usage: tuple[int, int, int, int, int]) -> None:
-        """The request is over: end the serving attempt's span and the server span."""
-        tokens_in, tokens_out, cache_read, cache_write, reasoning = usage
-        code = 0
-        attrs = self.attrs
-        # On the server span, then copied to the serving attempt's span (if one is open).
-        if tokens_in or tokens_out:
-            attrs["gen_ai.usage.input_tokens"] = tokens_in
-            attrs["gen_ai.usage.output_tokens"] = tokens_out
-        if cache_read:
-            attrs["gen_ai.usage.cache_read.input_tokens"] = cache_read
-        if cache_write:
-            attrs["gen_ai.usage.cache_creation.input_tokens"] = cache_write
-        if reasoning:
-            attrs["gen_ai.usage.reasoning.output_tokens"] = reasoning
-        if error_type:
-            attrs["error.type"] = error_type
-            if status >= 500 or status < 400:  # a 4xx is the client's, not the server's
-                code = STATUS_ERROR
-        if self.attempt_id:
-            a = self.attempt_attrs
-            for key in _END_KEYS:
-                if key in attrs:
-                    a[key] = attrs[key]
-            self._end_attempt(code, "")
-        attrs["http.response.status_code"] = status
-        self.tracing.exporter.add(
-            (self.trace_id, self.span_id, self.parent, self.state, self.name, SERVER,
-             self.start, time.time_ns(), self.fixed, attrs, code, "")
-        )  # fmt: skip
+        """The request is over: the server span and the serving attempt's span (if one is
+        open) go to the exporter, encoded there."""
+        self.end_ns = time_ns()
+        self.status = status
+        self.error_type = error_type
+        self.usage = usage
+        # A 4xx is the client's, not the server's.
+        self.code = STATUS_ERROR if error_type and (status >= 500 or status < 400) else 0
+        self.tracing.exporter.add(self, 2 if self.attempt_start else 1)
 
-    def _end_attempt(self, code: int, message: str) -> None:
-        span_id, self.attempt_id = self.attempt_id, b""
-        if span_id:
-            self.tracing.exporter.add(
-                (self.trace_id, span_id, self.span_id, self.state, self.attempt_name, CLIENT,
-                 self.attempt_start, time.time_ns(), self.attempt_fixed, self.attempt_attrs,
-                 code, message)
-            )  # fmt: skip
+    def _extra(self) -> dict[str, Any]:
+        if self.extra is None:
+            self.extra = {}
+        return self.extra
+
+    def _end_attempt(self, attrs: dict[str, Any], code: int, message: str) -> None:
+        """An attempt that did not serve the request: its own span, now."""
+        ids, (name, _, fixed, _) = self.ids, self.attempt_route
+        self.attempt_start, start = 0, self.attempt_start
+        self.tracing.exporter.add(
+            (ids[8:24], ids[24:], ids[:8], self.state, name, CLIENT, start, time_ns(),
+             fixed, attrs, code, message),
+            1,
+        )  # fmt: skip
 
 
 def _span_id() -> bytes:
-    return (random.getrandbits(64) or 1).to_bytes(8, "big")
+    return (getrandbits(64) or 1).to_bytes(8, "big")
 
 
 def _error_type(exc: BaseException) -> str:

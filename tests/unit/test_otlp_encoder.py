@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from chromagent_proxy.ops.otlp import CLIENT, SERVER, STATUS_ERROR, Encoder, SpanData, encode
-from chromagent_proxy.ops.tracing import parse_traceparent
+from chromagent_proxy.ops.otlp import (
+    CLIENT,
+    SERVER,
+    STATUS_ERROR,
+    Encoder,
+    Exporter,
+    SpanData,
+    encode,
+)
+from chromagent_proxy.ops.tracing import Tracing, parse_traceparent
 from tests.support.otlp import _value
 
 TRACE = bytes.fromhex("0af7651916cd43dd8448eb211c80319c")
@@ -90,3 +99,98 @@ def test_parse_traceparent() -> None:
         "",
     ):
         assert parse_traceparent(bad) is None, bad
+
+
+def _spans_of(tracing: Tracing) -> list[Any]:
+    """What the requests left in the exporter's queue, encoded and decoded."""
+    items = [item for item, _ in tracing.exporter.queue]
+    tracing.exporter.queue.clear()
+    tracing.exporter.shutdown()
+    return list(_decode(tracing.exporter.encoder.request(items)).resource_spans[0]
+                .scope_spans[0].spans)  # fmt: skip
+
+
+def _attrs(span: Any) -> dict[str, Any]:
+    return {a.key: _value(a.value) for a in span.attributes}
+
+
+def test_request_records_encode_both_spans_and_a_failed_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # nothing leaves on its own
+    encoder = Encoder({}, "x")
+    answer = (b'{"model": "gpt-up-1", "choices": [{"finish_reason": "stop"}, '
+              b'{"finish_reason": "length"}], "usage": {}}')  # fmt: skip
+    for _ in range(2):  # the second request's attributes come from the encoder's caches
+        tracing = Tracing(Exporter(encoder), True, True, 1 << 64)
+        trace = tracing.begin({}, "POST", "/v1/chat/completions", "chat")
+        assert trace is not None
+        trace.request("gpt", b'{"messages": [{"role": "user", "content": "hi"}]}')
+        first = trace.attempt("a", "openai", "gpt-up")["traceparent"]
+        trace.failed(RuntimeError("boom"), "upstream_server_error")
+        second = trace.attempt("b", "openai", "gpt-up")["traceparent"]
+        trace.answered(answer)
+        trace.end(200, "", (11, 3, 4, 2, 1))
+        failed, served, server = _spans_of(tracing)
+    assert first == f"00-{failed.trace_id.hex()}-{failed.span_id.hex()}-01"
+    assert second == f"00-{served.trace_id.hex()}-{served.span_id.hex()}-01"
+    assert failed.trace_id == served.trace_id == server.trace_id
+    assert failed.parent_span_id == served.parent_span_id == server.span_id
+    assert len({failed.span_id, served.span_id, server.span_id}) == 3
+    assert server.parent_span_id == b"" and server.kind == SERVER
+    assert failed.status.code == STATUS_ERROR and served.status.code == server.status.code == 0
+    assert _attrs(failed) == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-up",
+        "chromagent.backend.id": "a",
+        "error.type": "upstream_server_error",
+    }
+    shared = {
+        "gen_ai.usage.input_tokens": 11,
+        "gen_ai.usage.output_tokens": 3,
+        "gen_ai.usage.cache_read.input_tokens": 4,
+        "gen_ai.usage.cache_creation.input_tokens": 2,
+        "gen_ai.usage.reasoning.output_tokens": 1,
+        "gen_ai.response.model": "gpt-up-1",
+        "gen_ai.response.finish_reasons": ["stop", "length"],
+    }
+    fixed = {k: v for k, v in _attrs(failed).items() if k != "error.type"}
+    assert _attrs(served) == {**fixed, "chromagent.backend.id": "b", **shared}
+    assert _attrs(server) == {
+        "http.request.method": "POST",
+        "url.path": "/v1/chat/completions",
+        "http.route": "/v1/chat/completions",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": "gpt",
+        "http.response.status_code": 200,
+        "gen_ai.input.messages": '{"messages":[{"role":"user","content":"hi"}]}',
+        "gen_ai.output.messages": '[{"finish_reason":"stop"},{"finish_reason":"length"}]',
+        **shared,
+    }
+    assert server.start_time_unix_nano <= failed.start_time_unix_nano
+    assert failed.end_time_unix_nano <= served.start_time_unix_nano
+    assert served.end_time_unix_nano == server.end_time_unix_nano
+
+
+def test_a_continued_trace_that_fails_marks_both_spans(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+    tracing = Tracing(Exporter(Encoder({}, "x")), False, True, 1 << 64)
+    incoming = {
+        "traceparent": f"00-{TRACE.hex()}-{PARENT.hex()}-01",
+        "tracestate": "vendor=a",
+    }
+    trace = tracing.begin(incoming, "POST", "/v1/messages", "chat")
+    assert trace is not None
+    headers = trace.attempt("an", "anthropic", "claude")
+    assert headers["tracestate"] == "vendor=a"
+    trace.end(502, "upstream_server_error", (0, 0, 0, 0, 0))
+    client, server = _spans_of(tracing)
+    assert headers["traceparent"] == f"00-{TRACE.hex()}-{client.span_id.hex()}-01"
+    assert server.trace_id == client.trace_id == TRACE and server.parent_span_id == PARENT
+    assert server.trace_state == client.trace_state == "vendor=a"
+    assert server.status.code == client.status.code == STATUS_ERROR
+    assert _attrs(client)["error.type"] == _attrs(server)["error.type"] == "upstream_server_error"
+    assert "gen_ai.usage.input_tokens" not in _attrs(server)
+    assert _attrs(server)["http.response.status_code"] == 502
+    assert "gen_ai.request.model" not in _attrs(server)  # request() was not reached
