@@ -27,7 +27,7 @@ def blockbuster() -> Iterator[BlockBuster]:
         # Queuing a span may wake the export thread (Event.set holds its condition's lock
         # for a notify; the export itself runs in that thread): not I/O on the loop.
         for name in ("threading.Lock.acquire", "threading.Lock.acquire_lock"):
-            bb.functions[name].can_block_in("chromagent_proxy/ops/otlp.py", "add")
+            bb.functions[name].can_block_in("chromagent_proxy/ops/otlp_export.py", "add")
         yield bb
 
 

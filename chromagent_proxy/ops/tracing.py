@@ -37,10 +37,10 @@ from chromagent_proxy.ops.otlp import (
     SERVER,
     STATUS_ERROR,
     Encoder,
-    Exporter,
     RequestSpans,
     Route,
 )
+from chromagent_proxy.ops.otlp_export import Exporter
 
 if TYPE_CHECKING:
     from chromagent_proxy.core.config import TracingConfig

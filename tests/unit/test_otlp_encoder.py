@@ -14,10 +14,10 @@ from chromagent_proxy.ops.otlp import (
     SERVER,
     STATUS_ERROR,
     Encoder,
-    Exporter,
     SpanData,
     encode,
 )
+from chromagent_proxy.ops.otlp_export import Exporter
 from chromagent_proxy.ops.tracing import Tracing, parse_traceparent
 from tests.support.otlp import _value
 
