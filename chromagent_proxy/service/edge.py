@@ -18,7 +18,6 @@ import hmac
 import ipaddress
 import logging
 import os
-import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -42,6 +41,7 @@ from chromagent_proxy.ops.originguard import OriginGuard
 from chromagent_proxy.ops.ratelimit import Decision, build_limiter
 from chromagent_proxy.ops.tracing import build as build_tracing
 from chromagent_proxy.routing.router import Router
+from chromagent_proxy.service.cors import setup_cors
 from chromagent_proxy.service.handlers import _request_id, error_response
 
 log = logging.getLogger("chromagent_proxy")
@@ -388,37 +388,3 @@ class Edge:
 
     async def _cors_prepare(self, request: web.Request, response: web.StreamResponse) -> None:
         self.origins.strip_null_origin(response)
-
-
-EXPOSED = (
-    "x-request-id",
-    "x-chromagent-backend",
-    "x-chromagent-attempts",
-    "x-ratelimit-limit",
-    "x-ratelimit-remaining",
-    "x-ratelimit-reset",
-    "retry-after",
-)
-
-
-def setup_cors(app: web.Application, config: GatewayConfig, api_paths: list[str]) -> None:
-    """aiohttp-cors on the API resources. It always echoes the request's Origin (never
-    ``*``), which is what browsers require when credentials are allowed."""
-    import aiohttp_cors
-
-    cors = config.cors
-    assert cors is not None
-    origins = [cors.origin] if isinstance(cors.origin, str) else list(cors.origin)
-    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
-        allow_credentials=cors.credentials,
-        expose_headers=EXPOSED,
-        allow_headers="*",
-        allow_methods=["GET", "POST"],
-        max_age=cors.max_age,
-    )
-    setup = aiohttp_cors.setup(app, defaults={o: options for o in origins})
-    # A route pattern ("/v1/models/{model:.+}") as aiohttp names the resource ("/v1/models/{model}").
-    wanted = {re.sub(r"\{(\w+):[^}]*\}", r"{\1}", path) for path in api_paths}
-    for resource in list(app.router.resources()):
-        if resource.canonical in wanted:
-            setup.add(resource)
