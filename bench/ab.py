@@ -242,25 +242,9 @@ def main() -> None:
             stdout=subprocess.DEVNULL,
         )
         tg.wait_port(sink_port, sink, 15)
-    up = subprocess.Popen(
-        tg.pinned(
-            [sys.executable, "-m", "bench.upstreams", "--port", str(tg.UPSTREAM_PORT)], tg.LOAD_CORE
-        ),
-        env=dict(os.environ, PYTHONPATH=str(tg.ROOT)),
-        stdout=subprocess.DEVNULL,
-    )
     try:
-        tg.wait_port(tg.UPSTREAM_PORT, up, 15)
-        try:
-            import uvloop
-
-            uvloop.install()
-        except ImportError:
-            pass
-        asyncio.run(main_async(args))
+        tg.run_with_upstreams(lambda: main_async(args))
     finally:
-        up.terminate()
-        up.wait(5)
         if sink is not None:
             sink.terminate()
             sink.wait(5)

@@ -22,11 +22,8 @@ one more socket read or write (those are per read, the Core v2 stream shell).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 from bench import ab
@@ -114,25 +111,7 @@ def main() -> None:
     tg.PORTS["gateway"] += args.port_offset
     if tg.TASKSET:
         os.sched_setaffinity(0, {tg.LOAD_CORE})
-    up = subprocess.Popen(
-        tg.pinned(
-            [sys.executable, "-m", "bench.upstreams", "--port", str(tg.UPSTREAM_PORT)], tg.LOAD_CORE
-        ),
-        env=dict(os.environ, PYTHONPATH=str(tg.ROOT)),
-        stdout=subprocess.DEVNULL,
-    )
-    try:
-        tg.wait_port(tg.UPSTREAM_PORT, up, 15)
-        try:
-            import uvloop
-
-            uvloop.install()
-        except ImportError:
-            pass
-        asyncio.run(main_async(args))
-    finally:
-        up.terminate()
-        up.wait(5)
+    tg.run_with_upstreams(lambda: main_async(args))
 
 
 if __name__ == "__main__":

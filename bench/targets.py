@@ -7,12 +7,14 @@ scenario for itself (or why it cannot).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +38,28 @@ LOAD_CORE, TARGET_CORE = 0, 1
 
 def pinned(cmd: list[str], core: int) -> list[str]:
     return [TASKSET, "-c", str(core), *cmd] if TASKSET else cmd
+
+
+def run_with_upstreams(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Start the fake upstreams (bench.upstreams, pinned on the load core) on UPSTREAM_PORT,
+    run ``main`` on uvloop when it is installed, and stop them (bench.ab, bench.chunkcost)."""
+    up = subprocess.Popen(
+        pinned([sys.executable, "-m", "bench.upstreams", "--port", str(UPSTREAM_PORT)], LOAD_CORE),
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(UPSTREAM_PORT, up, 15)
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        asyncio.run(main())
+    finally:
+        up.terminate()
+        up.wait(5)
 
 
 def wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float) -> None:
