@@ -192,8 +192,12 @@ def slow(data: dict[str, Any]) -> list[str]:
 
 def goals(data: dict[str, Any]) -> list[str]:
     rows: Rows = data["rows"]
-    g = lambda s, c: _get(rows, "gateway", s, c)  # noqa: E731
-    d = lambda s, c: _get(rows, "direct", s, c)  # noqa: E731
+    def g(scenario: str, level: int) -> dict[str, Any] | None:
+        return _get(rows, "gateway", scenario, level)
+
+    def d(scenario: str, level: int) -> dict[str, Any] | None:
+        return _get(rows, "direct", scenario, level)
+
     out = ["| goal | target | measured | met |", "|---|---|---|---|"]
 
     def add(goal: str, want: str, value: float | None, ok: bool | None, unit: str = "") -> None:

@@ -222,7 +222,7 @@ class Bench:
         try:
             import uvloop
 
-            uv = uvloop.__version__
+            uv = str(getattr(uvloop, "__version__", "?"))
         except ImportError:
             uv = "not installed"
         return {

@@ -380,7 +380,7 @@ def native_request(sc: Scenario) -> tuple[str, dict[str, Any]]:
         return "/v1/chat/completions", openai_body(sc, m)
     if sc.dialect == "gemini":
         verb = "streamGenerateContent?alt=sse" if sc.stream else "generateContent"
-        body = {
+        body: dict[str, Any] = {
             "contents": [{"role": "user", "parts": [{"text": prompt_text(sc)}]}],
             "generationConfig": {"maxOutputTokens": 64},
         }

@@ -137,14 +137,13 @@ def sample(gw: GatewayServer) -> dict[str, float]:
     with open(f"/proc/{pid}/statm") as fh:
         rss = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     connector = getattr(getattr(gw, "_session", None), "connector", None)
+    metrics = getattr(getattr(gw, "edge", None), "metrics", None)
     return {
         "rss_mb": rss / 2**20,
         "tasks": len([t for t in asyncio.all_tasks() if not t.done()]),
         "fds": len(os.listdir(f"/proc/{pid}/fd")),
         "upstream_in_use": len(getattr(connector, "_acquired", ())),
-        "active_streams": float(getattr(getattr(gw, "edge", None), "metrics", None).active_streams)
-        if getattr(getattr(gw, "edge", None), "metrics", None) is not None
-        else -1.0,
+        "active_streams": -1.0 if metrics is None else float(metrics.active_streams),
     }
 
 

@@ -171,7 +171,7 @@ def _gemini_calls() -> list[dict[str, object]]:
 
 
 def gemini_json(shape: sc.Shape) -> bytes:
-    parts = _gemini_calls() if shape.tools else [{"text": shape.text}]
+    parts: list[dict[str, object]] = _gemini_calls() if shape.tools else [{"text": shape.text}]
     return _gemini(parts, "STOP", shape.model)
 
 
@@ -219,7 +219,7 @@ def anthropic_events(shape: sc.Shape) -> list[bytes]:
         data = {"type": kind, **data}
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
-    start = {
+    start: dict[str, object] = {
         "id": "msg_bench",
         "type": "message",
         "role": "assistant",
@@ -279,7 +279,7 @@ def ollama_json(shape: sc.Shape) -> bytes:
 
 def ollama_events(shape: sc.Shape) -> list[bytes]:
     if shape.tools:
-        first = {"role": "assistant", "content": "", "tool_calls": _ollama_calls()}
+        first: dict[str, object] = {"role": "assistant", "content": "", "tool_calls": _ollama_calls()}
         lines = [_ollama(first, False, shape.model)]
     else:
         lines = [
