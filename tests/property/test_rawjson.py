@@ -227,7 +227,9 @@ def test_unique_depth_check_cases() -> None:
         b' \n{ "model" : "b", "x": {"model": "a"}}'
     )
     # Last member, the body's closing brace after it.
-    assert ren('{"x": {"model": "a"}, "model": "a" }\n') == b'{"x": {"model": "a"}, "model": "b" }\n'
+    assert (
+        ren('{"x": {"model": "a"}, "model": "a" }\n') == b'{"x": {"model": "a"}, "model": "b" }\n'
+    )
     # A nested object's first or last member is not the top-level key.
     assert ren('{"x": {"model": "a"}}') is None
     assert ren('{"x": [{"y": 1, "model": "a"}]}') is None
