@@ -5,7 +5,7 @@ body parts, the joined body, the decoded prompt, the renamed body. glibc serves 
 above its mmap threshold with ``mmap`` (128 KB at first, raised to the size of a freed
 block, ≈ 1 MB here) and gives the top of its heap back to the kernel past twice that, so
 every request's buffers were new memory, faulted in and zeroed page by page: ≈ 400
-minor faults and ≈ 0.8 ms of CPU per 1 MB request, a quarter of its cost
+minor faults and ≈ 1 ms of CPU per 1 MB request, a third of its cost
 (bench/README.md, issue 20). With the thresholds below, bodies up to 4 MiB are served
 from the heap and up to 32 MiB of freed heap stays mapped for reuse (glibc's own
 adaptive limits go as far as 32 / 64 MiB); larger bodies are mapped as before.
