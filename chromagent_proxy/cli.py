@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any, NoReturn
 
 from chromagent_proxy.backends.registry import DefaultBackendRegistry
+from chromagent_proxy.core.allocator import keep_freed_memory
 from chromagent_proxy.core.config import GatewayConfig
 from chromagent_proxy.core.config_load import build_config, read_json
 from chromagent_proxy.core.errors import ConfigError
@@ -184,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from chromagent_proxy.ops.workers import supervise
 
             return supervise(list(sys.argv[1:] if argv is None else argv), config)
+        keep_freed_memory()  # each worker runs this line too (its own process)
         _install_uvloop()
         asyncio.run(serve(config, registry, argv))
     except ConfigError as exc:

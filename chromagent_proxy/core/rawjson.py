@@ -22,6 +22,24 @@ objects beyond one string) settle it:
 Searches use ``bytes.find`` / ``rfind`` over a bounded head or from the end, so the cost
 is two C-level parses of the body and one copy of it, against a full decode to Python
 objects and a full encode.
+
+With ``unique`` the caller also knows the body is valid JSON (the request path decoded
+it), and the candidate's depth is settled from its surroundings instead of a parse of
+the whole renamed body (≈ 0.25 ms per MB, issue 20). In valid JSON a ``"model"`` whose
+opening quote has no backslash before it is a whole string token (a closing quote there
+would leave ``model`` bare), so followed by ``:`` it is an object key; that key is a
+member of the top-level object when
+
+- the byte before it (past whitespace) is the body's opening ``{``: the first member;
+- its value is followed (past whitespace) by ``}`` and then only whitespace: that brace
+  is the body's last, the top-level object's;
+- the members after it, opened with ``{``, parse as one object with nothing after it:
+  one level deeper, the brackets that close the enclosing containers would be left over;
+- the members before it, closed with ``"_":0}``, parse as one object: one level deeper,
+  the enclosing containers would be left open.
+
+The last two copy a bounded part of the body (whichever is shorter); past that bound the
+full check above runs. ``unique`` then makes the key the only top-level ``model``.
 """
 
 from __future__ import annotations
@@ -37,9 +55,16 @@ class _Top(msgspec.Struct):
     model: str | None = None
 
 
+class _Any(msgspec.Struct):
+    """Any JSON object: every member skipped in C, trailing bytes refused."""
+
+
 _encode = msgspec.json.Encoder().encode
 _decode_str = msgspec.json.Decoder(str).decode
 _decode_top = msgspec.json.Decoder(_Top).decode
+_decode_obj = msgspec.json.Decoder(_Any).decode
+_PART = 64 * 1024  # the most the depth check copies; past it the renamed body is parsed
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError)
 
 
 def _skip_ws(buf: bytes, j: int) -> int:
@@ -83,6 +108,10 @@ def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> bytes | 
             return None
         view = memoryview(raw)
         out = b"".join((view[:start], _encode(new), view[end:]))
+        if unique:
+            top = _top_level(raw, key, end)
+            if top is not None:
+                return out if top else None
         if _decode_top(out).model != new:
             return None  # not the last top-level key: a nested one, text, or a duplicate
         cut = key
@@ -101,3 +130,35 @@ def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> bytes | 
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return None
     return out
+
+
+def _top_level(raw: bytes, key: int, end: int) -> bool | None:
+    """Whether the key at ``key`` (its string value ends at ``end``) is a member of the
+    top-level object of the valid JSON ``raw``; None when only a parse of the whole body
+    could tell (both sides of it longer than _PART). See the module's docstring."""
+    if raw[key - 1 : key] == b"\\":
+        return False  # an escaped quote: text inside a string
+    cut = key
+    while cut > 0 and raw[cut - 1] in _WS:
+        cut -= 1
+    before = raw[cut - 1 : cut]
+    if before == b"{" and _skip_ws(raw, 0) == cut - 1:
+        return True
+    after = _skip_ws(raw, end)
+    if raw[after : after + 1] == b"}":
+        return _skip_ws(raw, after + 1) == len(raw)
+    if raw[after : after + 1] != b"," or before not in (b",", b"{"):
+        return False
+    tail = len(raw) - after
+    if min(cut, tail) > _PART:
+        return None
+    try:
+        if tail <= cut:
+            _decode_obj(b"{" + raw[after + 1 :])
+        else:
+            head = bytearray(memoryview(raw)[:cut])
+            head += b'"_":0}'
+            _decode_obj(head)
+    except _DECODE_ERRORS:
+        return False
+    return True

@@ -9,6 +9,7 @@ key first or last; bad bodies still get a 400 in the client's dialect naming the
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 from typing import Any
@@ -262,3 +263,72 @@ async def test_a_stream_still_completes_after_the_request_is_let_go(
         status, reply = await post(gw.url, body)
     assert status == 200
     assert reply == sse("x")
+
+
+async def post_chunked(url: str, body: bytes, cuts: list[int]) -> tuple[int, bytes]:
+    """``body`` sent with ``Transfer-Encoding: chunked``, one HTTP chunk per piece."""
+
+    async def pieces() -> Any:
+        start = 0
+        for end in [*cuts, len(body)]:
+            yield body[start:end]
+            start = end
+
+    async with (
+        aiohttp.ClientSession() as s,
+        s.post(
+            f"{url}/v1/chat/completions",
+            data=pieces(),
+            headers={"Content-Type": "application/json"},
+        ) as r,
+    ):
+        return r.status, await r.read()
+
+
+async def test_a_chunked_upload_is_read_whole_and_held_to_the_limit(upstream: FakeUpstream) -> None:
+    """Bodies a client streams in HTTP chunks (no Content-Length) of odd sizes: read part by
+    part to the end, renamed like any other; over maxBodyBytes a 413, and the gateway
+    carries on."""
+    body = odd_body(False)
+    cuts = [1, 7_000, 7_001, 300_000, len(body) - 2]
+    config = cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))
+    async with run_gateway(config) as gw:
+        status, reply = await post_chunked(gw.url, body, cuts)
+        assert status == 200, reply[:300]
+        assert upstream.received[0].body == renamed(body)
+    config["maxBodyBytes"] = 1_000_000
+    async with run_gateway(config) as gw:
+        status, reply = await post_chunked(gw.url, body, cuts)
+        assert status == 413
+        assert "maxBodyBytes" in json.loads(reply)["error"]["message"]
+        small = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+        status, _ = await post_chunked(gw.url, small, [10, 11])
+        assert status == 200
+    assert len(upstream.received) == 2
+
+
+async def test_a_chunk_whose_end_arrives_late_does_not_end_the_body(
+    upstream: FakeUpstream,
+) -> None:
+    """An HTTP chunk's data read before its closing CRLF arrives: the reader then sees an
+    empty end-of-chunk, which is not the end of the body."""
+    body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}'
+    config = cfg(upstream, backend(upstream, "a", modelMapping=MAPPING))
+    async with run_gateway(config) as gw:
+        host, port = gw.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n".encode()
+            + b"Connection: close\r\nContent-Type: application/json\r\n"
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + f"{20:x}\r\n".encode()
+            + body[:20]
+        )
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the gateway reads the first chunk's data alone
+        writer.write(b"\r\n" + f"{len(body) - 20:x}\r\n".encode() + body[20:] + b"\r\n0\r\n\r\n")
+        await writer.drain()
+        reply = await reader.read()
+        writer.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
+    assert upstream.received[0].body == body.replace(b'"gpt-4o"', b'"gpt-4o-2024-08-06"')

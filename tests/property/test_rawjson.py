@@ -16,6 +16,7 @@ import orjson
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from chromagent_proxy.core import rawjson
 from chromagent_proxy.core.rawjson import rename_model
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -35,7 +36,9 @@ TRICKY = [
     "",
 ]
 text = st.sampled_from(TRICKY) | st.text(max_size=12)
-keys = st.sampled_from(["model", "messages", "content", "role", 'a"b', "x\\"]) | st.text(max_size=6)
+keys = st.sampled_from(["model", "messages", "content", "role", 'a"b', "x\\", '"model']) | st.text(
+    max_size=6
+)
 scalars = st.none() | st.booleans() | st.integers(-(2**40), 2**40) | text
 values = st.recursive(
     scalars,
@@ -181,3 +184,73 @@ def test_declines_when_unsure() -> None:
 def test_keeps_every_other_byte() -> None:
     raw = b'{ "messages" : [ {"role":"user","content":"say \\"model\\": x\\n"} ] ,\n "model"\t:  "alias" , "n": 1.50 }'
     assert rename_model(raw, "alias", 'gpt-"4o"') == raw.replace(b'"alias"', b'"gpt-\\"4o\\""')
+
+
+PAD = rawjson._PART + 10  # a member longer than the unique depth check copies
+
+
+@SETTINGS
+@given(bodies(), text, st.booleans(), st.booleans())
+def test_unique_rename_around_long_members(
+    body: tuple[bytes, Pairs, str], new: str, pad_first: bool, pad_last: bool
+) -> None:
+    """Long members before and/or after the model (a prompt, tools): the depth check copies
+    the shorter side, or parses the renamed body when both are long; exact either way."""
+    raw, pairs, model = body
+    assume(sum(1 for k, _ in pairs if k == "model") == 1)
+    pad = "x" * PAD
+    if pad_first:
+        raw = b'{"pad0":"' + pad.encode() + b'",' + raw[1:]
+        pairs = [("pad0", pad), *pairs]
+    if pad_last:
+        raw = raw[:-1] + b',"pad1":"' + pad.encode() + b'"}'
+        pairs = [*pairs, ("pad1", pad)]
+    assert parse(raw) == plain(("obj", pairs))
+    out = rename_model(raw, model, new, unique=True)
+    checked = rename_model(raw, model, new)
+    if checked is not None:
+        assert out == checked
+    if out is None:
+        return
+    assert parse(out) == [(k, new if k == "model" else plain(v)) for k, v in pairs]
+
+
+def test_unique_depth_check_cases() -> None:
+    """Each way the unique path places a literal "model" key (rawjson._top_level)."""
+    big = "y" * PAD
+
+    def ren(doc: str) -> bytes | None:
+        return rename_model(doc.encode(), "a", "b", unique=True)
+
+    # First member of the body: no parse at all, whatever follows.
+    assert ren(' \n{ "model" : "a", "x": {"model": "a"}}') == (
+        b' \n{ "model" : "b", "x": {"model": "a"}}'
+    )
+    # Last member, the body's closing brace after it.
+    assert (
+        ren('{"x": {"model": "a"}, "model": "a" }\n') == b'{"x": {"model": "a"}, "model": "b" }\n'
+    )
+    # A nested object's first or last member is not the top-level key.
+    assert ren('{"x": {"model": "a"}}') is None
+    assert ren('{"x": [{"y": 1, "model": "a"}]}') is None
+    assert ren('{"x": {"model": "a", "y": 1}, "z": 2}') is None
+    # Members on both sides: the shorter side parses.
+    assert ren('{"n": 1, "model": "a", "m": 2}') == b'{"n": 1, "model": "b", "m": 2}'
+    assert ren(f'{{"p": "{big}", "model": "a", "m": 2}}') == (
+        f'{{"p": "{big}", "model": "b", "m": 2}}'.encode()
+    )
+    assert ren(f'{{"n": 1, "model": "a", "p": "{big}"}}') == (
+        f'{{"n": 1, "model": "b", "p": "{big}"}}'.encode()
+    )
+    # Both sides long: the renamed body is parsed (the full check).
+    assert ren(f'{{"p": "{big}", "model": "a", "q": "{big}"}}') == (
+        f'{{"p": "{big}", "model": "b", "q": "{big}"}}'.encode()
+    )
+    assert ren(f'{{"p": "{big}", "x": {{"n": 1, "model": "a", "m": 2}}, "q": "{big}"}}') is None
+    # The key "\"model" (a quote, then model): its "model" is text, not a key.
+    assert ren('{"\\"model": "a"}') is None
+    assert ren('{"\\"model": "a", "model": "a"}') == b'{"\\"model": "a", "model": "b"}'
+    # Text in a string value that looks like the member.
+    assert ren('{"s": "\\"model\\": \\"a\\"}", "model": "a"}') == (
+        b'{"s": "\\"model\\": \\"a\\"}", "model": "b"}'
+    )
