@@ -277,9 +277,17 @@ async def run_load(
     t_start = time.perf_counter()
     w_start = t_start + warmup
     w_end = w_start + duration
-    if on_window is not None:
-        loop.call_later(warmup, on_window, "start")
-        loop.call_later(warmup + duration, on_window, "end")
+    fired: list[str] = []
+
+    def mark(edge: str) -> None:
+        fired.append(edge)
+        if on_window is not None:
+            on_window(edge)
+
+    timers = [
+        loop.call_later(warmup, mark, "start"),
+        loop.call_later(warmup + duration, mark, "end"),
+    ]
 
     async def worker() -> None:
         conn: ClientConn | None = None
@@ -325,6 +333,13 @@ async def run_load(
                 res.errors[f"driver: {t.exception()!r}"[:120]] += 1
     finally:
         gc.enable()
+    # The workers stop on perf_counter and the timers run on the loop's clock: when every
+    # worker is done before a window timer fired, mark the edge now (a missed "end" made
+    # bench.ab fail with KeyError: 'end').
+    for timer, edge in zip(timers, ("start", "end"), strict=True):
+        if edge not in fired:
+            timer.cancel()
+            mark(edge)
     return res
 
 
