@@ -228,6 +228,47 @@ async def test_connection_closed_mid_body_is_a_protocol_error() -> None:
         await srv.close()
 
 
+async def test_timeouts_hold_on_a_reused_connection_whatever_the_last_request_armed() -> None:
+    """The connection's timer outlives its requests: a request after one with longer
+    timeouts still times out on its own, and one after a request with shorter timeouts
+    is not cut by the earlier deadline (the timer fires, re-checks, re-arms)."""
+
+    async def second_silent(
+        no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> bool:
+        if n == 1:
+            w.write(OK)
+            return True
+        if n == 2 and no == 2:  # answers late, but within the second request's timeouts
+            await asyncio.sleep(0.5)
+            w.write(OK)
+            return True
+        await r.read()  # never answers
+        return False
+
+    srv = RawServer(second_silent)
+    url = await srv.start()
+    client = H1Client()
+    loop = asyncio.get_running_loop()
+    try:
+        # Long timeouts first (their timer stays armed), then a short first-byte timeout.
+        assert await _read(await request(client, url, read=30, head=30)) == b"hello"
+        t = loop.time()
+        with pytest.raises(ReadTimeout):
+            await request(client, url, read=30, head=0.2)
+        assert loop.time() - t < 10  # the 0.2 s deadline, not the 30 s timer left armed
+        assert srv.connections == 1
+        # Short timeouts first, then a request whose answer comes after that earlier
+        # deadline has passed: the left-over timer must not cut it.
+        assert await _read(await request(client, url, read=0.3, head=0.3)) == b"hello"
+        assert await _read(await request(client, url, read=2, head=2)) == b"hello"
+        assert srv.connections == 2
+        assert client.in_use == 0
+    finally:
+        await client.close()
+        await srv.close()
+
+
 async def test_timeouts_of_each_phase() -> None:
     async def silent(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         # A timed-out connection is closed: each request comes on a new one (``no``).
