@@ -94,6 +94,7 @@ class Connection(asyncio.Protocol):
         "closed",
         "cut",
         "done",
+        "encoding",
         "got_head",
         "idle_since",
         "keep",
@@ -117,6 +118,9 @@ class Connection(asyncio.Protocol):
         self._wpaused = False
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0  # when _timer fires
+        # Empty whenever a request starts (a connection goes back to the pool only once
+        # its body was read whole): one deque for the connection's life.
+        self._chunks: deque[bytes] = deque()
         self._reset(0.0, None, float("inf"))
 
     def _reset(self, idle: float, total: float | None, head_by: float) -> None:
@@ -126,8 +130,8 @@ class Connection(asyncio.Protocol):
         self.keep = False  # and the connection may carry another one
         self.cut = False  # the request body was not written whole
         self.body_framed = False  # Content-Length or chunked (else: ends at close)
-        self._hdrs: list[tuple[str, str]] = []
-        self._chunks: deque[bytes] = deque()
+        self._hdrs: list[tuple[str, str]] = []  # a new list: the last Response keeps its own
+        self.encoding: str | None = None  # the first Content-Encoding header's value
         self._size = 0
         self._paused = False
         self._exc: BaseException | None = None
@@ -182,14 +186,19 @@ class Connection(asyncio.Protocol):
     # httptools callbacks ----------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
         n = name.decode("latin-1")
-        self._hdrs.append((n, value.decode("latin-1")))
-        if len(n) in (14, 17) and n.lower() in ("content-length", "transfer-encoding"):
+        v = value.decode("latin-1")
+        self._hdrs.append((n, v))
+        size = len(n)
+        if size in (14, 17) and n.lower() in ("content-length", "transfer-encoding"):
             self.body_framed = True
+        elif size == 16 and self.encoding is None and n.lower() == "content-encoding":
+            self.encoding = v
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self._hdrs = []  # an interim answer (100 Continue): the real one follows
+            self.encoding = None
             return
         self.status = status
         self._wake()
@@ -318,9 +327,6 @@ class Connection(asyncio.Protocol):
             self.transport.resume_reading()
         return data
 
-    def headers(self) -> CIMultiDictProxy[str]:
-        return CIMultiDictProxy(CIMultiDict(self._hdrs))
-
     def finish(self, reuse: bool) -> None:
         """The consumer is done: back to the pool if fully read and keep-alive, else close.
         The timer stays armed on a pooled connection (the next request's wait reuses it;
@@ -343,22 +349,24 @@ class Connection(asyncio.Protocol):
 
 class Response:
     """What a request returns: ``status``, ``headers``, and the body through ``content``
-    (``iter_any()``, ``is_eof()``) like aiohttp's ``ClientResponse`` offers it."""
+    (``iter_any()``, ``is_eof()``) like aiohttp's ``ClientResponse`` offers it.
+    ``encoding``: the Content-Encoding header's value (None: absent), read without
+    building ``headers``, which most answers never need."""
 
-    __slots__ = ("_conn", "_headers", "status")
+    __slots__ = ("_conn", "_headers", "_raw", "encoding", "status")
 
     def __init__(self, conn: Connection) -> None:
         self._conn: Connection | None = conn
         self.status = conn.status
+        self.encoding = conn.encoding
+        self._raw = conn._hdrs  # the head is complete: the connection starts a new list next
         self._headers: CIMultiDictProxy[str] | None = None
 
     @property
     def headers(self) -> CIMultiDictProxy[str]:
         h = self._headers
         if h is None:
-            h = self._headers = (
-                self._conn.headers() if self._conn else CIMultiDictProxy(CIMultiDict())
-            )
+            h = self._headers = CIMultiDictProxy(CIMultiDict(self._raw))
         return h
 
     @property
@@ -387,13 +395,9 @@ class Response:
     def release(self) -> Any:
         conn, self._conn = self._conn, None
         if conn is not None:
-            if self._headers is None:
-                self._headers = conn.headers()
             conn.finish(True)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            if self._headers is None:
-                self._headers = conn.headers()
             conn.finish(False)

@@ -163,7 +163,14 @@ def body_chunks(resp: UpstreamResponse, backend_id: str) -> AsyncIterator[bytes]
     For responses requested with ``auto_decompress=False`` (``open_response`` does so),
     as are all that ``read_capped`` and ``iter_body`` read.
     """
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    raw = (
+        resp.encoding
+        if type(resp) is h1client.Response  # read at parse time: no headers object built
+        else resp.headers.get("Content-Encoding")
+    )
+    if raw is None:
+        return resp.content.iter_any()
+    encoding = raw.strip().lower()
     if encoding in ("", "identity"):
         return resp.content.iter_any()
     return _inflate(resp, backend_id, encoding)

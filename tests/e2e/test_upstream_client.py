@@ -5,6 +5,7 @@ TLS with a trustme certificate. The whole gateway suite drives it through the SD
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -223,6 +224,43 @@ async def test_connection_closed_mid_body_is_a_protocol_error() -> None:
             await read_capped(resp, 1000, "b1")
         resp.close()
         assert client.in_use == 0 and srv.connections == 2
+    finally:
+        await client.close()
+        await srv.close()
+
+
+async def test_compressed_answers_are_inflated_and_headers_stay_readable_after_release() -> None:
+    """Content-Encoding is read while parsing (no headers object per answer); the first
+    such header counts, in any case and with blanks, and the headers are still there
+    once the connection went back to the pool."""
+    plain = b'{"choices":[]}' * 50
+    packed = gzip.compress(plain)
+
+    async def gz(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if n == 1:
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding:  GZip \r\nContent-Encoding: br\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(packed) + packed
+            )
+        else:
+            w.write(OK)
+        return True
+
+    srv = RawServer(gz)
+    url = await srv.start()
+    client = H1Client()
+    try:
+        resp = await request(client, url)
+        assert resp.encoding is not None and resp.encoding.strip() == "GZip"
+        assert await read_capped(resp, 1 << 20, "b") == plain
+        resp.release()
+        assert [v.strip() for v in resp.headers.getall("content-encoding")] == ["GZip", "br"]
+        resp = await request(client, url)  # the same connection, an uncompressed answer
+        assert resp.encoding is None
+        assert await read_capped(resp, 1 << 20, "b") == b"hello"
+        resp.release()
+        assert resp.headers["Content-Type"] == "text/plain"
+        assert srv.connections == 1
     finally:
         await client.close()
         await srv.close()
