@@ -188,7 +188,7 @@ async def stream(
         # failure before that is an ordinary HTTP error (and may fail over).
         t = perf()
         try:
-            async with asyncio.timeout(state.first_byte_timeout):
+            with state.deadlines.start(state.first_byte_timeout):
                 while True:
                     try:
                         part = await anext(parts)
