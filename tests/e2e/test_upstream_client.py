@@ -229,6 +229,52 @@ async def test_connection_closed_mid_body_is_a_protocol_error() -> None:
         await srv.close()
 
 
+async def test_response_heads_are_read_whole_however_they_arrive() -> None:
+    """The client keeps the head's bytes instead of a callback per header: an interim
+    100 Continue, a head trickled byte by byte, header values that mention framing or
+    encoding names, and a provider-sized head all read as sent."""
+    many = b"".join(b"x-h%d: v%d\r\n" % (i, i) for i in range(30))
+    heads = [
+        b"HTTP/1.1 100 Continue\r\nContent-Encoding: gzip\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX-Note: content-length: 9\r\nX-E: content-encoding: br\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 5\r\n\r\nhello",
+        # Close-delimited: a value naming content-length must not make it look framed.
+        b"HTTP/1.1 200 OK\r\nX-Note: content-length: 9\r\nConnection: close\r\n\r\nhello",
+    ]
+
+    async def answer(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        data = heads[n - 1]
+        for i in range(len(data)):  # one byte per write: heads split at every point
+            w.write(data[i : i + 1])
+            await w.drain()
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        return n < len(heads)
+
+    srv = RawServer(answer)
+    url = await srv.start()
+    client = H1Client()
+    try:
+        for k in range(len(heads)):
+            resp = await request(client, url)
+            assert resp.status == 200
+            assert resp.encoding is None  # none of the final heads is compressed
+            assert await read_capped(resp, 1 << 20, "b") == b"hello"
+            resp.release()
+            if k == 0:
+                assert dict(resp.headers) == {"Content-Length": "5", "X-A": "1"}
+            if k == 1:
+                assert resp.headers["x-note"] == "content-length: 9"
+                assert resp.headers["X-E"] == "content-encoding: br"
+            if k == 2:
+                assert len(resp.headers) == 31 and resp.headers["X-H29"] == "v29"
+    finally:
+        await client.close()
+        await srv.close()
+
+
 async def test_compressed_answers_are_inflated_and_headers_stay_readable_after_release() -> None:
     """Content-Encoding is read while parsing (no headers object per answer); the first
     such header counts, in any case and with blanks, and the headers are still there
