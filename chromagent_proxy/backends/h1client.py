@@ -214,7 +214,9 @@ class Connection(asyncio.Protocol):
         if self._size > HIGH_WATER and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
-        self._wake()
+        w = self._waiter  # _wake inlined: once per HTTP chunk of a stream
+        if w is not None and not w.done():
+            w.set_result(None)
 
     def on_message_complete(self) -> None:
         if not self.status:
@@ -323,7 +325,13 @@ class Connection(asyncio.Protocol):
             if self.done:
                 return b""
             await self._wait()
+        return self.take()
+
+    def take(self) -> bytes:
+        """All bytes buffered now (b"" if none), without waiting."""
         chunks = self._chunks
+        if not chunks:
+            return b""
         data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
         chunks.clear()
         self._size = 0
@@ -392,6 +400,14 @@ class Response:
         if not data:
             raise StopAsyncIteration
         return data
+
+    def whole(self) -> bytes | None:
+        """The whole body if it has all arrived (most small answers come with their
+        head), else None: ``read_capped`` then takes it without iterating."""
+        conn = self._conn
+        if conn is None or not conn.done:
+            return None
+        return conn.take()
 
     def is_eof(self) -> bool:
         conn = self._conn

@@ -217,15 +217,19 @@ async def _inflate(resp: UpstreamResponse, backend_id: str, encoding: str) -> As
 
 async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes:
     """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
+    if type(resp) is h1client.Response and resp.encoding is None:
+        data = resp.whole()
+        if data is not None:
+            if len(data) > limit:
+                raise _too_large(backend_id, limit)
+            return data
     parts: list[bytes] = []
     size = 0
     try:
         async for data in body_chunks(resp, backend_id):
             size += len(data)
             if size > limit:
-                raise UpstreamProtocolError(
-                    f"backend '{backend_id}' sent a response larger than {limit} bytes"
-                )
+                raise _too_large(backend_id, limit)
             parts.append(data)
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(
@@ -236,6 +240,12 @@ async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> by
             f"backend '{backend_id}' closed the connection mid-response: {exc}", retryable=True
         ) from None
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _too_large(backend_id: str, limit: int) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"backend '{backend_id}' sent a response larger than {limit} bytes"
+    )
 
 
 # What reading a streamed body raises, and what it becomes (``stream_error``): readers

@@ -275,6 +275,44 @@ async def test_response_heads_are_read_whole_however_they_arrive() -> None:
         await srv.close()
 
 
+async def test_read_capped_takes_a_whole_body_at_once_and_still_caps_it() -> None:
+    """A small answer that came with its head is taken whole (no iteration), still capped,
+    and its connection goes back to the pool; one that trickles in is read in pieces."""
+
+    async def answer(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if n == 3:  # the head first, the body later, in pieces
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+            await w.drain()
+            for part in (b"hello", b"world"):
+                await asyncio.sleep(0.05)
+                w.write(part)
+            return True
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhelloworld")
+        return True
+
+    srv = RawServer(answer)
+    url = await srv.start()
+    client = H1Client()
+    try:
+        resp = await request(client, url)
+        await asyncio.sleep(0.05)  # the whole answer is in
+        assert await read_capped(resp, 10, "b") == b"helloworld"
+        assert resp.content.is_eof()
+        resp.release()
+        resp = await request(client, url)
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamProtocolError, match="larger than 9 bytes"):
+            await read_capped(resp, 9, "b")
+        resp.close()
+        resp = await request(client, url)
+        assert await read_capped(resp, 10, "b") == b"helloworld"
+        resp.release()
+        assert srv.connections == 2  # the capped one was closed; the others reused
+    finally:
+        await client.close()
+        await srv.close()
+
+
 async def test_compressed_answers_are_inflated_and_headers_stay_readable_after_release() -> None:
     """Content-Encoding is read while parsing (no headers object per answer); the first
     such header counts, in any case and with blanks, and the headers are still there
