@@ -305,9 +305,10 @@ def plain_events(data: bytes) -> int:
     each exactly one ``data: <payload>`` line and a blank line (what ``framed`` would
     write back), none carrying a marker. 0 if the first event is not such an event.
 
-    Counting instead of splitting: n blank-line separators, 2n line feeds (so every event
-    is one line) and n-1 of them followed by ``data: `` (with ``data`` starting so, every
-    line is a data line); no CR (other line endings take the decoder)."""
+    Counting instead of splitting (each pass ≈ 1 ns per byte): the prefix starts with
+    ``data: `` and ends with a blank line; with k ``\\n\\ndata: `` in it, 2k + 2 line feeds
+    mean there is no other one, so it is k + 1 one-line data events; no CR (other line
+    endings take the decoder)."""
     end = data.rfind(b"\n\n") + 2
     for marker in _MARKERS:
         i = data.find(marker, 0, end)
@@ -315,12 +316,8 @@ def plain_events(data: bytes) -> int:
             end = data.rfind(b"\n\n", 0, i) + 2
     if end < 8 or data[:6] != b"data: ":
         return 0
-    n = data.count(b"\n\n", 0, end)
-    if (
-        data.count(b"\n", 0, end) != 2 * n
-        or data.count(b"\n\ndata: ", 0, end) != n - 1
-        or data.find(b"\r", 0, end) != -1
-    ):
+    k = data.count(b"\n\ndata: ", 0, end)
+    if data.count(b"\n", 0, end) != 2 * k + 2 or data.find(b"\r", 0, end) != -1:
         return 0
     return end
 
