@@ -82,17 +82,18 @@ class H1Client:
         head = "".join(lines).encode("latin-1")
         if head.count(b"\n") != len(lines) + 2:
             raise ValueError("a request header contains a line break")
-        loop = asyncio.get_running_loop()
-        head_by = loop.time() + head_timeout if head_timeout else float("inf")
+        now = asyncio.get_running_loop().time()
+        head_by = now + head_timeout if head_timeout else float("inf")
         if not self._free(key):
             async with asyncio.timeout_at(head_by if head_timeout else None):
                 await self._acquire(key)
+            now = asyncio.get_running_loop().time()
         else:
             self._take_slot(key)
         idle = read_timeout or 0.0
         conn: Connection | None = None
         try:
-            conn = self._take_idle(key)
+            conn = self._take_idle(key, now)
             if conn is not None:
                 try:
                     return await conn.send(head, body, idle, total_timeout, head_by)
@@ -180,11 +181,10 @@ class H1Client:
         self._dns[(host, port)] = (now + self._dns_ttl, addrs)
         return addrs
 
-    def _take_idle(self, key: Key) -> Connection | None:
+    def _take_idle(self, key: Key, now: float) -> Connection | None:
         idle = self._idle.get(key)
         if not idle:
             return None
-        now = asyncio.get_running_loop().time()
         while idle:
             conn = idle.pop()  # the most recently used: least likely closed by the server
             if conn.closed or now - conn.idle_since > self._keepalive:

@@ -163,7 +163,14 @@ def body_chunks(resp: UpstreamResponse, backend_id: str) -> AsyncIterator[bytes]
     For responses requested with ``auto_decompress=False`` (``open_response`` does so),
     as are all that ``read_capped`` and ``iter_body`` read.
     """
-    encoding = resp.headers.get("Content-Encoding", "").strip().lower()
+    raw = (
+        resp.encoding
+        if type(resp) is h1client.Response  # read at parse time: no headers object built
+        else resp.headers.get("Content-Encoding")
+    )
+    if raw is None:
+        return resp.content.iter_any()
+    encoding = raw.strip().lower()
     if encoding in ("", "identity"):
         return resp.content.iter_any()
     return _inflate(resp, backend_id, encoding)
@@ -210,15 +217,19 @@ async def _inflate(resp: UpstreamResponse, backend_id: str, encoding: str) -> As
 
 async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes:
     """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
+    if type(resp) is h1client.Response and resp.encoding is None:
+        data = resp.whole()
+        if data is not None:
+            if len(data) > limit:
+                raise _too_large(backend_id, limit)
+            return data
     parts: list[bytes] = []
     size = 0
     try:
         async for data in body_chunks(resp, backend_id):
             size += len(data)
             if size > limit:
-                raise UpstreamProtocolError(
-                    f"backend '{backend_id}' sent a response larger than {limit} bytes"
-                )
+                raise _too_large(backend_id, limit)
             parts.append(data)
     except (TimeoutError, aiohttp.ServerTimeoutError):
         raise UpstreamTimeout(
@@ -229,6 +240,12 @@ async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> by
             f"backend '{backend_id}' closed the connection mid-response: {exc}", retryable=True
         ) from None
     return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _too_large(backend_id: str, limit: int) -> UpstreamProtocolError:
+    return UpstreamProtocolError(
+        f"backend '{backend_id}' sent a response larger than {limit} bytes"
+    )
 
 
 # What reading a streamed body raises, and what it becomes (``stream_error``): readers

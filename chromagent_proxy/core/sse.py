@@ -54,6 +54,11 @@ class SSEDecoder:
         self._skip_lf = False
         self._max = max_line_bytes
 
+    @property
+    def idle(self) -> bool:
+        """Nothing pending: the next byte fed starts a new event."""
+        return not (self._buf or self._data or self._event is not None or self._skip_lf)
+
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         # Fast path (a fifth of a relayed stream's CPU went to the line loop below): with
         # nothing pending, split whole events on the blank line and slice the common

@@ -188,7 +188,7 @@ async def stream(
         # failure before that is an ordinary HTTP error (and may fail over).
         t = perf()
         try:
-            async with asyncio.timeout(state.first_byte_timeout):
+            with state.deadlines.start(state.first_byte_timeout):
                 while True:
                     try:
                         part = await anext(parts)
@@ -219,7 +219,7 @@ async def stream(
         rec.first(t)
         # From here on there is no silent switch to another backend.
         state.router.succeeded(backend)
-        resp = web.StreamResponse(
+        resp = _EventStream(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
@@ -252,13 +252,15 @@ async def stream(
                 if data:
                     await resp.write(data)
             tail = dialect.stream_end if encoder is None else encoder.finish() + dialect.stream_end
-            if encoder is not None and encoder.usage is not None:
-                rec.usage(encoder.usage)
-            if tail:
-                await resp.write(tail)
             if encoder is not None:
+                if encoder.usage is not None:
+                    rec.usage(encoder.usage)
                 inbound.state = encoder
+            # Stored (Responses) before the client sees the end, then the last events and
+            # the chunked terminator in one write (two sends per stream less than a write
+            # of the tail and aiohttp's write_eof after the handler).
             await dialect.completed(inbound)
+            await resp.write_eof(tail)
         except GatewayError as err:
             await _write_error(resp, dialect, err, encoder)
         except ConnectionError:
@@ -293,6 +295,13 @@ async def stream(
         return resp
     finally:
         await _aclose(parts)
+
+
+class _EventStream(web.StreamResponse):
+    """An event stream whose headers leave with its first bytes (one send, not two): the
+    response is prepared only once the first part is ready, and written at once."""
+
+    _send_headers_immediately = False
 
 
 def _encoded(encoder: EventEncoder, events: list[ir.Event]) -> bytes:

@@ -14,6 +14,7 @@ from chromagent_proxy.core.config import GatewayConfig
 from chromagent_proxy.dialects.responses.dialect import ResponsesDialect
 from chromagent_proxy.ops.breaker_redis import SharedHealth
 from chromagent_proxy.routing.router import Backend, Router
+from chromagent_proxy.service.deadlines import Deadlines
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -37,6 +38,8 @@ class GatewayState:
     # Told of the model names backends list (served by GET /v1/models), which then get
     # their own metrics label; set by the server.
     on_models_listed: Callable[[list[str]], None] | None = None
+    # The streams' first-byte waits (attempts.stream): one timer, not one per stream.
+    deadlines: Deadlines = field(default_factory=Deadlines)
     _models_cache: tuple[float, dict[str, list[str]]] = (0.0, {})
     _models_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 

@@ -7,6 +7,7 @@ good ones still ends the stream the OpenAI way, after the good ones.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -107,3 +108,48 @@ async def test_error_after_good_events_in_the_same_read(upstream: FakeUpstream) 
     assert events[:3] == good
     assert b"overloaded" in events[3] and events[3].startswith(b'{"error"')
     assert b"[DONE]" not in raw
+
+
+async def _chunked_response(reader: asyncio.StreamReader) -> tuple[bytes, list[bytes]]:
+    """One HTTP/1.1 response read strictly: its head and its chunks (the last one empty)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    chunks: list[bytes] = []
+    while True:
+        size = int((await reader.readuntil(b"\r\n"))[:-2], 16)
+        data = await reader.readexactly(size + 2)
+        assert data[-2:] == b"\r\n"
+        chunks.append(data[:-2])
+        if size == 0:
+            return head, chunks
+
+
+async def test_the_end_of_a_stream_is_framed_once_and_the_connection_carries_on(
+    upstream: FakeUpstream,
+) -> None:
+    """The tail ([DONE]) and the chunked terminator leave together from the request path;
+    aiohttp must not add a second terminator (the next response on the same keep-alive
+    connection would then not start with its status line)."""
+    payloads = [_chunk(i, f"w{i} ") for i in range(3)]
+    body = b"".join(frame(p) for p in payloads) + b"data: [DONE]\n\n"
+    upstream.route("/v1/chat/completions", stream_reply([body]))
+    req = json.dumps(
+        {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    ).encode()
+    async with run_gateway(_config(upstream)) as server:
+        host, port = server.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            for _ in range(2):
+                writer.write(
+                    b"POST /v1/chat/completions HTTP/1.1\r\nHost: %s:%s\r\n"
+                    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                    % (host.encode(), port.encode(), len(req))
+                    + req
+                )
+                head, chunks = await _chunked_response(reader)
+                assert head.startswith(b"HTTP/1.1 200 ")
+                assert b"\r\ntransfer-encoding: chunked\r\n" in head.lower()
+                assert b"".join(chunks) == body
+                assert chunks[-1] == b"" and chunks[-2].endswith(b"data: [DONE]\n\n")
+        finally:
+            writer.close()

@@ -5,6 +5,7 @@ TLS with a trustme certificate. The whole gateway suite drives it through the SD
 from __future__ import annotations
 
 import asyncio
+import gzip
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -223,6 +224,168 @@ async def test_connection_closed_mid_body_is_a_protocol_error() -> None:
             await read_capped(resp, 1000, "b1")
         resp.close()
         assert client.in_use == 0 and srv.connections == 2
+    finally:
+        await client.close()
+        await srv.close()
+
+
+async def test_response_heads_are_read_whole_however_they_arrive() -> None:
+    """The client keeps the head's bytes instead of a callback per header: an interim
+    100 Continue, a head trickled byte by byte, header values that mention framing or
+    encoding names, and a provider-sized head all read as sent."""
+    many = b"".join(b"x-h%d: v%d\r\n" % (i, i) for i in range(30))
+    heads = [
+        b"HTTP/1.1 100 Continue\r\nContent-Encoding: gzip\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello",
+        b"HTTP/1.1 200 OK\r\nX-Note: content-length: 9\r\nX-E: content-encoding: br\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n" + many + b"Content-Length: 5\r\n\r\nhello",
+        # Close-delimited: a value naming content-length must not make it look framed.
+        b"HTTP/1.1 200 OK\r\nX-Note: content-length: 9\r\nConnection: close\r\n\r\nhello",
+    ]
+
+    async def answer(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        data = heads[n - 1]
+        for i in range(len(data)):  # one byte per write: heads split at every point
+            w.write(data[i : i + 1])
+            await w.drain()
+            if i % 7 == 0:
+                await asyncio.sleep(0)
+        return n < len(heads)
+
+    srv = RawServer(answer)
+    url = await srv.start()
+    client = H1Client()
+    try:
+        for k in range(len(heads)):
+            resp = await request(client, url)
+            assert resp.status == 200
+            assert resp.encoding is None  # none of the final heads is compressed
+            assert await read_capped(resp, 1 << 20, "b") == b"hello"
+            resp.release()
+            if k == 0:
+                assert dict(resp.headers) == {"Content-Length": "5", "X-A": "1"}
+            if k == 1:
+                assert resp.headers["x-note"] == "content-length: 9"
+                assert resp.headers["X-E"] == "content-encoding: br"
+            if k == 2:
+                assert len(resp.headers) == 31 and resp.headers["X-H29"] == "v29"
+    finally:
+        await client.close()
+        await srv.close()
+
+
+async def test_read_capped_takes_a_whole_body_at_once_and_still_caps_it() -> None:
+    """A small answer that came with its head is taken whole (no iteration), still capped,
+    and its connection goes back to the pool; one that trickles in is read in pieces."""
+
+    async def answer(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if n == 3:  # the head first, the body later, in pieces
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+            await w.drain()
+            for part in (b"hello", b"world"):
+                await asyncio.sleep(0.05)
+                w.write(part)
+            return True
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhelloworld")
+        return True
+
+    srv = RawServer(answer)
+    url = await srv.start()
+    client = H1Client()
+    try:
+        resp = await request(client, url)
+        await asyncio.sleep(0.05)  # the whole answer is in
+        assert await read_capped(resp, 10, "b") == b"helloworld"
+        assert resp.content.is_eof()
+        resp.release()
+        resp = await request(client, url)
+        await asyncio.sleep(0.05)
+        with pytest.raises(UpstreamProtocolError, match="larger than 9 bytes"):
+            await read_capped(resp, 9, "b")
+        resp.close()
+        resp = await request(client, url)
+        assert await read_capped(resp, 10, "b") == b"helloworld"
+        resp.release()
+        assert srv.connections == 2  # the capped one was closed; the others reused
+    finally:
+        await client.close()
+        await srv.close()
+
+
+async def test_compressed_answers_are_inflated_and_headers_stay_readable_after_release() -> None:
+    """Content-Encoding is read while parsing (no headers object per answer); the first
+    such header counts, in any case and with blanks, and the headers are still there
+    once the connection went back to the pool."""
+    plain = b'{"choices":[]}' * 50
+    packed = gzip.compress(plain)
+
+    async def gz(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
+        if n == 1:
+            w.write(
+                b"HTTP/1.1 200 OK\r\nContent-Encoding:  GZip \r\nContent-Encoding: br\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(packed) + packed
+            )
+        else:
+            w.write(OK)
+        return True
+
+    srv = RawServer(gz)
+    url = await srv.start()
+    client = H1Client()
+    try:
+        resp = await request(client, url)
+        assert resp.encoding is not None and resp.encoding.strip() == "GZip"
+        assert await read_capped(resp, 1 << 20, "b") == plain
+        resp.release()
+        assert [v.strip() for v in resp.headers.getall("content-encoding")] == ["GZip", "br"]
+        resp = await request(client, url)  # the same connection, an uncompressed answer
+        assert resp.encoding is None
+        assert await read_capped(resp, 1 << 20, "b") == b"hello"
+        resp.release()
+        assert resp.headers["Content-Type"] == "text/plain"
+        assert srv.connections == 1
+    finally:
+        await client.close()
+        await srv.close()
+
+
+async def test_timeouts_hold_on_a_reused_connection_whatever_the_last_request_armed() -> None:
+    """The connection's timer outlives its requests: a request after one with longer
+    timeouts still times out on its own, and one after a request with shorter timeouts
+    is not cut by the earlier deadline (the timer fires, re-checks, re-arms)."""
+
+    async def second_silent(
+        no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter
+    ) -> bool:
+        if n == 1:
+            w.write(OK)
+            return True
+        if n == 2 and no == 2:  # answers late, but within the second request's timeouts
+            await asyncio.sleep(0.5)
+            w.write(OK)
+            return True
+        await r.read()  # never answers
+        return False
+
+    srv = RawServer(second_silent)
+    url = await srv.start()
+    client = H1Client()
+    loop = asyncio.get_running_loop()
+    try:
+        # Long timeouts first (their timer stays armed), then a short first-byte timeout.
+        assert await _read(await request(client, url, read=30, head=30)) == b"hello"
+        t = loop.time()
+        with pytest.raises(ReadTimeout):
+            await request(client, url, read=30, head=0.2)
+        assert loop.time() - t < 10  # the 0.2 s deadline, not the 30 s timer left armed
+        assert srv.connections == 1
+        # Short timeouts first, then a request whose answer comes after that earlier
+        # deadline has passed: the left-over timer must not cut it.
+        assert await _read(await request(client, url, read=0.3, head=0.3)) == b"hello"
+        assert await _read(await request(client, url, read=2, head=2)) == b"hello"
+        assert srv.connections == 2
+        assert client.in_use == 0
     finally:
         await client.close()
         await srv.close()
