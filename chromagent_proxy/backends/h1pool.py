@@ -21,9 +21,9 @@ from chromagent_proxy.backends.h1client import (
     Connection,
     ConnectTimeout,
     InvalidURL,
-    Response,
     _Stale,
 )
+from chromagent_proxy.backends.h1response import Response
 
 Key = tuple[str, str, int]
 _TARGETS_MAX = 1024

@@ -26,7 +26,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from chromagent_proxy.backends import h1client
+from chromagent_proxy.backends import h1client, h1response
 from chromagent_proxy.backends.base import BackendRuntime
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import (
@@ -61,7 +61,7 @@ class BodyStream(Protocol):
 
 class UpstreamResponse(Protocol):
     """What ``open_response`` returns: aiohttp's ``ClientResponse`` or the purpose-built
-    client's ``h1client.Response`` (README "Upstream client"); readers need no more."""
+    client's ``h1response.Response`` (README "Upstream client"); readers need no more."""
 
     @property
     def status(self) -> int: ...
@@ -165,7 +165,7 @@ def body_chunks(resp: UpstreamResponse, backend_id: str) -> AsyncIterator[bytes]
     """
     raw = (
         resp.encoding
-        if type(resp) is h1client.Response  # read at parse time: no headers object built
+        if type(resp) is h1response.Response  # read at parse time: no headers object built
         else resp.headers.get("Content-Encoding")
     )
     if raw is None:
@@ -217,7 +217,7 @@ async def _inflate(resp: UpstreamResponse, backend_id: str, encoding: str) -> As
 
 async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes:
     """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
-    if type(resp) is h1client.Response and resp.encoding is None:
+    if type(resp) is h1response.Response and resp.encoding is None:
         data = resp.whole()
         if data is not None:
             if len(data) > limit:

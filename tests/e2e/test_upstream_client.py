@@ -18,10 +18,10 @@ from chromagent_proxy.backends.h1client import (
     ConnectTimeout,
     PayloadError,
     ReadTimeout,
-    Response,
     ServerDisconnectedError,
 )
 from chromagent_proxy.backends.h1pool import H1Client
+from chromagent_proxy.backends.h1response import Response
 from chromagent_proxy.backends.upstream import read_capped
 from chromagent_proxy.core.errors import UpstreamProtocolError
 
