@@ -78,7 +78,7 @@ def rename_model(raw: bytes, old: str, new: str, *, unique: bool = False) -> byt
     """``raw`` with its top-level ``model`` value ``old`` replaced by ``new``; None if unsure.
 
     ``unique``: the caller knows the body has at most one top-level ``model`` key in any
-    spelling (the request path refuses others: jsonlimits.duplicate_routed_key), so the
+    spelling (the request path refuses others: dialects/routed.py), so the
     check for an earlier one, a copy and a parse of the whole head when the key comes
     last (the OpenAI SDKs' order), is skipped."""
     if old == new:

@@ -16,6 +16,7 @@ import msgspec
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UnsupportedFeature
 from chromagent_proxy.dialects.base import DirectDialect, Inbound, decode_body
+from chromagent_proxy.dialects.routed import RoutedDecoder
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
@@ -32,7 +33,7 @@ class EmbeddingsRequest(msgspec.Struct):
     user: str | None = None
 
 
-_decode = codec.decoder(EmbeddingsRequest).decode
+_decode = RoutedDecoder(EmbeddingsRequest)
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 
 
