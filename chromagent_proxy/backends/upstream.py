@@ -278,17 +278,7 @@ class open_response:  # lower case: it was a function, callers write `async with
     generator-based manager costs more (bench/README.md).
     """
 
-    __slots__ = (
-        "_backend_id",
-        "_body",
-        "_error_parser",
-        "_extra",
-        "_headers",
-        "_hint",
-        "_resp",
-        "_runtime",
-        "_url",
-    )
+    __slots__ = ("_args", "_resp")
 
     def __init__(
         self,
@@ -300,32 +290,14 @@ class open_response:  # lower case: it was a function, callers write `async with
         *,
         error_parser: ErrorParser = openai_error,
         hint: str = "",
-        extra_headers: Mapping[str, str] | None = None,
+        extra_headers: Mapping[str, str] | None = None,  # RequestContext.upstream_headers
     ) -> None:
-        self._runtime = runtime
-        self._backend_id = backend_id
-        self._url = url
-        self._headers = headers
-        self._body = body
-        self._error_parser = error_parser
-        self._hint = hint
-        # Per-attempt headers (RequestContext.upstream_headers: W3C trace context).
-        self._extra = extra_headers
+        self._args = (runtime, backend_id, url, headers, body, error_parser, hint, extra_headers)
         self._resp: UpstreamResponse | None = None
 
     def __aenter__(self) -> Coroutine[Any, Any, UpstreamResponse]:
         # The coroutine itself, not one awaiting it: one frame less on every request.
-        return _open(
-            self._runtime,
-            self._backend_id,
-            self._url,
-            self._headers,
-            self._body,
-            self._error_parser,
-            self._hint,
-            self._extra,
-            self,
-        )
+        return _open(*self._args, self)
 
     async def __aexit__(
         self,
