@@ -88,13 +88,16 @@ class H1Client:
         one timer on the connection, not an ``asyncio.timeout`` per request."""
         key, path, host = self._target(url)
         # The head up to Content-Length is the same for every request of a backend with
-        # the same headers: encoded once, and reused while the headers compare equal.
-        hit = self._heads.get(url)
+        # the same headers: encoded once, and reused while the headers compare equal (in
+        # any order: the order of different field names has no meaning, RFC 9110 §5.3).
+        # Only plain dicts: a multidict may repeat a name, and compares case-insensitively.
+        plain = type(headers) is dict
+        hit = self._heads.get(url) if plain else None
         if hit is not None and hit[0] == method and hit[1] == headers:
             prefix = hit[2]
         else:
             prefix = _head_prefix(method, path, host, headers)
-            if type(headers) is dict:  # a multidict may repeat a name: not cached
+            if plain:
                 if len(self._heads) >= _TARGETS_MAX:
                     self._heads.clear()
                 self._heads[url] = (method, dict(headers), prefix)
