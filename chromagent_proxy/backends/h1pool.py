@@ -29,6 +29,17 @@ Key = tuple[str, str, int]
 _TARGETS_MAX = 1024
 
 
+def _head_prefix(method: str, path: str, host: str, headers: Mapping[str, str]) -> bytes:
+    """The request line and header lines, without Content-Length and the blank line."""
+    lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
+    for k, v in headers.items():
+        lines.append(f"{k}: {v}\r\n")
+    head = "".join(lines).encode("latin-1")
+    if head.count(b"\n") != len(lines) + 1:
+        raise ValueError("a request header contains a line break")
+    return head
+
+
 class H1Client:
     def __init__(
         self,
@@ -51,6 +62,7 @@ class H1Client:
         self._in_use_host: dict[Key, int] = {}
         self._waiters: deque[tuple[Key, asyncio.Future[None]]] = deque()
         self._targets: dict[str, tuple[Key, str, str]] = {}
+        self._heads: dict[str, tuple[str, dict[str, str], bytes]] = {}
         self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closed = False
@@ -75,13 +87,21 @@ class H1Client:
         connection, connecting, sending, the head itself) and raises ``TimeoutError``:
         one timer on the connection, not an ``asyncio.timeout`` per request."""
         key, path, host = self._target(url)
-        lines = [f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"]
-        for k, v in headers.items():
-            lines.append(f"{k}: {v}\r\n")
-        lines.append(f"Content-Length: {len(body)}\r\n\r\n")
-        head = "".join(lines).encode("latin-1")
-        if head.count(b"\n") != len(lines) + 2:
-            raise ValueError("a request header contains a line break")
+        # The head up to Content-Length is the same for every request of a backend with
+        # the same headers: encoded once, and reused while the headers compare equal (in
+        # any order: the order of different field names has no meaning, RFC 9110 §5.3).
+        # Only plain dicts: a multidict may repeat a name, and compares case-insensitively.
+        plain = type(headers) is dict
+        hit = self._heads.get(url) if plain else None
+        if hit is not None and hit[0] == method and hit[1] == headers:
+            prefix = hit[2]
+        else:
+            prefix = _head_prefix(method, path, host, headers)
+            if plain:
+                if len(self._heads) >= _TARGETS_MAX:
+                    self._heads.clear()
+                self._heads[url] = (method, dict(headers), prefix)
+        head = prefix + b"Content-Length: %d\r\n\r\n" % len(body)
         now = asyncio.get_running_loop().time()
         head_by = now + head_timeout if head_timeout else float("inf")
         if not self._free(key):

@@ -29,6 +29,7 @@ from chromagent_proxy.backends.upstream import (
     body_chunks,
     error_in_ok_body,
     open_response,
+    post_read,
     read_capped,
     stream_error,
 )
@@ -139,15 +140,15 @@ class OpenAIBackend(BackendProvider):
         """POST ``body`` to ``{baseUrl}/{name}`` and return the answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
-        async with open_response(
+        return await post_read(
             self.runtime,
             self.config.id,
             url,
             self._headers,
             body,
+            DEFAULT_BODY_LIMIT,
             extra_headers=context_headers(),
-        ) as resp:
-            return await read_capped(resp, DEFAULT_BODY_LIMIT, self.config.id)
+        )
 
     async def stream_native(self, name: str, body: bytes) -> AsyncIterator[bytes]:
         """POST ``body`` to ``{baseUrl}/{name}`` and yield the streamed answer's bytes."""
@@ -174,15 +175,15 @@ class OpenAIBackend(BackendProvider):
         body = self._body(request)
         if config.inline_images:  # off the fast path: only upstreams marked internal pay for it
             body = await self._inline_images(request, body, config.id)
-        async with open_response(
+        data = await post_read(
             self.runtime,
             config.id,
             self._url,
             self._headers,
             body,
+            DEFAULT_BODY_LIMIT,
             extra_headers=context_headers(),
-        ) as resp:
-            data = await read_capped(resp, DEFAULT_BODY_LIMIT, config.id)
+        )
         err = error_in_ok_body(config.id, data)
         if err is not None:
             raise err

@@ -1,7 +1,7 @@
 """Logging: one access-log line per request (JSON or text) and the app log format.
 
-The access line is a dict of the fields in ``FIELDS``: ``orjson`` for ``logFormat:
-json`` (one object per line, for log shippers), a short human line for ``text``.
+The access line has the fields in ``FIELDS`` (an ``AccessLine``): one JSON object per
+line for ``logFormat: json`` (for log shippers), a short human line for ``text``.
 Nothing that could carry a secret or user content is ever put into it: no headers, no
 query string, no body.
 
@@ -24,26 +24,36 @@ import sys
 import time
 from typing import Any, Literal, TextIO
 
+import msgspec
 import orjson
 
 ACCESS_LOGGER = "chromagent_proxy.access"
-FIELDS = (
-    "time",
-    "request_id",
-    "client_ip",
-    "method",
-    "path",
-    "status",
-    "backend",
-    "model",
-    "stream",
-    "latency_ms",
-    "ttft_ms",
-    "tokens_in",
-    "tokens_out",
-    "attempts",
-    "session_id",
-)
+
+
+class AccessLine(msgspec.Struct):
+    """One access line, its fields in log order. The edge builds one per request: a struct
+    is made and encoded in C at about half the instructions of a dict through orjson
+    (≈ 7 k of ≈ 600 k per small request, bench/README.md); logging's handlers get the dict."""
+
+    time: str
+    request_id: str
+    client_ip: str
+    method: str
+    path: str
+    status: int
+    backend: str | None
+    model: str | None
+    stream: bool
+    latency_ms: float
+    ttft_ms: float | None
+    tokens_in: int
+    tokens_out: int
+    attempts: int
+    session_id: str | None
+
+
+FIELDS = AccessLine.__struct_fields__
+_encode_into = msgspec.json.Encoder().encode_into
 FLUSH_INTERVAL_S = 0.2
 FLUSH_BYTES = 64 * 1024
 
@@ -161,11 +171,23 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO, fmt: Literal["json", "text"] = "json") -> None:
         super().__init__(stream)
         self.render = _json_bytes if fmt == "json" else _text_bytes
+        self.json = fmt == "json"
         self.buffer = bytearray()
 
     def append(self, line: bytes) -> None:
         buf = self.buffer
         buf += line
+        if len(buf) >= FLUSH_BYTES:
+            self.flush_now()
+
+    def append_line(self, line: AccessLine) -> None:
+        """The request path's entry: the line encoded straight into the buffer."""
+        buf = self.buffer
+        if self.json:
+            _encode_into(line, buf, -1)
+            buf += b"\n"
+        else:
+            buf += _text_bytes(msgspec.structs.asdict(line))
         if len(buf) >= FLUSH_BYTES:
             self.flush_now()
 
@@ -213,11 +235,12 @@ class AccessLog:
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
 
-    def write(self, fields: dict[str, Any]) -> None:
+    def write(self, line: AccessLine) -> None:
         sink = self._sink
         if sink is not None:
-            sink.append(sink.render(fields))
+            sink.append_line(line)
             return
+        fields = msgspec.structs.asdict(line)
         # makeRecord + handle skips Logger._log's stack walk (findCaller), the slow part.
         self.logger.handle(
             self.logger.makeRecord(ACCESS_LOGGER, logging.INFO, "", 0, fields, (), None)

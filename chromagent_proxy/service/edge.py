@@ -32,7 +32,7 @@ from chromagent_proxy.core.errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from chromagent_proxy.ops.accesslog import AccessLog, iso_time, millis
+from chromagent_proxy.ops.accesslog import AccessLine, AccessLog, iso_time, millis
 from chromagent_proxy.ops.genai import OPERATIONS, request_error_type
 from chromagent_proxy.ops.instrument import RECORD, Record
 from chromagent_proxy.ops.metrics import SNAPSHOT_DIR_ENV, Metrics
@@ -282,23 +282,23 @@ class Edge:
                 request.headers.get("x-request-id") or ""
             )
             self.access.write(
-                {
-                    "time": iso_time(time.time()),
-                    "request_id": rid[:128],
-                    "client_ip": rec.ip if rec.ip is not None else self.client_ip(request),
-                    "method": request.method,
-                    "path": request.path[:256],
-                    "status": status,
-                    "backend": rec.backend or None,
-                    "model": model if rec.model else None,
-                    "stream": rec.stream,
-                    "latency_ms": millis(end - rec.start),
-                    "ttft_ms": millis(ttft) if ttft is not None else None,
-                    "tokens_in": rec.tokens_in,
-                    "tokens_out": rec.tokens_out,
-                    "attempts": rec.attempts,
-                    "session_id": rec.session,  # Claude Code's session (never a metric label)
-                }
+                AccessLine(
+                    time=iso_time(time.time()),
+                    request_id=rid[:128],
+                    client_ip=rec.ip if rec.ip is not None else self.client_ip(request),
+                    method=request.method,
+                    path=request.path[:256],
+                    status=status,
+                    backend=rec.backend or None,
+                    model=model if rec.model else None,
+                    stream=rec.stream,
+                    latency_ms=millis(end - rec.start),
+                    ttft_ms=millis(ttft) if ttft is not None else None,
+                    tokens_in=rec.tokens_in,
+                    tokens_out=rec.tokens_out,
+                    attempts=rec.attempts,
+                    session_id=rec.session,  # Claude Code's session (never a metric label)
+                )
             )
 
     async def on_prepare(self, request: web.Request, response: web.StreamResponse) -> None:

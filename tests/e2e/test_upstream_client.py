@@ -137,6 +137,41 @@ async def test_keep_alive_reuses_one_connection_and_sends_the_request_as_given()
         await srv.close()
 
 
+async def test_each_request_carries_its_own_headers_and_length_when_heads_are_reused() -> None:
+    # The head up to Content-Length is kept per URL while the headers compare equal: a
+    # changed header, another body length or method must still go out as given.
+    srv = RawServer(ok)
+    url = await srv.start()
+    client = H1Client()
+    sent = [
+        ("POST", {"Authorization": "Bearer a", "X-T": "1"}, b"{}"),
+        ("POST", {"Authorization": "Bearer a", "X-T": "1"}, b'{"long":true}'),
+        ("POST", {"Authorization": "Bearer b", "X-T": "1"}, b"{}"),
+        ("PUT", {"Authorization": "Bearer b", "X-T": "1"}, b"{}"),
+        ("POST", {"Authorization": "Bearer b"}, b"{}"),
+    ]
+    try:
+        for method, headers, body in sent:
+            resp = await client.request(
+                method, url, headers, body, connect_timeout=5.0, read_timeout=5.0
+            )
+            assert await _read(resp) == b"hello"
+        for (method, headers, body), (_, head, got) in zip(sent, srv.requests, strict=True):
+            lines = head.decode().split("\r\n")
+            assert lines[0] == f"{method} /v1/x?q=1 HTTP/1.1"
+            assert sorted(lines[2:-2]) == sorted(
+                [f"{k}: {v}" for k, v in headers.items()] + [f"Content-Length: {len(body)}"]
+            )
+            assert got == body
+        with pytest.raises(ValueError, match="line break"):
+            await client.request(
+                "POST", url, {"X-T": "1\r\nX-Evil: 1"}, b"{}", connect_timeout=5.0, read_timeout=5.0
+            )
+    finally:
+        await client.close()
+        await srv.close()
+
+
 async def test_chunked_and_close_delimited_bodies() -> None:
     async def chunked(no: int, n: int, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> bool:
         if n == 1:
