@@ -46,6 +46,13 @@ def decode_body(
         raise InvalidRequest("The request body is nested too deeply") from None
 
 
+def client_session(value: str | None) -> str | None:
+    """A session id a client named (a header, or a field of its body), as the access log
+    keeps it: at most 128 printable characters, else none. A header's bytes that are not
+    UTF-8 arrive as lone surrogates, which are not printable."""
+    return value[:128] if value and value.isprintable() else None
+
+
 if TYPE_CHECKING:
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
 

@@ -183,11 +183,22 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
     def append_line(self, line: AccessLine) -> None:
         """The request path's entry: the line encoded straight into the buffer."""
         buf = self.buffer
-        if self.json:
-            _encode_into(line, buf, -1)
-            buf += b"\n"
-        else:
-            buf += _text_bytes(msgspec.structs.asdict(line))
+        end = len(buf)
+        try:
+            if self.json:
+                _encode_into(line, buf, -1)
+                buf += b"\n"
+            else:
+                buf += _text_bytes(msgspec.structs.asdict(line))
+        except UnicodeEncodeError:
+            # A header's bytes that are not UTF-8 reach Python as lone surrogates (aiohttp
+            # decodes with surrogateescape): shown as \udcXX rather than failing the request.
+            del buf[end:]
+            fields = {
+                k: v.encode("utf-8", "backslashreplace").decode() if isinstance(v, str) else v
+                for k, v in msgspec.structs.asdict(line).items()
+            }
+            buf += self.render(fields)
         if len(buf) >= FLUSH_BYTES:
             self.flush_now()
 

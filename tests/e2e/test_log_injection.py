@@ -3,10 +3,12 @@ any control character) stays on its own record's line, escaped; it cannot forge 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from tests.support.cli_process import start_gateway
 
@@ -48,3 +50,55 @@ async def test_control_characters_cannot_forge_text_log_lines(tmp_path: Path) ->
     assert "mock/echo\\x0d2026" in lines[1]
     assert "mock/echo\\u20282026" in lines[2]
     assert "mock/echo\\x1b[2J2026" in lines[3]
+
+
+async def _raw_post(url: str, path: str, headers: bytes, body: bytes) -> bytes:
+    host, port = url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        b"POST " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        + headers
+        + b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n"
+        + body
+    )  # fmt: skip
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+@pytest.mark.parametrize("fmt", ["json", "text"])
+async def test_a_session_header_that_is_not_utf8_is_answered_and_logged(
+    tmp_path: Path, fmt: str
+) -> None:
+    # Clients name their session in a header (Codex: session-id); its bytes are theirs.
+    cfg = tmp_path / "gw.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "backends": [{"id": "mock", "type": "mock"}],
+                "routingRules": [{"condition": "model: echo*", "backendId": "mock"}],
+            }
+        )
+    )
+    p = await start_gateway(
+        ["--config", str(cfg), "--port", "0", "--log-format", fmt], tmp_path, fmt
+    )
+    body = json.dumps({"model": "echo", "input": "hi"}).encode()
+    try:
+        answers = [
+            await _raw_post(p.url, "/v1/responses", b"session-id: caf\xe9\xff\r\n", body),
+            await _raw_post(p.url, "/v1/responses", b"session-id: " + b"s" * 5000 + b"\r\n", body),
+            await _raw_post(p.url, "/v1/responses", b"session-id: ok-1\r\n", body),
+        ]
+    finally:
+        p.signal()
+        assert await p.wait_exit() == 0
+    assert all(a.startswith(b"HTTP/1.1 200") for a in answers), answers
+    out = p.stdout()
+    lines = [line for line in out.splitlines() if "/v1/responses" in line]
+    assert len(lines) == 3, out
+    assert "Traceback" not in out and "error" not in out.lower(), out
+    assert all(len(line) < 2000 for line in lines)  # a client cannot fill the log
+    if fmt == "json":
+        logged = [json.loads(line)["session_id"] for line in lines]
+        assert logged == [None, "s" * 128, "ok-1"]

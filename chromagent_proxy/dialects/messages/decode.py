@@ -21,7 +21,7 @@ import msgspec
 
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
-from chromagent_proxy.dialects.base import decode_body
+from chromagent_proxy.dialects.base import client_session, decode_body
 from chromagent_proxy.dialects.messages.schema import KNOWN_FIELDS, Block, MessagesRequest
 from chromagent_proxy.dialects.messages.signing import Sealed, Signer, is_gateway_made
 from chromagent_proxy.dialects.routed import RoutedDecoder
@@ -74,14 +74,14 @@ def session_of(headers: Mapping[str, str], req: MessagesRequest) -> str | None:
     """X-Claude-Code-Session-Id, else the session_id inside metadata.user_id (a JSON string)."""
     sid = headers.get("X-Claude-Code-Session-Id") or headers.get("x-claude-code-session-id")
     if sid:
-        return sid[:128] if sid.isprintable() else None
+        return client_session(sid)
     uid = (req.metadata or {}).get("user_id")
     if isinstance(uid, str) and uid.startswith("{"):
         try:
             value = codec.loads(uid).get("session_id")
         except (ValueError, AttributeError):
             return None
-        return value[:128] if isinstance(value, str) and value.isprintable() else None
+        return client_session(value) if isinstance(value, str) else None
     return None
 
 

@@ -18,7 +18,12 @@ from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, NotFound
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.core.sse import Framed, SSEDecoder
-from chromagent_proxy.dialects.base import ConversationDialect, Inbound, decode_body
+from chromagent_proxy.dialects.base import (
+    ConversationDialect,
+    Inbound,
+    client_session,
+    decode_body,
+)
 from chromagent_proxy.dialects.responses import decode, request
 from chromagent_proxy.dialects.responses.encode import ResponseEncoder, new_id
 from chromagent_proxy.dialects.responses.store import ResponseStore
@@ -79,7 +84,9 @@ class ResponsesDialect(ConversationDialect):
             images,
             body,
             parsed,
-            session_id=headers.get("session-id") or headers.get("x-client-request-id"),
+            session_id=client_session(
+                headers.get("session-id") or headers.get("x-client-request-id")
+            ),
         )
         if tools.dropped:
             # Codex always sends web_search; refusing would break every turn (documented).
