@@ -29,6 +29,7 @@ from yarl import URL
 from chromagent_proxy.backends import h1client, h1response
 from chromagent_proxy.backends.base import BackendRuntime
 from chromagent_proxy.core import codec
+from chromagent_proxy.core.body import Body, joined
 from chromagent_proxy.core.errors import (
     GatewayError,
     UpstreamProtocolError,
@@ -296,7 +297,7 @@ class open_response:  # lower case: it was a function, callers write `async with
         backend_id: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes,
+        body: Body,
         *,
         error_parser: ErrorParser = openai_error,
         hint: str = "",
@@ -306,7 +307,7 @@ class open_response:  # lower case: it was a function, callers write `async with
         self._backend_id = backend_id
         self._url = url
         self._headers = headers
-        self._body = body
+        self._body: Body = body  # until sent: not held for a stream's life
         self._error_parser = error_parser
         self._hint = hint
         # Per-attempt headers (RequestContext.upstream_headers: W3C trace context).
@@ -319,6 +320,7 @@ class open_response:  # lower case: it was a function, callers write `async with
         if self._extra:
             headers.update(self._extra)
         client = runtime.client
+        body, self._body = self._body, b""
         resp: UpstreamResponse
         # Client-facing messages name the backend, never its address (it may be internal).
         try:
@@ -328,21 +330,20 @@ class open_response:  # lower case: it was a function, callers write `async with
                     "POST",
                     url,
                     headers,
-                    self._body,
+                    body,
                     connect_timeout=t.sock_connect,
                     read_timeout=t.sock_read,
                     total_timeout=t.total,
                     head_timeout=runtime.first_byte_timeout,
                 )
             else:
+                whole = joined(body)  # aiohttp takes one buffer (or a file)
                 async with asyncio.timeout(runtime.first_byte_timeout):
                     resp = await runtime.session.post(
                         url,
                         # Large bodies (images) as a file, which aiohttp writes in pieces: raw
                         # bytes past 1 MiB would go out in one write (and aiohttp warns about it).
-                        data=self._body
-                        if len(self._body) < _LARGE_BODY
-                        else io.BytesIO(self._body),
+                        data=whole if len(whole) < _LARGE_BODY else io.BytesIO(whole),
                         headers=headers,
                         timeout=runtime.timeout,
                         # A redirect would re-send the provider key and the prompt to another host.
