@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import Final, TypeAlias, final
 
 Buffer: TypeAlias = bytes | memoryview
+# Below this a body is joined: copying ≈ 1 KB costs less than carrying pieces through the
+# calls to the socket (callgrind, openai-json: +0.9 % instructions with pieces).
+JOIN_BELOW = 16 * 1024
 
 
 @final
@@ -48,9 +51,13 @@ def buffers(body: Body) -> tuple[Buffer, ...]:
     return (body,) if isinstance(body, bytes) else body.parts
 
 
-def insert_after_brace(body: Body, insert: bytes) -> Pieces:
+def insert_after_brace(body: Body, insert: bytes) -> Body:
     """``body`` with ``insert`` right after its first ``{`` (the opening of a JSON object:
-    only whitespace may come before it), nothing of the body copied beyond its head."""
+    only whitespace may come before it), nothing of a large body copied beyond its head."""
+    if isinstance(body, bytes) and len(body) < JOIN_BELOW:
+        i = body.find(b"{") + 1
+        if i:
+            return body[:i] + insert + body[i:]
     parts = buffers(body)
     for n, part in enumerate(parts):
         view = memoryview(part)

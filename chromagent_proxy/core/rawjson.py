@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import msgspec
 
-from chromagent_proxy.core.body import Body, Pieces, joined
+from chromagent_proxy.core.body import JOIN_BELOW, Body, Pieces, joined
 
 _KEY = b'"model"'
 _HEAD = 512  # where a body that starts with its model has it
@@ -87,6 +87,7 @@ def rename_model_parts(raw: bytes, old: str, new: str, *, unique: bool = False) 
     """``rename_model`` as the pieces it is made of, not joined: with ``unique`` (when the
     key's depth is settled from its surroundings) the client's bytes before and after the
     value, as views, around the new value; the sender writes them as they are (core/body.py).
+    A body under ``JOIN_BELOW`` is joined (cheaper than pieces for ≈ 1 KB).
 
     ``unique``: the caller knows the body has at most one top-level ``model`` key in any
     spelling (the request path refuses others: jsonlimits.duplicate_routed_key), so the
@@ -122,7 +123,9 @@ def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> Body | N
         if unique:
             top = _top_level(raw, key, end)
             if top is not None:
-                return Pieces(parts) if top else None
+                if not top:
+                    return None
+                return Pieces(parts) if len(raw) >= JOIN_BELOW else b"".join(parts)
         out = b"".join(parts)  # the checks below parse the renamed body
         if _decode_top(out).model != new:
             return None  # not the last top-level key: a nested one, text, or a duplicate
