@@ -90,7 +90,7 @@ def rename_model_parts(raw: bytes, old: str, new: str, *, unique: bool = False) 
     A body under ``JOIN_BELOW`` is joined (cheaper than pieces for ≈ 1 KB).
 
     ``unique``: the caller knows the body has at most one top-level ``model`` key in any
-    spelling (the request path refuses others: jsonlimits.duplicate_routed_key), so the
+    spelling (the request path refuses others: dialects/routed.py), so the
     check for an earlier one, a copy and a parse of the whole head when the key comes
     last (the OpenAI SDKs' order), is skipped."""
     if old == new:

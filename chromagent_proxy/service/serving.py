@@ -29,11 +29,9 @@ from chromagent_proxy.backends.base import (
 from chromagent_proxy.core import ir
 from chromagent_proxy.core.errors import (
     GatewayError,
-    InvalidRequest,
     ModelNotFound,
     RequestTooLarge,
 )
-from chromagent_proxy.core.jsonlimits import duplicate_routed_key
 from chromagent_proxy.dialects.base import (
     AnyDialect,
     ConversationDialect,
@@ -67,12 +65,8 @@ async def serve(request: web.Request, dialect: AnyDialect, rid: str) -> web.Stre
     backend_id = ""
     try:
         body = await read_body(request)
-        dup = duplicate_routed_key(body)
-        if dup is not None:
-            # Routing would read one copy and the upstream, sent the raw body, maybe the other.
-            raise InvalidRequest(
-                f"'{dup}' appears more than once in the request body; send it once", param=dup
-            )
+        # parse refuses a repeated model or stream key (dialects/routed.py): routing would
+        # read one copy and the upstream, sent the raw body, maybe the other.
         inbound = dialect.parse(body, request.headers, request.query)
         del body  # inbound.body holds it until the stream's first part is out (_stream)
         await dialect.resolve(inbound)

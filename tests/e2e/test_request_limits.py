@@ -174,3 +174,32 @@ async def test_duplicate_routed_keys_are_a_400(
             assert r.status == 200, await r.text()
     assert err["param"] == field and "more than once" in err["message"]
     assert len(upstream.received) == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "raw"),
+    [
+        (
+            "/v1/messages",
+            b'{"model": "r", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}], '
+            b'"m\\u006fdel": "a"}',
+        ),
+        ("/v1/responses", b'{"model": "r", "input": "hi", "stream": true, "stream": false}'),
+        ("/v1/embeddings", b'{"model": "r", "input": "hi", "model": "a"}'),
+    ],
+)
+async def test_every_dialect_refuses_a_repeated_routed_key(
+    upstream: FakeUpstream, path: str, raw: bytes
+) -> None:
+    async with run_gateway(config(upstream)) as gw, aiohttp.ClientSession() as s:
+        async with s.post(
+            f"{gw.url}{path}", data=raw, headers={"Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 400
+            body = await r.json()
+    # Each dialect's own error shape (Anthropic's carries a type at the top).
+    err = body["error"]
+    assert "more than once" in err["message"]
+    if path == "/v1/messages":
+        assert body["type"] == "error" and err["type"] == "invalid_request_error"
+    assert upstream.received == []

@@ -16,6 +16,7 @@ from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UpstreamE
 from chromagent_proxy.core.sse import DONE, Framed, frame
 from chromagent_proxy.dialects.base import ConversationDialect, Inbound, decode_body
 from chromagent_proxy.dialects.chat import decode, encode
+from chromagent_proxy.dialects.routed import RoutedDecoder
 from chromagent_proxy.schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -25,7 +26,7 @@ from chromagent_proxy.schema.openai import (
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
-_decode_request = codec.decoder(ChatCompletionRequest).decode
+_decode_request = RoutedDecoder(ChatCompletionRequest)
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 

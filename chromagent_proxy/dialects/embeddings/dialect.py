@@ -18,6 +18,7 @@ from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UnsupportedFeature
 from chromagent_proxy.core.rawjson import rename_model_parts
 from chromagent_proxy.dialects.base import DirectDialect, Inbound, decode_body
+from chromagent_proxy.dialects.routed import RoutedDecoder
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
@@ -34,7 +35,7 @@ class EmbeddingsRequest(msgspec.Struct):
     user: str | None = None
 
 
-_decode = codec.decoder(EmbeddingsRequest).decode
+_decode = RoutedDecoder(EmbeddingsRequest)
 _PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
 
 

@@ -24,8 +24,9 @@ from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
 from chromagent_proxy.dialects.base import decode_body
 from chromagent_proxy.dialects.messages.schema import KNOWN_FIELDS, Block, MessagesRequest
 from chromagent_proxy.dialects.messages.signing import Sealed, Signer, is_gateway_made
+from chromagent_proxy.dialects.routed import RoutedDecoder
 
-_decode = codec.decoder(MessagesRequest).decode
+_decode = RoutedDecoder(MessagesRequest)
 _ROLES = ("user", "assistant")
 
 

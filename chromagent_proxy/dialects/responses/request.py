@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
-from chromagent_proxy.core import codec
 from chromagent_proxy.core.errors import InvalidRequest, UnsupportedFeature
+from chromagent_proxy.dialects.routed import RoutedDecoder
 
 PURPOSE = "responses.reasoning"
 NS_SEP = "__"  # namespace tools are flattened to "<namespace>__<name>" for upstreams
@@ -72,7 +72,7 @@ class ResponsesRequest(msgspec.Struct, omit_defaults=True):
     truncation: str | None = None
 
 
-decode_request = codec.decoder(ResponsesRequest).decode
+decode_request = RoutedDecoder(ResponsesRequest)
 
 
 def refuse_unsupported(req: ResponsesRequest) -> None:
