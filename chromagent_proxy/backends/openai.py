@@ -91,7 +91,7 @@ class OpenAIBackend(BackendProvider):
         if opts is None or not add_usage:
             # Only the model's bytes change (rawjson.py); the full re-encode below is the
             # fallback for bodies where that is not certain to be right. unique: the
-            # request path refused a body with two top-level model keys (serving.py).
+            # request path refused a body with two top-level model keys (dialects/routed.py).
             # Pieces, not joined: the client's bytes go to the socket as they are.
             renamed = rename_model_parts(ctx.raw_body, ctx.client_model, request.model, unique=True)
             if renamed is not None:

@@ -98,7 +98,7 @@ def rewrite_body(provider: AnthropicBackend, body: bytes, client_model: str, mod
             return body
         # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
         # re-encode below is the fallback. unique: the request path refused a body with
-        # two top-level model keys (serving.py).
+        # two top-level model keys (dialects/routed.py).
         renamed = rename_model_parts(body, client_model, model, unique=True)
         if renamed is not None:
             return renamed

@@ -78,7 +78,7 @@ class EmbeddingsDialect(DirectDialect):
         body: Body = inbound.body
         if ctx.upstream_model != inbound.model:
             # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
-            # re-encode is the fallback. unique: serving.py refused repeated model keys.
+            # re-encode is the fallback. unique: parse refused repeated model keys (routed.py).
             renamed = rename_model_parts(
                 inbound.body, inbound.model, ctx.upstream_model, unique=True
             )

@@ -166,7 +166,7 @@ class ResponsesDialect(ConversationDialect):
         if ctx.upstream_model == inbound.model:
             return inbound.body
         # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
-        # re-encode is the fallback. unique: serving.py refused repeated model keys.
+        # re-encode is the fallback. unique: parse refused repeated model keys (routed.py).
         renamed = rename_model_parts(inbound.body, inbound.model, ctx.upstream_model, unique=True)
         if renamed is not None:
             return renamed
