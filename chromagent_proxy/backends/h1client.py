@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, cast
 import httptools
 
 from chromagent_proxy.backends.h1response import Response, head_end
+from chromagent_proxy.core.body import Body, Buffer, buffers
 
 if TYPE_CHECKING:
     from chromagent_proxy.backends.h1pool import H1Client
@@ -229,7 +230,7 @@ class Connection(asyncio.Protocol):
 
     # the exchange -------------------------------------------------------------------
     async def send(
-        self, head: bytes, body: bytes, idle: float, total: float | None, head_by: float
+        self, head: bytes, body: Body, idle: float, total: float | None, head_by: float
     ) -> Response:
         """Write the request, wait for the response head; raise ``_Stale`` to retry."""
         self._reset(idle, total, head_by)
@@ -237,25 +238,44 @@ class Connection(asyncio.Protocol):
         t = self.transport
         if self.closed or t is None or t.is_closing():
             raise _Stale if self.reused else ServerDisconnectedError("Server disconnected")
-        if len(body) <= WRITE_PIECE:
-            t.write(head + body)
+        if len(body) <= WRITE_PIECE:  # one write; joining a small body costs less
+            t.write(head + body if isinstance(body, bytes) else b"".join((head, *body.parts)))
         else:
-            t.write(head)
-            view = memoryview(body)
-            for i in range(0, len(body), WRITE_PIECE):
-                t.write(view[i : i + WRITE_PIECE])
-                # Wait for the socket to take it (the timeouts run: an upstream that stops
-                # reading cannot hold the request forever).
+            await self._send_large(t, head, body)
+        while not self.status:
+            await self._wait()
+        return Response(self)
+
+    async def _send_large(self, t: asyncio.Transport, head: bytes, body: Body) -> None:
+        """Write the head and body in groups of about WRITE_PIECE bytes, waiting for the
+        socket to take each (the timeouts run: an upstream that stops reading cannot hold
+        the request forever). A group's buffers (views of the body's pieces, never
+        joined here) go in one ``writelines``: uvloop sends them with one writev."""
+        group: list[Buffer] = [head]
+        room = WRITE_PIECE
+        left = len(body)
+        for part in buffers(body):
+            view = memoryview(part)
+            size = len(view)
+            at = 0
+            while at < size:
+                n = min(room, size - at)
+                group.append(view[at : at + n] if n < size else view)
+                at += n
+                left -= n
+                room -= n
+                if room and left:
+                    continue
+                t.writelines(group)
+                group = []
+                room = WRITE_PIECE
                 while self._wpaused and not self.status and not self.closed:
                     await self._wait()
                 if self.status or self.closed:
                     # Answered (or gone) before the body was sent: stop writing; the
                     # connection is mid-request and cannot carry another one.
-                    self.cut = i + WRITE_PIECE < len(body)
-                    break
-        while not self.status:
-            await self._wait()
-        return Response(self)
+                    self.cut = left > 0
+                    return
 
     async def _wait(self) -> None:
         if self._exc is not None:

@@ -24,6 +24,7 @@ from chromagent_proxy.backends.h1client import (
     _Stale,
 )
 from chromagent_proxy.backends.h1response import Response
+from chromagent_proxy.core.body import Body
 
 Key = tuple[str, str, int]
 _TARGETS_MAX = 1024
@@ -73,7 +74,7 @@ class H1Client:
         method: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes,
+        body: Body,
         *,
         connect_timeout: float | None,
         read_timeout: float | None,

@@ -34,9 +34,10 @@ from chromagent_proxy.backends.upstream import (
     stream_error,
 )
 from chromagent_proxy.core import codec, ir
+from chromagent_proxy.core.body import Body, insert_after_brace, joined
 from chromagent_proxy.core.config import BackendConfig
 from chromagent_proxy.core.errors import InvalidRequest, UpstreamHTTPError, UpstreamProtocolError
-from chromagent_proxy.core.rawjson import rename_model
+from chromagent_proxy.core.rawjson import rename_model_parts
 from chromagent_proxy.core.sse import Framed, SSEDecoder, framed
 from chromagent_proxy.media.images import Image, check_inline_parts, collect_images
 from chromagent_proxy.media.inline import inline_images
@@ -80,7 +81,7 @@ class OpenAIBackend(BackendProvider):
         self._headers = headers
         return not errors, errors
 
-    def _body(self, request: ChatCompletionRequest) -> bytes:
+    def _body(self, request: ChatCompletionRequest) -> Body:
         ctx = current_context()
         # A stream's tokens are counted even when the client did not ask to see them: ask
         # the upstream for the usage chunk (the request path keeps it from the client).
@@ -91,8 +92,9 @@ class OpenAIBackend(BackendProvider):
         if opts is None or not add_usage:
             # Only the model's bytes change (rawjson.py); the full re-encode below is the
             # fallback for bodies where that is not certain to be right. unique: the
-            # request path refused a body with two top-level model keys (serving.py).
-            renamed = rename_model(ctx.raw_body, ctx.client_model, request.model, unique=True)
+            # request path refused a body with two top-level model keys (dialects/routed.py).
+            # Pieces, not joined: the client's bytes go to the socket as they are.
+            renamed = rename_model_parts(ctx.raw_body, ctx.client_model, request.model, unique=True)
             if renamed is not None:
                 return _with_usage(renamed) if add_usage else renamed
         try:
@@ -108,8 +110,8 @@ class OpenAIBackend(BackendProvider):
         return codec.dumps(data)
 
     async def _inline_images(
-        self, request: ChatCompletionRequest, body: bytes, backend_id: str
-    ) -> bytes:
+        self, request: ChatCompletionRequest, body: Body, backend_id: str
+    ) -> Body:
         """``inlineImages``: fetch http(s) image URLs through the guarded fetcher and send them
         as data: URLs, so a self-hosted upstream (vLLM...) never fetches a user URL itself;
         part types that may carry other URLs (video_url, file...) are refused."""
@@ -121,7 +123,7 @@ class OpenAIBackend(BackendProvider):
         remote: dict[str, Image] = {u: img for u, img in images.items() if u[:5].lower() != "data:"}
         if not remote:
             return body
-        data: dict[str, Any] = codec.loads(body)
+        data: dict[str, Any] = codec.loads(joined(body))  # off the fast path: a copy is fine
         for msg in data.get("messages") or ():
             content = msg.get("content") if isinstance(msg, dict) else None
             for part in content if isinstance(content, list) else ():
@@ -136,7 +138,7 @@ class OpenAIBackend(BackendProvider):
     def _endpoint(self, name: str) -> str:
         return self._url.removesuffix("/chat/completions") + "/" + name
 
-    async def post_native(self, name: str, body: bytes) -> bytes:
+    async def post_native(self, name: str, body: Body) -> bytes:
         """POST ``body`` to ``{baseUrl}/{name}`` and return the answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
@@ -150,7 +152,7 @@ class OpenAIBackend(BackendProvider):
             extra_headers=context_headers(),
         )
 
-    async def stream_native(self, name: str, body: bytes) -> AsyncIterator[bytes]:
+    async def stream_native(self, name: str, body: Body) -> AsyncIterator[bytes]:
         """POST ``body`` to ``{baseUrl}/{name}`` and yield the streamed answer's bytes."""
         assert self.runtime is not None and self.config is not None
         url = self._endpoint(name)
@@ -323,12 +325,11 @@ def plain_events(data: bytes) -> int:
     return end
 
 
-_USAGE_OPTION = b'{"stream_options":{"include_usage":true},'
+_USAGE_OPTION = b'"stream_options":{"include_usage":true},'
 
 
-def _with_usage(body: bytes) -> bytes:
+def _with_usage(body: Body) -> Body:
     """``stream_options.include_usage`` added to a body that has no ``stream_options``,
-    without decoding it: the key goes first in the top-level object (the body decoded as
-    a request, so it is an object with at least ``model`` and ``messages``)."""
-    i = body.find(b"{")
-    return body[:i] + _USAGE_OPTION + body[i + 1 :]
+    without decoding or copying it: the key goes first in the top-level object (the body
+    decoded as a request, so it is an object with at least ``model`` and ``messages``)."""
+    return insert_after_brace(body, _USAGE_OPTION)

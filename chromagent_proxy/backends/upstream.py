@@ -29,6 +29,7 @@ from yarl import URL
 from chromagent_proxy.backends import h1client, h1response
 from chromagent_proxy.backends.base import BackendRuntime
 from chromagent_proxy.core import codec
+from chromagent_proxy.core.body import Body, joined
 from chromagent_proxy.core.errors import (
     GatewayError,
     UpstreamProtocolError,
@@ -269,6 +270,18 @@ def stream_error(backend_id: str, exc: BaseException) -> GatewayError:
     )
 
 
+_OpenArgs = tuple[
+    BackendRuntime,
+    str,
+    str,
+    Mapping[str, str],
+    Body,
+    ErrorParser,
+    str,
+    Mapping[str, str] | None,
+]
+
+
 class open_response:  # lower case: it was a function, callers write `async with open_response(...)`
     """POST and wait for a 2xx response's headers within the first-byte timeout.
 
@@ -286,18 +299,23 @@ class open_response:  # lower case: it was a function, callers write `async with
         backend_id: str,
         url: str,
         headers: Mapping[str, str],
-        body: bytes,
+        body: Body,
         *,
         error_parser: ErrorParser = openai_error,
         hint: str = "",
         extra_headers: Mapping[str, str] | None = None,  # RequestContext.upstream_headers
     ) -> None:
-        self._args = (runtime, backend_id, url, headers, body, error_parser, hint, extra_headers)
+        self._args: _OpenArgs | None = (
+            runtime, backend_id, url, headers, body, error_parser, hint, extra_headers
+        )  # fmt: skip
         self._resp: UpstreamResponse | None = None
 
     def __aenter__(self) -> Coroutine[Any, Any, UpstreamResponse]:
-        # The coroutine itself, not one awaiting it: one frame less on every request.
-        return _open(*self._args, self)
+        # The coroutine itself, not one awaiting it: one frame less on every request. The
+        # arguments (the body among them) are let go: a stream must not hold the body.
+        args, self._args = self._args, None
+        assert args is not None, "open_response is entered once"
+        return _open(*args, self)
 
     async def __aexit__(
         self,
@@ -322,7 +340,7 @@ async def _open(
     backend_id: str,
     url: str,
     base_headers: Mapping[str, str],
-    body: bytes,
+    body: Body,
     error_parser: ErrorParser,
     hint: str,
     extra: Mapping[str, str] | None,
@@ -349,12 +367,13 @@ async def _open(
                 head_timeout=runtime.first_byte_timeout,
             )
         else:
+            whole = joined(body)  # aiohttp takes one buffer (or a file)
             async with asyncio.timeout(runtime.first_byte_timeout):
                 resp = await runtime.session.post(
                     url,
                     # Large bodies (images) as a file, which aiohttp writes in pieces: raw
                     # bytes past 1 MiB would go out in one write (and aiohttp warns about it).
-                    data=body if len(body) < _LARGE_BODY else io.BytesIO(body),
+                    data=whole if len(whole) < _LARGE_BODY else io.BytesIO(whole),
                     headers=headers,
                     timeout=runtime.timeout,
                     # A redirect would re-send the provider key and the prompt to another host.
@@ -401,7 +420,7 @@ async def post_read(
     backend_id: str,
     url: str,
     headers: Mapping[str, str],
-    body: bytes,
+    body: Body,
     limit: int,
     *,
     error_parser: ErrorParser = openai_error,

@@ -21,7 +21,7 @@ objects beyond one string) settle it:
 
 Searches use ``bytes.find`` / ``rfind`` over a bounded head or from the end, so the cost
 is two C-level parses of the body and one copy of it, against a full decode to Python
-objects and a full encode.
+objects and a full encode; with ``unique`` no copy (``rename_model_parts``).
 
 With ``unique`` the caller also knows the body is valid JSON (the request path decoded
 it), and the candidate's depth is settled from its surroundings instead of a parse of
@@ -45,6 +45,8 @@ full check above runs. ``unique`` then makes the key the only top-level ``model`
 from __future__ import annotations
 
 import msgspec
+
+from chromagent_proxy.core.body import JOIN_BELOW, Body, Pieces, joined
 
 _KEY = b'"model"'
 _HEAD = 512  # where a body that starts with its model has it
@@ -76,6 +78,16 @@ def _skip_ws(buf: bytes, j: int) -> int:
 
 def rename_model(raw: bytes, old: str, new: str, *, unique: bool = False) -> bytes | None:
     """``raw`` with its top-level ``model`` value ``old`` replaced by ``new``; None if unsure.
+    One ``bytes``: ``rename_model_parts`` joined."""
+    out = rename_model_parts(raw, old, new, unique=unique)
+    return None if out is None else joined(out)
+
+
+def rename_model_parts(raw: bytes, old: str, new: str, *, unique: bool = False) -> Body | None:
+    """``rename_model`` as the pieces it is made of, not joined: with ``unique`` (when the
+    key's depth is settled from its surroundings) the client's bytes before and after the
+    value, as views, around the new value; the sender writes them as they are (core/body.py).
+    A body under ``JOIN_BELOW`` is joined (cheaper than pieces for ≈ 1 KB).
 
     ``unique``: the caller knows the body has at most one top-level ``model`` key in any
     spelling (the request path refuses others: dialects/routed.py), so the
@@ -92,7 +104,7 @@ def rename_model(raw: bytes, old: str, new: str, *, unique: bool = False) -> byt
     return out
 
 
-def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> bytes | None:
+def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> Body | None:
     """Replace the value of the ``"model"`` key at ``key`` if it is the top-level one."""
     j = _skip_ws(raw, key + len(_KEY))
     if raw[j : j + 1] != b":":
@@ -107,11 +119,14 @@ def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> bytes | 
         if end <= 0 or _decode_str(raw[start:end]) != old:
             return None
         view = memoryview(raw)
-        out = b"".join((view[:start], _encode(new), view[end:]))
+        parts = (view[:start], _encode(new), view[end:])
         if unique:
             top = _top_level(raw, key, end)
             if top is not None:
-                return out if top else None
+                if not top:
+                    return None
+                return Pieces(parts) if len(raw) >= JOIN_BELOW else b"".join(parts)
+        out = b"".join(parts)  # the checks below parse the renamed body
         if _decode_top(out).model != new:
             return None  # not the last top-level key: a nested one, text, or a duplicate
         cut = key

@@ -23,6 +23,7 @@ from chromagent_proxy.backends.h1client import (
 from chromagent_proxy.backends.h1pool import H1Client
 from chromagent_proxy.backends.h1response import Response
 from chromagent_proxy.backends.upstream import read_capped
+from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import UpstreamProtocolError
 
 Handler = Callable[[int, int, asyncio.StreamReader, asyncio.StreamWriter], Awaitable[bool]]
@@ -101,7 +102,7 @@ async def _read(resp: Response) -> bytes:
     return out
 
 
-async def request(client: H1Client, url: str, body: bytes = b"{}", **kw: float) -> Response:
+async def request(client: H1Client, url: str, body: Body = b"{}", **kw: float) -> Response:
     return await client.request(
         "POST",
         url,

@@ -9,6 +9,7 @@ changed; when it cannot be sure it must say so (None), and the gateway re-encode
 
 from __future__ import annotations
 
+import itertools
 import json
 from typing import Any
 
@@ -17,7 +18,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from chromagent_proxy.core import rawjson
-from chromagent_proxy.core.rawjson import rename_model
+from chromagent_proxy.core.body import JOIN_BELOW, Body, Pieces, insert_after_brace, joined
+from chromagent_proxy.core.rawjson import rename_model, rename_model_parts
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -131,7 +133,28 @@ def _unique_rename(raw: bytes, pairs: Pairs, model: str, new: str) -> bytes | No
         assert out == checked
     if out is not None:
         assert parse(out) == [(k, new if k == "model" else plain(v)) for k, v in pairs]
+    _check_parts(raw, model, new, out)
     return out
+
+
+def _check_parts(raw: bytes, model: str, new: str, out: bytes | None) -> Body | None:
+    """``rename_model_parts`` joined is ``rename_model``'s body, and when it answers in
+    pieces nothing of the client's body was copied: views of ``raw`` itself before and
+    after the new value, which is the JSON string of ``new``. A small body is joined."""
+    parts = rename_model_parts(raw, model, new, unique=True)
+    assert (parts is None) == (out is None)
+    if parts is None:
+        return None
+    assert joined(parts) == out and len(parts) == len(out or b"")
+    if len(raw) < JOIN_BELOW:
+        assert isinstance(parts, bytes)
+    if isinstance(parts, Pieces):
+        before, value, after = parts.parts
+        assert isinstance(before, memoryview) and before.obj is raw
+        assert isinstance(after, memoryview) and after.obj is raw
+        assert bytes(before) == raw[: len(before)] and raw.endswith(after)
+        assert orjson.loads(value) == new
+    return parts
 
 
 @SETTINGS
@@ -213,7 +236,11 @@ def test_unique_rename_around_long_members(
         raw = raw[:-1] + b',"pad1":"' + pad.encode() + b'"}'
         pairs = [*pairs, ("pad1", pad)]
     assert parse(raw) == plain(("obj", pairs))
-    _unique_rename(raw, pairs, model, new)
+    out = _unique_rename(raw, pairs, model, new)
+    if out is not None and pad_first != pad_last:
+        # One side of the key is short enough for the depth check (≤ _PART): settled
+        # without the renamed body, so this large body goes as pieces, uncopied.
+        assert isinstance(rename_model_parts(raw, model, new, unique=True), Pieces)
 
 
 def test_unique_depth_check_cases() -> None:
@@ -255,3 +282,27 @@ def test_unique_depth_check_cases() -> None:
     assert ren('{"s": "\\"model\\": \\"a\\"}", "model": "a"}') == (
         b'{"s": "\\"model\\": \\"a\\"}", "model": "b"}'
     )
+
+
+@SETTINGS
+@given(
+    bodies(), st.lists(st.integers(0, 10_000), max_size=4), st.sampled_from(["", " ", "\n" * 70])
+)
+def test_insert_after_brace_on_any_cut_of_the_body(
+    body: tuple[bytes, Pairs, str], cuts: list[int], lead: str
+) -> None:
+    """The usage option goes right after the body's opening brace however the body is cut
+    into pieces (bytes or views, the brace in any piece, past long leading whitespace)."""
+    raw = lead.encode() + body[0]
+    at = sorted({min(c, len(raw)) for c in cuts})
+    bounds = [0, *at, len(raw)]
+    pieces = tuple(
+        memoryview(raw)[a:b] if i % 2 else raw[a:b]
+        for i, (a, b) in enumerate(itertools.pairwise(bounds))
+    )
+    opt = b'"stream_options":{"include_usage":true},'
+    brace = raw.index(b"{") + 1
+    expected = raw[:brace] + opt + raw[brace:]
+    assert joined(insert_after_brace(Pieces(pieces), opt)) == expected
+    assert joined(insert_after_brace(raw, opt)) == expected
+    assert json.loads(expected[:brace] + expected[brace + len(opt) :]) is not None

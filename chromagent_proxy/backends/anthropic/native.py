@@ -1,8 +1,9 @@
 """The native Messages path: a Messages client's body to an anthropic / vertex-anthropic
 upstream with only what must change (DESIGN.md §9 "same dialect, no IR").
 
-- ``model`` becomes the upstream name (routing's modelMapping); on Vertex it leaves the
-  body (it is in the URL) and ``anthropic_version: vertex-2023-10-16`` joins it;
+- ``model`` becomes the upstream name (routing's modelMapping: only the value's bytes,
+  rawjson.py); on Vertex it leaves the body (it is in the URL) and
+  ``anthropic_version: vertex-2023-10-16`` joins it;
 - thinking blocks whose signature the gateway made (``cgs1_`` prefix, for a turn another
   backend answered) are removed: Anthropic rejects signatures it did not issue;
 - every other byte is the client's (cache_control, signed thinking, fields the gateway does
@@ -32,7 +33,9 @@ from chromagent_proxy.backends.upstream import (
     read_capped,
 )
 from chromagent_proxy.core import codec
+from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
+from chromagent_proxy.core.rawjson import rename_model_parts
 
 if TYPE_CHECKING:
     from chromagent_proxy.backends.anthropic.provider import AnthropicBackend
@@ -87,11 +90,18 @@ def _strip_gateway_thinking(data: dict[str, Any]) -> None:
             ]
 
 
-def rewrite_body(provider: AnthropicBackend, body: bytes, client_model: str, model: str) -> bytes:
+def rewrite_body(provider: AnthropicBackend, body: bytes, client_model: str, model: str) -> Body:
     """The client's body with only what must change."""
     gateway_thinking = GATEWAY_SIGNATURE in body
-    if not provider.vertex and model == client_model and not gateway_thinking:
-        return body
+    if not provider.vertex and not gateway_thinking:
+        if model == client_model:
+            return body
+        # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
+        # re-encode below is the fallback. unique: the request path refused a body with
+        # two top-level model keys (dialects/routed.py).
+        renamed = rename_model_parts(body, client_model, model, unique=True)
+        if renamed is not None:
+            return renamed
     data = codec.loads(body)
     if gateway_thinking:
         _strip_gateway_thinking(data)
@@ -147,7 +157,7 @@ async def open_native(
     provider: AnthropicBackend,
     stack: AsyncExitStack,
     url: str,
-    body: bytes,
+    body: Body,
     client: Mapping[str, str],
     *,
     betas: bool = True,

@@ -156,8 +156,8 @@ class AnthropicBackend(BackendProvider):
         stream: bool,
     ) -> UpstreamResponse:
         url = self._url_for(model, stream)
-        body = native.rewrite_body(self, body, client_model, model)
-        return await native.open_native(self, stack, url, body, client_headers)
+        sent = native.rewrite_body(self, body, client_model, model)
+        return await native.open_native(self, stack, url, sent, client_headers)
 
     async def count_messages_tokens(
         self, body: bytes, client_headers: Mapping[str, str], model: str
