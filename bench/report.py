@@ -192,6 +192,7 @@ def slow(data: dict[str, Any]) -> list[str]:
 
 def goals(data: dict[str, Any]) -> list[str]:
     rows: Rows = data["rows"]
+
     def g(scenario: str, level: int) -> dict[str, Any] | None:
         return _get(rows, "gateway", scenario, level)
 

@@ -279,7 +279,11 @@ def ollama_json(shape: sc.Shape) -> bytes:
 
 def ollama_events(shape: sc.Shape) -> list[bytes]:
     if shape.tools:
-        first: dict[str, object] = {"role": "assistant", "content": "", "tool_calls": _ollama_calls()}
+        first: dict[str, object] = {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": _ollama_calls(),
+        }
         lines = [_ollama(first, False, shape.model)]
     else:
         lines = [

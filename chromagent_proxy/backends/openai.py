@@ -23,13 +23,11 @@ from chromagent_proxy.backends.base import (
     current_context,
 )
 from chromagent_proxy.backends.shell import stream_events
-from chromagent_proxy.backends.upstream import (
+from chromagent_proxy.backends.upstream import error_in_ok_body, open_response, post_read
+from chromagent_proxy.backends.upstream_read import (
     DEFAULT_BODY_LIMIT,
     STREAM_ERRORS,
     body_chunks,
-    error_in_ok_body,
-    open_response,
-    post_read,
     read_capped,
     stream_error,
 )

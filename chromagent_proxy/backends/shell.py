@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from typing import Generic, Literal, TypeVar
 
-from chromagent_proxy.backends.upstream import (
+from chromagent_proxy.backends.upstream_read import (
     STREAM_ERRORS,
     UpstreamResponse,
     body_chunks,

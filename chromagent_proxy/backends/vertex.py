@@ -17,7 +17,8 @@ from urllib.parse import quote, urlsplit
 from multidict import CIMultiDictProxy
 
 from chromagent_proxy.backends.base import context_headers
-from chromagent_proxy.backends.upstream import ErrorParser, UpstreamResponse, open_response
+from chromagent_proxy.backends.upstream import ErrorParser, open_response
+from chromagent_proxy.backends.upstream_read import UpstreamResponse
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from chromagent_proxy.backends.upstream import DECOMPRESSED_LIMIT
+from chromagent_proxy.backends.upstream_read import DECOMPRESSED_LIMIT
 from tests.chaos.test_upstream_faults import COMPLETION, config, gateway
 from tests.e2e.test_gemini_schema_budget import ref_dag
 from tests.support.chaos import Conn, FaultServer, scaled

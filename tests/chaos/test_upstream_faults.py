@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from chromagent_proxy import GatewayServer
-from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT
+from chromagent_proxy.backends.upstream_read import DEFAULT_BODY_LIMIT
 from chromagent_proxy.core.sse import MAX_LINE_BYTES, SSEDecoder
 from tests.support.chaos import (
     Conn,

@@ -15,7 +15,7 @@ import openai
 import pytest
 from aiohttp import web
 
-from chromagent_proxy.backends.upstream import DECOMPRESSED_LIMIT
+from chromagent_proxy.backends.upstream_read import DECOMPRESSED_LIMIT
 from tests.support.gateway import run_gateway, sdk
 from tests.support.upstream import FakeUpstream, Handler, stream_reply
 

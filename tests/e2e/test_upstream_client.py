@@ -22,7 +22,7 @@ from chromagent_proxy.backends.h1client import (
 )
 from chromagent_proxy.backends.h1pool import H1Client
 from chromagent_proxy.backends.h1response import Response
-from chromagent_proxy.backends.upstream import read_capped
+from chromagent_proxy.backends.upstream_read import read_capped
 from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import UpstreamProtocolError
 

@@ -26,12 +26,8 @@ from multidict import CIMultiDictProxy
 
 from chromagent_proxy.backends.anthropic.errors import http_error
 from chromagent_proxy.backends.base import context_headers
-from chromagent_proxy.backends.upstream import (
-    ERROR_BODY_LIMIT,
-    UpstreamResponse,
-    open_response,
-    read_capped,
-)
+from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT, open_response
+from chromagent_proxy.backends.upstream_read import UpstreamResponse, read_capped
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError

@@ -29,7 +29,11 @@ from chromagent_proxy.backends.anthropic.request import (
 )
 from chromagent_proxy.backends.base import BackendProvider, RequestContext
 from chromagent_proxy.backends.shell import stream_events
-from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, UpstreamResponse, read_capped
+from chromagent_proxy.backends.upstream_read import (
+    DEFAULT_BODY_LIMIT,
+    UpstreamResponse,
+    read_capped,
+)
 from chromagent_proxy.backends.vertex import TokenSource, model_prefix, post, retrying_parser
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.config import BackendConfig

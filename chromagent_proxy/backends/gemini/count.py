@@ -13,7 +13,8 @@ from urllib.parse import quote
 
 from chromagent_proxy.backends.base import RequestContext
 from chromagent_proxy.backends.gemini.request import build_body
-from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.upstream import ERROR_BODY_LIMIT
+from chromagent_proxy.backends.upstream_read import read_capped
 from chromagent_proxy.backends.vertex import post
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import UpstreamProtocolError

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from chromagent_proxy.backends.base import RequestContext
 from chromagent_proxy.backends.embed import in_batches
-from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.upstream_read import DEFAULT_BODY_LIMIT, read_capped
 from chromagent_proxy.backends.vertex import post
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import UpstreamProtocolError

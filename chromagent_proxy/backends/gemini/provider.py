@@ -22,7 +22,7 @@ from chromagent_proxy.backends.gemini import embed as embedding
 from chromagent_proxy.backends.gemini.errors import gemini_error, trailing_error
 from chromagent_proxy.backends.gemini.request import build_body
 from chromagent_proxy.backends.shell import stream_events
-from chromagent_proxy.backends.upstream import DEFAULT_BODY_LIMIT, read_capped
+from chromagent_proxy.backends.upstream_read import DEFAULT_BODY_LIMIT, read_capped
 from chromagent_proxy.backends.vertex import model_prefix, post, retrying_parser
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.config import BackendConfig

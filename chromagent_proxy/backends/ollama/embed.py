@@ -9,12 +9,8 @@ import msgspec
 
 from chromagent_proxy.backends.base import BackendRuntime, context_headers
 from chromagent_proxy.backends.embed import in_batches
-from chromagent_proxy.backends.upstream import (
-    DEFAULT_BODY_LIMIT,
-    ErrorParser,
-    open_response,
-    read_capped,
-)
+from chromagent_proxy.backends.upstream import ErrorParser, open_response
+from chromagent_proxy.backends.upstream_read import DEFAULT_BODY_LIMIT, read_capped
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.errors import UpstreamProtocolError
 

@@ -18,12 +18,8 @@ from chromagent_proxy.backends.ollama import stream
 from chromagent_proxy.backends.ollama.errors import error_parser
 from chromagent_proxy.backends.ollama.request import build_body
 from chromagent_proxy.backends.shell import stream_events
-from chromagent_proxy.backends.upstream import (
-    ACCEPT_ENCODING,
-    DEFAULT_BODY_LIMIT,
-    open_response,
-    read_capped,
-)
+from chromagent_proxy.backends.upstream import open_response
+from chromagent_proxy.backends.upstream_read import ACCEPT_ENCODING, DEFAULT_BODY_LIMIT, read_capped
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.config import BackendConfig
 from chromagent_proxy.core.errors import UpstreamHTTPError, UpstreamProtocolError

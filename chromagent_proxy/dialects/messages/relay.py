@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from chromagent_proxy.backends.upstream import (
+from chromagent_proxy.backends.upstream_read import (
     DEFAULT_BODY_LIMIT,
     STREAM_ERRORS,
     UpstreamResponse,
