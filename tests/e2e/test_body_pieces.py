@@ -105,6 +105,26 @@ async def test_a_small_renamed_stream_body_is_exact_too(upstream: FakeUpstream) 
     )
 
 
+@pytest.mark.parametrize("renamed", [True, False])
+async def test_a_stream_with_stream_options_null_still_asks_for_the_usage(
+    upstream: FakeUpstream, renamed: bool
+) -> None:
+    # Some clients send every unset option as null. The option put in front of the body
+    # would lose to the client's later null (the last key wins in most parsers), and the
+    # stream's tokens would go uncounted: the body is re-encoded with the option instead.
+    raw = b'{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":null}'
+    mapping = MAPPING if renamed else {}
+    config = {"backends": [backend(upstream, "a", modelMapping=mapping)], "defaultBackend": "a"}
+    async with run_gateway(config) as gw:
+        status, reply = await post(f"{gw.url}/v1/chat/completions", raw)
+    assert status == 200 and reply == sse("a")
+    sent = json.loads(upstream.received[0].body)  # the last copy of a key wins here
+    assert sent["stream_options"] == {"include_usage": True}
+    assert upstream.received[0].body.count(b"stream_options") == 1
+    assert sent["model"] == ("gpt-4o-2024-08-06" if renamed else "gpt-4o")
+    assert sent["messages"] == [{"role": "user", "content": "hi"}]
+
+
 MESSAGE = {
     "id": "msg_1",
     "type": "message",

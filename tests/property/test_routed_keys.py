@@ -127,13 +127,22 @@ def test_embeddings(case: tuple[str, str | None]) -> None:
         (b'{"model": 5, "messages": []}', "Expected `str`, got `int` - at `$.model`"),
         (b'{"model": "a", "stream": "yes", "messages": []}', "Expected `bool | null`, got `str`"),
         (b'{"model": "a", "messages": [], "stream": [1]}', "Expected `bool | null`, got `array`"),
+        # stream_options is watched (its presence matters to the relay): same messages.
+        (
+            b'{"model": "a", "messages": [], "stream_options": {"include_usage": 5}}',
+            "Expected `bool`, got `int` - at `$.stream_options.include_usage`",
+        ),
+        (
+            b'{"model": "a", "messages": [], "stream_options": 3}',
+            "Expected `object | null`, got `int` - at `$.stream_options`",
+        ),
     ],
 )
 def test_wrong_types_are_named_as_before(body: bytes, message: str) -> None:
     with pytest.raises(InvalidRequest) as err:
         parse_request(body)
     assert message in err.value.message
-    assert err.value.param in ("model", "stream")
+    assert err.value.param in ("model", "stream", "stream_options", "stream_options.include_usage")
 
 
 def test_a_large_prompt_is_checked_alike() -> None:

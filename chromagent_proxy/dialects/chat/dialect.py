@@ -21,17 +21,24 @@ from chromagent_proxy.schema.openai import (
     ChatCompletion,
     ChatCompletionChunk,
     ChatCompletionRequest,
+    StreamOptions,
 )
 
 if TYPE_CHECKING:  # a runtime import would point upward
     from chromagent_proxy.backends.base import BackendProvider, RequestContext
 
-_decode_request = RoutedDecoder(ChatCompletionRequest)
+# stream_options watched: a body relay must know a client's "stream_options": null is there
+# (it cannot add the usage option in front of it: the client's later null would win).
+_decode_request = RoutedDecoder(ChatCompletionRequest, watch=("stream_options",))
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 
 def parse_request(body: bytes) -> ChatCompletionRequest:
-    req = decode_body(_decode_request, body)
+    return _parse(body)[0]
+
+
+def _parse(body: bytes) -> tuple[ChatCompletionRequest, list[str]]:
+    req, seen = decode_body(_decode_request.decode_seen, body)
     if not req.messages:
         raise InvalidRequest("'messages' must contain at least one message", param="messages")
     for i, msg in enumerate(req.messages):
@@ -48,7 +55,7 @@ def parse_request(body: bytes) -> ChatCompletionRequest:
             )
     if req.n is not None and req.n < 1:
         raise InvalidRequest("'n' must be at least 1", param="n")
-    return req
+    return req, seen
 
 
 class ChatDialect(ConversationDialect):
@@ -56,7 +63,7 @@ class ChatDialect(ConversationDialect):
     stream_end: ClassVar[bytes] = DONE
 
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
-        req = parse_request(body)
+        req, seen = _parse(body)
         stream = bool(req.stream)
         images = any(
             isinstance(m.content, list) and any(p.type == "image_url" for p in m.content)
@@ -70,6 +77,7 @@ class ChatDialect(ConversationDialect):
             body,
             req,
             include_usage=bool(stream and req.stream_options and req.stream_options.include_usage),
+            state=req.stream_options is None and "stream_options" in seen,  # sent as null
         )
 
     def to_ir(self, inbound: Inbound, backend_dialect: str) -> ir.Request:
@@ -106,8 +114,12 @@ class ChatDialect(ConversationDialect):
             # (a 1 MB prompt was held three times, issue 20). Another attempt that needs
             # them decodes the body again (_native).
             inbound.native = None
+            # A client's "stream_options": null stands as an option that asks for nothing:
+            # the relay then re-encodes the body with the usage option instead of putting
+            # one in front of the null.
+            opts = StreamOptions(include_usage=False) if inbound.state else req.stream_options
             return ChatCompletionRequest(
-                ctx.upstream_model, [], stream=req.stream, stream_options=req.stream_options
+                ctx.upstream_model, [], stream=req.stream, stream_options=opts
             )
         if ctx.upstream_model == req.model:
             return req
