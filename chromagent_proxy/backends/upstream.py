@@ -20,13 +20,13 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from chromagent_proxy.backends import h1client, h1response
+from chromagent_proxy.backends import h1client
 from chromagent_proxy.backends.base import BackendRuntime
 from chromagent_proxy.backends.upstream_read import (
     ACCEPT_ENCODING,
     UpstreamResponse,
     read_capped,
-    too_large,
+    whole_now,
 )
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.body import Body, joined
@@ -285,12 +285,7 @@ async def post_read(
         runtime, backend_id, url, headers, body, error_parser, hint, extra_headers, None
     )
     try:
-        if type(resp) is h1response.Response and resp.encoding is None:
-            data = resp.whole()
-            if data is not None:
-                if len(data) > limit:
-                    raise too_large(backend_id, limit)
-                return data
-        return await read_capped(resp, limit, backend_id)
+        data = whole_now(resp, limit, backend_id)
+        return data if data is not None else await read_capped(resp, limit, backend_id)
     finally:
         _release(resp)

@@ -115,14 +115,21 @@ async def _inflate(resp: UpstreamResponse, backend_id: str, encoding: str) -> As
         raise UpstreamProtocolError(f"backend '{backend_id}' ended a {encoding} body early")
 
 
-async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes:
-    """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
+def whole_now(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes | None:
+    """The whole body when it already arrived with the head (no await), else None."""
     if type(resp) is h1response.Response and resp.encoding is None:
         data = resp.whole()
-        if data is not None:
-            if len(data) > limit:
-                raise too_large(backend_id, limit)
-            return data
+        if data is not None and len(data) > limit:
+            raise too_large(backend_id, limit)
+        return data
+    return None
+
+
+async def read_capped(resp: UpstreamResponse, limit: int, backend_id: str) -> bytes:
+    """Read a whole body, refusing to hold more than ``limit`` bytes (Content-Length is not trusted)."""
+    data = whole_now(resp, limit, backend_id)
+    if data is not None:
+        return data
     parts: list[bytes] = []
     size = 0
     try:

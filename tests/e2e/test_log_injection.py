@@ -10,12 +10,12 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.support.cli_process import start_gateway
+from tests.support.cli_process import CliProcess, start_gateway
 
 FORGED = "2026-01-01T00:00:00.000Z 10.0.0.1 POST /v1/admin 200 mock/forged 1ms"
 
 
-async def test_control_characters_cannot_forge_text_log_lines(tmp_path: Path) -> None:
+async def _start(tmp_path: Path, fmt: str) -> CliProcess:
     cfg = tmp_path / "gw.json"
     cfg.write_text(
         json.dumps(
@@ -27,9 +27,13 @@ async def test_control_characters_cannot_forge_text_log_lines(tmp_path: Path) ->
             }
         )
     )
-    p = await start_gateway(
-        ["--config", str(cfg), "--port", "0", "--log-format", "text"], tmp_path, "text"
+    return await start_gateway(
+        ["--config", str(cfg), "--port", "0", "--log-format", fmt], tmp_path, fmt
     )
+
+
+async def test_control_characters_cannot_forge_text_log_lines(tmp_path: Path) -> None:
+    p = await _start(tmp_path, "text")
     models = [f"echo\n{FORGED}", f"echo\r{FORGED}", f"echo\u2028{FORGED}", f"echo\x1b[2J{FORGED}"]
     try:
         async with aiohttp.ClientSession() as s:
@@ -71,18 +75,7 @@ async def test_a_session_header_that_is_not_utf8_is_answered_and_logged(
     tmp_path: Path, fmt: str
 ) -> None:
     # Clients name their session in a header (Codex: session-id); its bytes are theirs.
-    cfg = tmp_path / "gw.json"
-    cfg.write_text(
-        json.dumps(
-            {
-                "backends": [{"id": "mock", "type": "mock"}],
-                "routingRules": [{"condition": "model: echo*", "backendId": "mock"}],
-            }
-        )
-    )
-    p = await start_gateway(
-        ["--config", str(cfg), "--port", "0", "--log-format", fmt], tmp_path, fmt
-    )
+    p = await _start(tmp_path, fmt)
     body = json.dumps({"model": "echo", "input": "hi"}).encode()
     try:
         answers = [
