@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import msgspec
 
+from chromagent_proxy.core import codec
 from chromagent_proxy.core.body import JOIN_BELOW, Body, Pieces, joined
 
 _KEY = b'"model"'
@@ -102,6 +103,20 @@ def rename_model_parts(raw: bytes, old: str, new: str, *, unique: bool = False) 
         if last >= 0 and last != first:
             out = _rewrite(raw, last, old, new, unique)
     return out
+
+
+def with_model(raw: bytes, old: str, new: str) -> Body:
+    """A parsed request's body with its top-level model ``old`` renamed ``new``, for a relay:
+    in place when certain (pieces, ``unique``: the request path refused repeated model
+    keys, dialects/routed.py), else decoded and re-encoded with the new model."""
+    if old == new:
+        return raw
+    renamed = rename_model_parts(raw, old, new, unique=True)
+    if renamed is not None:
+        return renamed
+    data = codec.loads(raw)
+    data["model"] = new
+    return codec.dumps(data)
 
 
 def _rewrite(raw: bytes, key: int, old: str, new: str, unique: bool) -> Body | None:

@@ -14,9 +14,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import msgspec
 
 from chromagent_proxy.core import codec, ir
-from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, UnsupportedFeature
-from chromagent_proxy.core.rawjson import rename_model_parts
+from chromagent_proxy.core.rawjson import with_model
 from chromagent_proxy.dialects.base import DirectDialect, Inbound, decode_body
 from chromagent_proxy.dialects.routed import RoutedDecoder
 
@@ -75,18 +74,7 @@ class EmbeddingsDialect(DirectDialect):
     async def relay(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
     ) -> tuple[bytes, ir.Usage | None]:
-        body: Body = inbound.body
-        if ctx.upstream_model != inbound.model:
-            # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
-            # re-encode is the fallback. unique: parse refused repeated model keys (routed.py).
-            renamed = rename_model_parts(
-                inbound.body, inbound.model, ctx.upstream_model, unique=True
-            )
-            if renamed is None:
-                data = codec.loads(inbound.body)
-                data["model"] = ctx.upstream_model
-                renamed = codec.dumps(data)
-            body = renamed
+        body = with_model(inbound.body, inbound.model, ctx.upstream_model)
         payload: bytes = await provider.post_native("embeddings", body)  # type: ignore[attr-defined]
         m = _PROMPT.search(payload, max(0, payload.rfind(b'"usage"')))
         return payload, ir.Usage(input=int(m.group(1))) if m else None

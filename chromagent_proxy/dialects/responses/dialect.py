@@ -17,7 +17,7 @@ from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
 from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import GatewayError, InvalidRequest, NotFound
-from chromagent_proxy.core.rawjson import rename_model_parts
+from chromagent_proxy.core.rawjson import with_model
 from chromagent_proxy.core.seal import Sealer
 from chromagent_proxy.core.sse import Framed, SSEDecoder
 from chromagent_proxy.dialects.base import (
@@ -170,16 +170,7 @@ class ResponsesDialect(ConversationDialect):
         return cfg is not None and cfg.native_responses and hasattr(provider, "post_native")
 
     def _body(self, inbound: Inbound, ctx: RequestContext) -> Body:
-        if ctx.upstream_model == inbound.model:
-            return inbound.body
-        # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
-        # re-encode is the fallback. unique: parse refused repeated model keys (routed.py).
-        renamed = rename_model_parts(inbound.body, inbound.model, ctx.upstream_model, unique=True)
-        if renamed is not None:
-            return renamed
-        data = codec.loads(inbound.body)
-        data["model"] = ctx.upstream_model
-        return codec.dumps(data)
+        return with_model(inbound.body, inbound.model, ctx.upstream_model)
 
     async def relay(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
