@@ -5,7 +5,8 @@
 Each argument directory holds a ``chromagent_proxy/`` package; the word ``nginx``
 instead of a directory runs nginx ``proxy_pass`` (the floor) in that slot, so
 ``python -m bench.ab nginx . openai-json:64`` gives the gateway's CPU per request
-as a ratio to nginx's, median of interleaved rounds (issue 20). Rounds alternate
+as a ratio to nginx's, median of interleaved rounds (issue 20); ``relay-aiohttp`` and
+``relay-protocol`` run the relays with no gateway logic (``bench/floors.py``). Rounds alternate
 A and B (and which goes first), each on a freshly started gateway pinned like
 ``make bench``, so background load hits both alike; medians are reported. This
 is how every optimisation in bench/README.md was measured.
@@ -22,9 +23,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from bench import floors
 from bench import scenarios as sc
 from bench import targets as tg
-from bench.load import run_count, run_load, run_slow, scenario_job
+from bench.load import run_count, run_load, run_slow
 
 NGINX = Path("nginx")
 
@@ -40,6 +42,8 @@ OVERLAY: dict[str, dict[str, Any]] = {"A": {}, "B": {}}  # --tracing-b: B traces
 def target(src: Path, raw: Path, label: str) -> tg.Target:
     if src == NGINX:
         return tg.Nginx(raw)
+    if str(src) in floors.KINDS:
+        return floors.Floor(str(src), raw)
     return tg.Gateway(raw, CONFIG[label], src, OVERLAY[label])
 
 
@@ -108,16 +112,18 @@ async def instructions(
     raw = tg.ROOT / "bench" / "results" / "raw" / f"ab-{tg.UPSTREAM_PORT}"
     raw.mkdir(parents=True, exist_ok=True)
     out = raw / f"callgrind.{src.name}.{label}.{tg.UPSTREAM_PORT}.out"
-    gw = tg.Gateway(raw, CONFIG[label], src, OVERLAY[label])
+    gw = target(src, raw, label)
+    if src == NGINX:
+        raise SystemExit("--instr counts a Python target: nginx runs a worker process")
     gw.prepare()
-    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p"]
-    cmd += [sys.executable, "-m", "chromagent_proxy", "--config", "gateway.json"]
+    cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}.%p", *gw.command()]
     proc = subprocess.Popen(
         cmd, cwd=raw, env=gw.env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
         tg.wait_port(gw.port, proc, 1200)  # valgrind on a busy machine: minutes
-        job = scenario_job(scen, tg.HOST, gw.port)
+        job = gw.job(scen)
+        assert job is not None, f"{gw.name} cannot run {scen.name}"
         await run_count(job, conc, 300)  # warm: imports, caches, connection pool
         for f in raw.glob(f"{out.name}.*"):
             f.unlink()

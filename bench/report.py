@@ -13,12 +13,15 @@ import orjson
 
 PEERS = ("nginx", "litellm", "portkey")
 ORDER = ("direct", "gateway", "nginx", "litellm", "portkey")
+FLOORS = ("relay-aiohttp", "relay-protocol")  # bench/floors.py: only in the headline table
 NAMES = {
     "direct": "direct (no proxy)",
     "gateway": "**chromagent_proxy**",
     "nginx": "nginx proxy_pass",
     "litellm": "LiteLLM proxy",
     "portkey": "Portkey gateway",
+    "relay-aiohttp": "relay on aiohttp's server, no gateway logic",
+    "relay-protocol": "relay on a bare asyncio protocol, no gateway logic",
 }
 
 SHORT = {
@@ -155,19 +158,26 @@ def floor(data: dict[str, Any]) -> list[str]:
     rows: Rows = data["rows"]
     out = [
         "| scenario | clients | chromagent CPU µs/req | nginx CPU µs/req | ratio | target | "
-        "chromagent p99 ÷ p50 |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "chromagent p99 ÷ p50 | aiohttp relay ÷ nginx | bare relay ÷ nginx |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+
+    def ratio(a: float | None, b: float | None) -> str:
+        return f"{a / b:.1f}×" if a and b else "–"
+
     for scen in ("openai-json", "openai-stream"):
         for lvl in sorted({r["concurrency"] for r in rows if r["scenario"] == scen}):
             g, n = _get(rows, "gateway", scen, lvl), _get(rows, "nginx", scen, lvl)
             if not g or lvl < 16:
                 continue
             gc, nc = g.get("cpu_us_per_req"), (n or {}).get("cpu_us_per_req")
-            ratio = f"{gc / nc:.1f}×" if gc and nc else "–"
+            relays = [
+                ratio((_get(rows, f, scen, lvl) or {}).get("cpu_us_per_req"), nc) for f in FLOORS
+            ]
             spread = f"{g['lat_p99_ms'] / g['lat_p50_ms']:.1f}" if g.get("lat_p50_ms") else "–"
             out.append(
-                f"| {scen} | {lvl} | {_f(gc, 1)} | {_f(nc, 1)} | {ratio} | ≤ 5× | {spread} |"
+                f"| {scen} | {lvl} | {_f(gc, 1)} | {_f(nc, 1)} | {ratio(gc, nc)} | ≤ 5× | "
+                f"{spread} | {relays[0]} | {relays[1]} |"
             )
     return out
 
@@ -302,7 +312,10 @@ def write(data: dict[str, Any], out: Path) -> None:
         "",
         "Access log on (JSON to stdout), `modelMapping` renaming the model, a ≈ 1.1 KB chat "
         "body; nginx `proxy_pass` relays the same requests in the same run. Only the ratios "
-        "compare across machines. p99 ÷ p50 ≤ 10 is the fairness target (issue 20).",
+        "compare across machines. p99 ÷ p50 ≤ 10 is the fairness target (issue 20). The "
+        "last two columns are floors (`bench/floors.py`): the same requests relayed through "
+        "the gateway's upstream client with no gateway logic, on aiohttp's server and on a "
+        "bare asyncio protocol with httptools' parser (JSON only).",
         "",
         *floor(data),
         "",
@@ -322,6 +335,7 @@ def write(data: dict[str, Any], out: Path) -> None:
     skipped = [
         f"- {NAMES[t].strip('*')}: {s}: {why}"
         for t, i in data["targets"].items()
+        if t not in FLOORS
         for s, why in sorted((i.get("skip") or {}).items())
     ]
     if skipped:

@@ -25,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import report
+from bench import floors, report
 from bench import scenarios as sc
 from bench import targets as tg
 from bench.load import Job, Result, run_load, run_slow, scenario_job
@@ -259,6 +259,8 @@ class Bench:
             targets: list[tg.Target | None] = [None] if not names or "direct" in names else []
             cfg = Path(self.args.config)
             candidates: list[tg.Target] = [tg.Gateway(self.workdir, cfg), tg.Nginx(self.workdir)]
+            # The relays with no gateway logic (bench/floors.py): what the server costs.
+            candidates += [floors.Floor(kind, self.workdir) for kind in floors.KINDS]
             if self.args.peers:
                 candidates += [tg.LiteLLM(self.workdir), tg.Portkey(self.workdir)]
             targets += [t for t in candidates if names is None or t.name in names]
@@ -289,7 +291,10 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="short windows, fewer levels (< 2 min)")
     p.add_argument("--peers", action="store_true", help="also LiteLLM proxy and Portkey gateway")
     p.add_argument("--only", help="comma-separated scenario names")
-    p.add_argument("--targets", help="comma-separated: direct,gateway,nginx,litellm,portkey")
+    p.add_argument(
+        "--targets",
+        help="comma-separated: direct,gateway,nginx,relay-aiohttp,relay-protocol,litellm,portkey",
+    )
     p.add_argument("--config", default=str(tg.ROOT / "config" / "bench.json"))
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
