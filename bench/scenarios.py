@@ -86,6 +86,7 @@ class Scenario:
     # the client dialect: chat (/v1/chat/completions) | messages (/v1/messages)
     # | responses (/v1/responses) | embeddings (/v1/embeddings); see bench/apis.py
     client: str = "chat"
+    agent: bool = False  # messages: a coding agent's body (agent_body: 24 tools, ≈ 116 KB)
 
     @property
     def shape(self) -> Shape:
@@ -167,6 +168,17 @@ def all_scenarios() -> list[Scenario]:
             levels=(1, 64),
             client="messages",
             note="Messages → Anthropic, native relay",
+        ),
+        Scenario(
+            "messages-agent-json",
+            "anthropic",
+            False,
+            "fake-n20-g0",
+            levels=(1, 16),
+            quick_levels=(1,),
+            client="messages",
+            agent=True,
+            note="Messages → Anthropic, native relay, a coding agent's 116 KB body",
         ),
         Scenario(
             "messages-anthropic-stream",
@@ -362,12 +374,105 @@ def openai_body(sc: Scenario, model: str) -> dict[str, Any]:
 
 def messages_body(sc: Scenario, model: str) -> dict[str, Any]:
     """What an Anthropic SDK client sends to the gateway's /v1/messages."""
+    if sc.agent:
+        return agent_body(model, sc.stream)
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": 64,
         "messages": [{"role": "user", "content": prompt_text(sc)}],
     }
     if sc.stream:
+        body["stream"] = True
+    return body
+
+
+def _agent_tool(i: int) -> dict[str, Any]:
+    # Claude Code's tools: a long prose description with examples (≈ 2.6 KB), a JSON
+    # Schema with $schema, enums, nested objects and descriptions (≈ 650 bytes).
+    para = (
+        f"Tool {i} of the bench agent. Use it when the task asks for step {i}; never for "
+        'anything else. Quote paths with spaces ("like this") and prefer absolute paths.\n'
+        "- Check the result before going on.\n- Report what failed, with the exact error.\n"
+    )
+    return {
+        "name": f"Tool{i}",
+        "description": para * 12,
+        "input_schema": {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "properties": {
+                "command": {"type": "string", "description": f"What tool {i} runs"},
+                "timeout": {"type": "number", "description": "Milliseconds, at most 600000"},
+                "mode": {"type": "string", "enum": ["fast", "safe", "dry-run"]},
+                "options": {
+                    "type": "object",
+                    "properties": {
+                        "cwd": {"type": "string"},
+                        "env": {"type": "object", "additionalProperties": {"type": "string"}},
+                        "retries": {"type": "integer", "minimum": 0, "maximum": 5},
+                    },
+                    "additionalProperties": False,
+                },
+            },
+            "required": ["command"],
+            "additionalProperties": False,
+        },
+    }
+
+
+def agent_body(model: str, stream: bool) -> dict[str, Any]:
+    """A coding agent's second turn, shaped like Claude Code's (system blocks with cache
+    marks, 24 tools, thinking, a tool call and its result; our own text): ≈ 116 KB."""
+    rules = "Follow the project's conventions; run the tests before saying a change works.\n"
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": 64,
+        "system": [
+            {"type": "text", "text": "x-bench-billing: agent"},
+            {
+                "type": "text",
+                "text": rules * 340,
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+        "tools": [_agent_tool(i) for i in range(24)],
+        "metadata": {"user_id": orjson.dumps({"session_id": "bench-session-0001"}).decode()},
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "messages": [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Run the tests and fix what fails."}],
+            },
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "thinking",
+                        "thinking": "Run them first.",
+                        "signature": "c2lnLWJlbmNo",
+                    },
+                    {
+                        "type": "tool_use",
+                        "id": "toolu_bench_1",
+                        "name": "Tool0",
+                        "input": {"command": "make test", "mode": "safe"},
+                    },
+                ],
+            },
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": "toolu_bench_1",
+                        "content": "ok: 120 passed\n" * 200,
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+            },
+        ],
+    }
+    if stream:
         body["stream"] = True
     return body
 

@@ -113,6 +113,25 @@ async def test_gateway_errors_in_anthropic_shape(upstream: FakeUpstream) -> None
     assert upstream.received == []
 
 
+async def test_a_tool_schema_of_the_wrong_kind_is_refused_before_the_relay(
+    upstream: FakeUpstream,
+) -> None:
+    # The anthropic relay sends tools on unread (their schemas stay JSON bytes): the kind
+    # of each value is still checked, so the upstream never sees the bad request.
+    async with run_gateway(anthropic_cfg(upstream, modelMapping={MODEL: AMODEL})) as gw:
+        c = client(gw)
+        with pytest.raises(anthropic.BadRequestError) as bad:
+            await c.messages.create(
+                model=MODEL,
+                max_tokens=5,
+                messages=[{"role": "user", "content": "x"}],
+                tools=[{"name": "Bash", "input_schema": "object"}],  # type: ignore[typeddict-item]
+            )
+        assert bad.value.body["error"]["type"] == "invalid_request_error"  # type: ignore[index]
+        assert "tools.0.input_schema" in bad.value.body["error"]["message"]  # type: ignore[index]
+    assert upstream.received == []
+
+
 async def test_gateway_api_key_as_x_api_key_or_bearer(upstream: FakeUpstream) -> None:
     reply = cc.message([{"type": "text", "text": "ok"}], "end_turn", model=AMODEL, usage=USAGE)
     upstream.route("/v1/messages", json_reply(reply))

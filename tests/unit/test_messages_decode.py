@@ -105,6 +105,56 @@ def test_bad_bodies_name_the_field(body: bytes, param: str | None) -> None:
         assert info.value.param == param
 
 
+@pytest.mark.parametrize(
+    ("tool", "param"),
+    [
+        ({"name": "t", "description": 5}, "tools.0.description"),
+        ({"name": "t", "description": ["a"]}, "tools.0.description"),
+        ({"name": "t", "input_schema": "object"}, "tools.0.input_schema"),
+        ({"name": "t", "input_schema": [{"type": "object"}]}, "tools.0.input_schema"),
+        ({"name": "t", "input_schema": True}, "tools.0.input_schema"),
+    ],
+)
+def test_a_tool_description_or_schema_of_the_wrong_kind_is_a_400_naming_it(
+    tool: dict[str, object], param: str
+) -> None:
+    # Both stay JSON bytes until a translation reads them (schema.ToolIn); the parse still
+    # refuses the wrong kind of value, so a relayed request is refused like a translated one.
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    with pytest.raises(InvalidRequest) as info:
+        MessagesDialect(Sealer("k")).parse(json.dumps({**body, "tools": [tool]}).encode(), {}, {})
+    assert info.value.param == param
+    assert param in info.value.message
+
+
+def test_tool_descriptions_and_schemas_reach_the_ir_as_sent() -> None:
+    d = MessagesDialect(Sealer("k"))
+    schema = {
+        "type": "object",
+        "properties": {"q": {"type": "string", "description": 'caf\u00e9 "x"\n', "maximum": 2**70}},
+    }
+    tools = [
+        {"name": "a", "description": 'Run "it"\n\u2603 caf\u00e9', "input_schema": schema},
+        {"name": "b", "description": None, "input_schema": None},
+        {"name": "c"},
+        {"name": "d", "description": "", "input_schema": {}},
+    ]
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
+    for raw in (
+        json.dumps({**body, "tools": tools}),
+        json.dumps({**body, "tools": tools}, indent=2),
+    ):
+        req = d.to_ir(d.parse(raw.encode(), {}, {}), "gemini")
+        assert req.tools is not None
+        got = [(t.name, t.description, t.parameters) for t in req.tools]
+        assert got == [
+            ("a", 'Run "it"\n\u2603 caf\u00e9', schema),
+            ("b", None, None),
+            ("c", None, None),
+            ("d", "", {}),
+        ]
+
+
 def test_server_tools_and_unknown_blocks_are_refused_on_translating_backends() -> None:
     d = MessagesDialect(Sealer("k"))
     body = {**CLAUDE_CODE_LIKE, "tools": [{"type": "web_search_20250305", "name": "web_search"}]}

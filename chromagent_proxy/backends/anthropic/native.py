@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     from chromagent_proxy.backends.anthropic.provider import AnthropicBackend
 
 VERTEX_VERSION = "vertex-2023-10-16"
-GATEWAY_SIGNATURE = b'"cgs1_'
 # Betas Claude on Vertex accepts (documented in the README); others are dropped.
 VERTEX_BETAS = frozenset(
     {
@@ -86,9 +85,11 @@ def _strip_gateway_thinking(data: dict[str, Any]) -> None:
             ]
 
 
-def rewrite_body(provider: AnthropicBackend, body: bytes, client_model: str, model: str) -> Body:
-    """The client's body with only what must change."""
-    gateway_thinking = GATEWAY_SIGNATURE in body
+def rewrite_body(
+    provider: AnthropicBackend, body: bytes, client_model: str, model: str, gateway_thinking: bool
+) -> Body:
+    """The client's body with only what must change; ``gateway_thinking``: the parse found
+    thinking blocks the gateway signed, which go (the upstream cannot read them)."""
     if not provider.vertex and not gateway_thinking:
         if model == client_model:
             return body
@@ -207,8 +208,7 @@ async def count_tokens(
 ) -> bytes:
     """The upstream's own count (``{"input_tokens": N}``)."""
     data = codec.loads(body)
-    if GATEWAY_SIGNATURE in body:
-        _strip_gateway_thinking(data)
+    _strip_gateway_thinking(data)  # decoded anyway: read the blocks, however spelled
     data["model"] = model  # Vertex's count-tokens takes the model in the body too
     if provider.vertex:
         data["anthropic_version"] = VERTEX_VERSION

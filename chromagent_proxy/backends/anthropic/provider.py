@@ -158,9 +158,10 @@ class AnthropicBackend(BackendProvider):
         client_model: str,
         model: str,
         stream: bool,
+        gateway_thinking: bool,
     ) -> UpstreamResponse:
         url = self._url_for(model, stream)
-        sent = native.rewrite_body(self, body, client_model, model)
+        sent = native.rewrite_body(self, body, client_model, model, gateway_thinking)
         return await native.open_native(self, stack, url, sent, client_headers)
 
     async def count_messages_tokens(

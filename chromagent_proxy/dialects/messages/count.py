@@ -18,7 +18,7 @@ from collections import OrderedDict
 from typing import Any, Protocol, runtime_checkable
 
 from chromagent_proxy.core import codec, ir
-from chromagent_proxy.dialects.messages.schema import Block, MessagesRequest
+from chromagent_proxy.dialects.messages.schema import Block, MessagesRequest, tool_value
 
 TTL_S = 30.0
 MAX_ENTRIES = 1024
@@ -100,9 +100,10 @@ def estimate(req: MessagesRequest) -> int:
             size += n
             images += i
     for t in req.tools or ():
-        size += _text_bytes(t.name) + _text_bytes(t.description)
-        if t.input_schema:
-            size += len(codec.dumps(t.input_schema))
+        size += _text_bytes(t.name) + _text_bytes(tool_value(t.description))
+        schema = tool_value(t.input_schema)
+        if schema:
+            size += len(codec.dumps(schema))
     return -(-size // 4) + images * IMAGE_TOKENS + PER_MESSAGE * len(req.messages)
 
 

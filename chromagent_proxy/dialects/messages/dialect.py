@@ -30,6 +30,19 @@ class Parsed:
 
     request: MessagesRequest
     headers: dict[str, str]  # the FORWARDED headers the client sent
+    gateway_thinking: bool  # the history holds thinking blocks the gateway signed
+
+
+_NATIVE: dict[type, bool] = {}
+
+
+def _native(kind: type) -> bool:
+    # isinstance against a runtime_checkable Protocol looks up every member each time
+    # (≈ 2 % of a request's samples); a provider's class does not change its methods.
+    known = _NATIVE.get(kind)
+    if known is None:
+        known = _NATIVE[kind] = issubclass(kind, relay.MessagesNative)
+    return known
 
 
 def message_id(rid: str) -> str:
@@ -51,7 +64,7 @@ class MessagesDialect(ConversationDialect):
             tools=bool(req.tools),
             images=decode.has_images(req),
             body=body,
-            native=Parsed(req, forwarded),
+            native=Parsed(req, forwarded, decode.has_gateway_thinking(req)),
             include_usage=True,
             session_id=decode.session_of(headers, req),
         )
@@ -85,7 +98,7 @@ class MessagesDialect(ConversationDialect):
         return errors.stream_error(err)
 
     def relays(self, provider: BackendProvider) -> bool:
-        return self.name in provider.native_dialects and isinstance(provider, relay.MessagesNative)
+        return self.name in provider.native_dialects and _native(type(provider))
 
     async def relay(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
@@ -99,6 +112,7 @@ class MessagesDialect(ConversationDialect):
             ctx.client_model,
             ctx.upstream_model,
             ctx.backend_id,
+            parsed.gateway_thinking,
         )
 
     def relay_stream(
@@ -113,4 +127,5 @@ class MessagesDialect(ConversationDialect):
             ctx.client_model,
             ctx.upstream_model,
             ctx.backend_id,
+            parsed.gateway_thinking,
         )

@@ -42,7 +42,11 @@ class MessagesNative(Protocol):
         client_model: str,
         model: str,
         stream: bool,
-    ) -> UpstreamResponse: ...
+        gateway_thinking: bool,
+    ) -> UpstreamResponse:
+        """``gateway_thinking``: the history holds thinking blocks the gateway signed
+        (decode.has_gateway_thinking), which the upstream cannot read: strip them."""
+        ...
 
     async def count_messages_tokens(
         self, body: bytes, client_headers: Mapping[str, str], model: str
@@ -111,9 +115,12 @@ async def relay(
     client_model: str,
     model: str,
     backend_id: str,
+    gateway_thinking: bool,
 ) -> tuple[bytes, ir.Usage | None]:
     async with AsyncExitStack() as stack:
-        resp = await provider.open_messages(stack, body, headers, client_model, model, False)
+        resp = await provider.open_messages(
+            stack, body, headers, client_model, model, False, gateway_thinking
+        )
         data = await read_capped(resp, DEFAULT_BODY_LIMIT, backend_id)
     try:
         msg = _message(data)
@@ -133,13 +140,16 @@ async def relay_stream(
     client_model: str,
     model: str,
     backend_id: str,
+    gateway_thinking: bool,
 ) -> AsyncIterator[bytes | ir.Usage]:
     reader = UsageReader()
     reported = False
     ended = False  # message_stop or an error event went through
     tail = b""
     async with AsyncExitStack() as stack:
-        resp = await provider.open_messages(stack, body, headers, client_model, model, True)
+        resp = await provider.open_messages(
+            stack, body, headers, client_model, model, True, gateway_thinking
+        )
         try:
             async for data in resp.content.iter_any():
                 if tail:

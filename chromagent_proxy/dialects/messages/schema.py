@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from msgspec import Struct
+import msgspec
+from msgspec import Raw, Struct
 
 
 class Source(Struct):
@@ -44,12 +45,22 @@ class MessageIn(Struct):
 
 
 class ToolIn(Struct):
+    """A tool as sent. ``description`` and ``input_schema`` stay JSON bytes (``Raw``; empty
+    when absent): only translation reads them (``tool_value``), and a coding agent's
+    tools are most of its body (Claude Code: 81 of 116 KB), which the anthropic relay sends
+    on unread. Building them as Python objects was half the parse (bench/README.md)."""
+
     name: str
     type: str | None = None  # None / "custom": a client tool; anything else: a server tool
-    description: str | None = None
-    input_schema: dict[str, Any] | None = None
+    description: Raw = Raw()  # a JSON string or null (decode.parse_body checks the kind)
+    input_schema: Raw = Raw()  # a JSON object or null
     strict: bool | None = None
     cache_control: dict[str, Any] | None = None
+
+
+def tool_value(raw: Raw) -> Any:
+    """A tool's ``description`` / ``input_schema`` as a Python value (None when absent)."""
+    return msgspec.json.decode(raw) if raw else None
 
 
 class ToolChoiceIn(Struct):
