@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from aiohttp import web
 
 from chromagent_proxy.backends import adapter
@@ -93,8 +94,6 @@ def _ir_request(
 
 
 def _with_model(req: ir.Request, model: str) -> ir.Request:
-    import msgspec
-
     return msgspec.structs.replace(req, model=model)
 
 

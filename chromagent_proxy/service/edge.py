@@ -42,7 +42,8 @@ from chromagent_proxy.ops.ratelimit import Decision, build_limiter
 from chromagent_proxy.ops.tracing import build as build_tracing
 from chromagent_proxy.routing.router import Router
 from chromagent_proxy.service.cors import setup_cors
-from chromagent_proxy.service.handlers import _request_id, error_response
+from chromagent_proxy.service.handlers import error_response
+from chromagent_proxy.service.serving import request_id
 
 log = logging.getLogger("chromagent_proxy")
 
@@ -153,7 +154,7 @@ class Edge:
                         "'x-api-key: <key>') with one of the gateway's apiKeys.",
                         headers={"WWW-Authenticate": "Bearer"},
                     ),
-                    _request_id(request),
+                    request_id(request),
                     None,
                 )
             if limiter is not None and self.per_key_max:
@@ -175,7 +176,7 @@ class Edge:
                     "try again shortly.",
                     headers={"Retry-After": "1"},
                 ),
-                _request_id(request),
+                request_id(request),
                 None,
             )
         # The tighter of the IP and key budgets is what the client sees.
@@ -190,7 +191,7 @@ class Edge:
                 f"{d.retry_after_s} s.",
                 headers={"Retry-After": str(d.retry_after_s)},
             ),
-            _request_id(request),
+            request_id(request),
             d.headers(),
         )
 
@@ -215,7 +216,7 @@ class Edge:
             try:
                 refused = origins.refusal(request)  # a page on a foreign origin or host: 403
                 if refused is not None:
-                    resp = render(refused, _request_id(request), None)
+                    resp = render(refused, request_id(request), None)
                 elif guard:
                     resp = await self._admit(request, rec, render)  # a 429 / 401 / 503, or None
                 if resp is None:
@@ -369,7 +370,7 @@ class Edge:
     async def metrics_handler(self, request: web.Request) -> web.Response:
         refused = self.origins.refusal(request)
         if refused is not None:
-            return error_response(refused, _request_id(request))
+            return error_response(refused, request_id(request))
         await self.metrics.refresh()
         merged = self.metrics.merged()
         if "application/json" in request.headers.get("Accept", ""):

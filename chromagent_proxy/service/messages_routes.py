@@ -21,7 +21,7 @@ from chromagent_proxy.dialects.messages.relay import MessagesNative
 from chromagent_proxy.routing.router import Attempt
 from chromagent_proxy.routing.rules import Needs
 from chromagent_proxy.service.serving import error_response as serving_error_response
-from chromagent_proxy.service.serving import read_body, serve
+from chromagent_proxy.service.serving import read_body, request_id, serve
 from chromagent_proxy.service.state import STATE
 
 log = logging.getLogger("chromagent_proxy")
@@ -54,9 +54,7 @@ def _plan(request: web.Request, inbound: Inbound) -> list[Attempt]:
 
 def count_tokens_handler(dialect: MessagesDialect, cache: counting.CountCache) -> Handler:
     async def count_tokens(request: web.Request) -> web.StreamResponse:
-        from chromagent_proxy.service.handlers import _request_id
-
-        rid = _request_id(request)
+        rid = request_id(request)
         try:
             if request.method != "POST":
                 raise MethodNotAllowed(f"Use POST for {COUNT_PATH}")
@@ -121,9 +119,7 @@ def anthropic_models(request: web.Request, models: list[str], rid: str) -> web.R
 
 async def messages_create(request: web.Request) -> web.StreamResponse:
     """POST /v1/messages (``?beta=true`` too): the one serving loop with the Messages dialect."""
-    from chromagent_proxy.service.handlers import _request_id
-
-    rid = _request_id(request)
+    rid = request_id(request)
     dialect = request.app[MESSAGES]
     if request.method != "POST":
         return error_response(dialect, MethodNotAllowed(f"Use POST for {MESSAGES_PATH}"), rid)

@@ -16,7 +16,9 @@ see it.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import time
 from collections.abc import Mapping
 
@@ -55,6 +57,20 @@ def error_response(
     if extra:
         headers.update(extra)
     return web.Response(status=status, body=body, content_type=_JSON, headers=headers)
+
+
+_RID_PREFIX = os.urandom(8).hex()
+_RID_COUNTER = itertools.count(1)
+
+
+def request_id(request: web.Request) -> str:
+    """The client's ``x-request-id`` (≤ 128 printable characters), else a new one."""
+    rid = request.headers.get("x-request-id")
+    if rid and len(rid) <= 128 and rid.isprintable():
+        return rid
+    # A per-process random prefix and a counter: unique like uuid4, without a urandom
+    # syscall per request (uuid4().hex cost ~5 µs, this ~0.5 µs; see bench/README.md).
+    return f"{_RID_PREFIX}{next(_RID_COUNTER):016x}"
 
 
 async def serve(request: web.Request, dialect: AnyDialect, rid: str) -> web.StreamResponse:
