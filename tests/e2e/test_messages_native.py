@@ -25,7 +25,7 @@ from tests.support.anthropic_sdk import (  # noqa: F401
     vertex_cfg,
 )
 from tests.support.gateway import run_gateway
-from tests.support.upstream import FakeUpstream, json_reply, stream_reply
+from tests.support.upstream import FakeUpstream, Received, json_reply, stream_reply
 
 client = anthropic_client
 
@@ -243,17 +243,26 @@ async def test_gateway_made_thinking_is_not_sent_to_anthropic(upstream: FakeUpst
     ]
 
 
-async def _post_raw(gw_url: str, body: bytes) -> int:
+async def _relay_raw(upstream: FakeUpstream, body: bytes) -> Received:
+    """POST these exact bytes to /v1/messages; what the Anthropic upstream received."""
+    upstream.route(
+        "/v1/messages",
+        json_reply(
+            cc.message([{"type": "text", "text": "x"}], "end_turn", model=AMODEL, usage=USAGE)
+        ),
+    )
     async with (
+        run_gateway(anthropic_cfg(upstream)) as gw,
         aiohttp.ClientSession() as s,
         s.post(
-            f"{gw_url}/v1/messages",
+            f"{gw.url}/v1/messages",
             data=body,
             headers={"anthropic-version": "2023-06-01", "content-type": "application/json"},
         ) as resp,
     ):
         await resp.read()
-        return resp.status
+        assert resp.status == 200
+    return upstream.received[0]
 
 
 async def test_gateway_thinking_is_found_however_its_signature_is_spelled(
@@ -261,43 +270,27 @@ async def test_gateway_thinking_is_found_however_its_signature_is_spelled(
 ) -> None:
     # The parse reads the signatures (decode.has_gateway_thinking), so a JSON escape in
     # one ("\u0063gs1_" is "cgs1_") does not carry a gateway-made block to Anthropic.
-    upstream.route(
-        "/v1/messages",
-        json_reply(
-            cc.message([{"type": "text", "text": "x"}], "end_turn", model=AMODEL, usage=USAGE)
-        ),
-    )
     body = (
         b'{"model":"%s","max_tokens":5,"messages":[{"role":"user","content":"hi"},'
         b'{"role":"assistant","content":[{"type":"thinking","thinking":"t",'
         b'"signature":"\\u0063gs1_BBBB"},{"type":"text","text":"hello"}]},'
         b'{"role":"user","content":"again"}]}' % MODEL.encode()
     )
-    async with run_gateway(anthropic_cfg(upstream)) as gw:
-        assert await _post_raw(gw.url, body) == 200
-    assert upstream.received[0].json["messages"][1]["content"] == [
-        {"type": "text", "text": "hello"}
-    ]
+    sent = await _relay_raw(upstream, body)
+    assert sent.json["messages"][1]["content"] == [{"type": "text", "text": "hello"}]
 
 
 async def test_a_gateway_signature_in_text_leaves_the_body_as_sent(upstream: FakeUpstream) -> None:
     # Only a thinking block's signature counts: the same characters in a text (or an
     # Anthropic signature) are the client's bytes, relayed with only the model renamed.
-    upstream.route(
-        "/v1/messages",
-        json_reply(
-            cc.message([{"type": "text", "text": "x"}], "end_turn", model=AMODEL, usage=USAGE)
-        ),
-    )
     body = (
         b'{"model":"%s", "max_tokens":5, "messages":[{"role":"user","content":'
         b'"what is \\"cgs1_ABC\\"?"},{"role":"assistant","content":[{"type":"thinking",'
         b'"thinking":"t","signature":"EqQBCkYIBxgCcgs1_"},{"type":"text","text":"a tag"}]},'
         b'{"role":"user","content":[{"type":"text","text":"\\"cgs1_ again"}]}]}' % MODEL.encode()
     )
-    async with run_gateway(anthropic_cfg(upstream)) as gw:
-        assert await _post_raw(gw.url, body) == 200
-    assert upstream.received[0].body == body.replace(MODEL.encode(), AMODEL.encode(), 1)
+    sent = await _relay_raw(upstream, body)
+    assert sent.body == body.replace(MODEL.encode(), AMODEL.encode(), 1)
 
 
 async def test_count_tokens_native_and_cached(upstream: FakeUpstream) -> None:
