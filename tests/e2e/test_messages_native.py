@@ -268,7 +268,7 @@ async def _relay_raw(upstream: FakeUpstream, body: bytes) -> Received:
 async def test_gateway_thinking_is_found_however_its_signature_is_spelled(
     upstream: FakeUpstream,
 ) -> None:
-    # The parse reads the signatures (decode.has_gateway_thinking), so a JSON escape in
+    # The parse reads the signatures (decode.scan), so a JSON escape in
     # one ("\u0063gs1_" is "cgs1_") does not carry a gateway-made block to Anthropic.
     body = (
         b'{"model":"%s","max_tokens":5,"messages":[{"role":"user","content":"hi"},'

@@ -174,3 +174,50 @@ def test_server_tools_and_unknown_blocks_are_refused_on_translating_backends() -
     with pytest.raises(InvalidRequest, match="document") as info:
         d.to_ir(d.parse(json.dumps(body).encode(), {}, {}), "ollama")
     assert info.value.param == "messages.0.content.0.type"
+
+
+@pytest.mark.parametrize(
+    ("content", "images", "gateway_thinking"),
+    [
+        ([{"type": "text", "text": "x"}], False, False),
+        ([{"type": "image", "source": {"type": "url", "url": "https://e.x/a.png"}}], True, False),
+        (
+            [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": "t1",
+                    "content": [
+                        {"type": "image", "source": {"type": "url", "url": "https://e.x/b"}}
+                    ],
+                }
+            ],
+            True,
+            False,
+        ),
+        ([{"type": "thinking", "thinking": "t", "signature": "EqQBCkYI"}], False, False),
+        ([{"type": "thinking", "thinking": "t", "signature": "cgs1_AAAA"}], False, True),
+        (
+            [
+                {"type": "thinking", "thinking": "t", "signature": "cgs1_AAAA"},
+                {"type": "image", "source": {"type": "url", "url": "https://e.x/c"}},
+            ],
+            True,
+            True,
+        ),
+    ],
+)
+def test_one_walk_finds_images_and_gateway_thinking(
+    content: list[dict[str, object]], images: bool, gateway_thinking: bool
+) -> None:
+    body = {
+        "model": "m",
+        "max_tokens": 5,
+        "messages": [
+            {"role": "user", "content": "x"},
+            {"role": "assistant", "content": content},
+            {"role": "user", "content": "y"},
+        ],
+    }
+    inbound = MessagesDialect(Sealer("k")).parse(json.dumps(body).encode(), {}, {})
+    assert inbound.images is images
+    assert inbound.native.gateway_thinking is gateway_thinking

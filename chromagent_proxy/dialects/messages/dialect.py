@@ -58,13 +58,14 @@ class MessagesDialect(ConversationDialect):
     def parse(self, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]) -> Inbound:
         req = decode.parse_body(body)
         forwarded = {h: v for h in FORWARDED if (v := headers.get(h))}
+        images, gateway_thinking = decode.scan(req)
         return Inbound(
             model=req.model,
             stream=bool(req.stream),
             tools=bool(req.tools),
-            images=decode.has_images(req),
+            images=images,
             body=body,
-            native=Parsed(req, forwarded, decode.has_gateway_thinking(req)),
+            native=Parsed(req, forwarded, gateway_thinking),
             include_usage=True,
             session_id=decode.session_of(headers, req),
         )

@@ -45,7 +45,7 @@ class MessagesNative(Protocol):
         gateway_thinking: bool,
     ) -> UpstreamResponse:
         """``gateway_thinking``: the history holds thinking blocks the gateway signed
-        (decode.has_gateway_thinking), which the upstream cannot read: strip them."""
+        (decode.scan), which the upstream cannot read: strip them."""
         ...
 
     async def count_messages_tokens(
