@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, TypeGuard
 
 from chromagent_proxy.core import codec, ir
 from chromagent_proxy.core.accumulate import Answer
@@ -36,12 +36,13 @@ class Parsed:
 _NATIVE: dict[type, bool] = {}
 
 
-def _native(kind: type) -> bool:
+def _native(provider: object) -> TypeGuard[relay.MessagesNative]:
     # isinstance against a runtime_checkable Protocol looks up every member each time
     # (≈ 2 % of a request's samples); a provider's class does not change its methods.
+    kind = type(provider)
     known = _NATIVE.get(kind)
     if known is None:
-        known = _NATIVE[kind] = issubclass(kind, relay.MessagesNative)
+        known = _NATIVE[kind] = isinstance(provider, relay.MessagesNative)
     return known
 
 
@@ -99,12 +100,12 @@ class MessagesDialect(ConversationDialect):
         return errors.stream_error(err)
 
     def relays(self, provider: BackendProvider) -> bool:
-        return self.name in provider.native_dialects and _native(type(provider))
+        return self.name in provider.native_dialects and _native(provider)
 
     async def relay(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
     ) -> tuple[bytes, ir.Usage | None]:
-        assert isinstance(provider, relay.MessagesNative)
+        assert _native(provider)
         parsed: Parsed = inbound.native
         return await relay.relay(
             provider,
@@ -119,7 +120,7 @@ class MessagesDialect(ConversationDialect):
     def relay_stream(
         self, provider: BackendProvider, inbound: Inbound, ctx: RequestContext
     ) -> AsyncIterator[RelayPart]:
-        assert isinstance(provider, relay.MessagesNative)
+        assert _native(provider)
         parsed: Parsed = inbound.native
         return relay.relay_stream(
             provider,
