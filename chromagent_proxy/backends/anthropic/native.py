@@ -31,7 +31,7 @@ from chromagent_proxy.backends.upstream_read import UpstreamResponse, read_cappe
 from chromagent_proxy.core import codec
 from chromagent_proxy.core.body import Body
 from chromagent_proxy.core.errors import GatewayError, UpstreamHTTPError
-from chromagent_proxy.core.rawjson import rename_model_parts
+from chromagent_proxy.core.rawjson import with_model
 
 if TYPE_CHECKING:
     from chromagent_proxy.backends.anthropic.provider import AnthropicBackend
@@ -91,14 +91,8 @@ def rewrite_body(
     """The client's body with only what must change; ``gateway_thinking``: the parse found
     thinking blocks the gateway signed, which go (the upstream cannot read them)."""
     if not provider.vertex and not gateway_thinking:
-        if model == client_model:
-            return body
-        # Only the model's bytes change, sent as pieces (rawjson.py, core/body.py); the
-        # re-encode below is the fallback. unique: the request path refused a body with
-        # two top-level model keys (dialects/routed.py).
-        renamed = rename_model_parts(body, client_model, model, unique=True)
-        if renamed is not None:
-            return renamed
+        # Only the model's bytes change, sent as pieces when certain (rawjson.with_model).
+        return with_model(body, client_model, model)
     data = codec.loads(body)
     if gateway_thinking:
         _strip_gateway_thinking(data)
